@@ -1,0 +1,117 @@
+"""The `eval-anything` command line. Heavy libraries load only inside `run`, on demand."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from eval_anything import __version__
+
+RUN_EXAMPLES = """examples:
+  eval-anything run                                   # embedded SmolLM2 on every built-in task
+  eval-anything run --tasks arith_mini --limit 8      # one task, first 8 items
+  eval-anything run --model hf:./my-llava --tasks image --batch-size auto
+  eval-anything run --model openai:gpt-4o-mini --model-args base_url=http://127.0.0.1:8000/v1,concurrency=16
+  eval-anything run --model replay:preds.jsonl --tasks shapes_color
+
+Rerunning the same command resumes an interrupted run in the same run directory and
+makes no model calls for samples already finished."""
+
+
+def _add_task_source(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--include-path", action="append", default=[], type=Path, metavar="DIR",
+                        help="also load task YAML files from DIR (repeatable)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eval-anything", description="Evaluate all-modality models.")
+    parser.add_argument("--version", action="version", version=f"eval-anything {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="evaluate a model on tasks", epilog=RUN_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description="Evaluate a model on tasks and write a run directory.")
+    run.add_argument("--model", metavar="[BACKEND:]REF",
+                     help="backend and model: hf:DIR, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; "
+                          "a directory alone means hf, a .jsonl file replay (default: the embedded SmolLM2-135M-Instruct)")
+    run.add_argument("--model-args", metavar="K=V,...", default="",
+                     help="backend arguments, e.g. base_url=http://127.0.0.1:8000/v1,concurrency=8 (openai), "
+                          "dtype=bfloat16,device=auto,video_frames=8 (hf). API keys come from environment "
+                          "variables (api_key_env=NAME), never from here")
+    run.add_argument("--tasks", default="all", metavar="all|NAME,...",
+                     help="comma-separated task names, group names, task YAML paths, or 'all' (default: all)")
+    run.add_argument("--limit", type=int, metavar="N", help="only the first N items of each task")
+    run.add_argument("--output-dir", type=Path, default=Path("runs"), metavar="DIR",
+                     help="where run directories go (default: runs)")
+    run.add_argument("--batch-size", default=None, metavar="N|auto",
+                     help="hf backends: requests per forward pass; 'auto' starts at 32 and halves on out-of-memory "
+                          "(default: auto)")
+    run.add_argument("--seed", type=int, default=1234, help="seed for sampling and anything random (default: 1234)")
+    run.add_argument("--max-new-tokens", type=int, metavar="N", help="override every task's generation length")
+    _add_task_source(run)
+
+    listing = commands.add_parser("list", help="list tasks and groups",
+                                  description="List every task: version, input modalities, items, groups.")
+    _add_task_source(listing)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from eval_anything.tasks import TaskFileError
+
+    try:
+        if args.command == "list":
+            return _list(args)
+        return _run(args, list(argv) if argv is not None else sys.argv[1:])
+    except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:
+        print(f"eval-anything: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rich.table import Table
+
+    from eval_anything.console import stdout_console
+    from eval_anything.tasks import Catalog
+
+    catalog = Catalog(args.include_path)
+    table = Table(title="tasks")
+    for column in ("task", "version", "modalities", "items", "groups", "description"):
+        table.add_column(column)
+    for name in sorted(catalog.tasks):
+        task = catalog.tasks[name]
+        table.add_row(name, str(task.version), ",".join(sorted(m.value for m in task.modalities)),
+                      str(task.count()), ",".join(task.config.tags), task.config.description)
+    console = stdout_console()
+    console.print(table)
+    groups = catalog.groups()
+    console.print("groups: all, " + ", ".join(f"{g} ({len(groups[g])})" for g in sorted(groups)))
+    return 0
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from eval_anything.console import RichProgress, results_table, stdout_console
+    from eval_anything.models import parse_model_args, resolve_spec
+    from eval_anything.runner import RunSettings, evaluate
+    from eval_anything.tasks import Catalog
+
+    spec = resolve_spec(args.model, parse_model_args(args.model_args))
+    if args.batch_size is not None:
+        if spec.backend not in ("hf", "embedded"):
+            raise ValueError(f"--batch-size applies to hf models; the {spec.backend} backend sets its own "
+                             "(e.g. --model-args concurrency=N for openai)")
+        batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
+        spec = dataclasses.replace(spec, args={**spec.args, "batch_size": batch_size})
+    tasks = Catalog(args.include_path).resolve(args.tasks)
+    settings = RunSettings(output_dir=args.output_dir, limit=args.limit, seed=args.seed,
+                           max_new_tokens=args.max_new_tokens, command=("eval-anything", *argv))
+    report = evaluate(spec, tasks, settings, RichProgress())
+    out = stdout_console()
+    out.print(results_table(report.results))
+    resumed = sum(report.resumed.values())
+    out.print(f"run directory: {report.run_dir}  ·  generated {report.generated} requests"
+                  + (f", resumed {resumed} finished samples" if resumed else ""))
+    return 0 if report.ok else 1

@@ -1,0 +1,60 @@
+"""Terminal output: a progress bar per task and the results table."""
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+"""Progress and messages; results tables go to standard output."""
+
+
+def stdout_console() -> Console:
+    plain = Console()
+    return plain if plain.is_terminal else Console(width=140)
+
+
+class RichProgress:
+    """One bar per task, with done/total counts, elapsed time and ETA."""
+
+    def __init__(self) -> None:
+        self._progress: Progress | None = None
+        self._current: Any = None
+
+    def start(self, task: str, total: int, done: int) -> None:
+        self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                  TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console)
+        self._progress.start()
+        self._current = self._progress.add_task(task, total=total, completed=done)
+
+    def advance(self, count: int = 1) -> None:
+        if self._progress is not None:
+            self._progress.advance(self._current, count)
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+
+def _format_value(metric: dict[str, Any]) -> str:
+    value, stderr = metric.get("value"), metric.get("stderr")
+    if value is None:
+        return "—"
+    return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
+
+
+def results_table(results: dict[str, Any]) -> Table:
+    table = Table(title=f"eval-anything · {results['run_id']}", show_lines=False)
+    for column in ("task", "version", "metric", "value ± stderr", "n", "errors", "no answer", "status"):
+        table.add_column(column, justify="right" if column in ("n", "errors", "no answer") else "left")
+    for name, outcome in results["tasks"].items():
+        status = outcome["status"] if outcome["status"] == "complete" else f"{outcome['status']}: {outcome.get('reason', '')}"
+        metrics = outcome.get("metrics") or {"—": {}}
+        for metric_name, metric in metrics.items():
+            table.add_row(name, str(outcome.get("version", "")), metric_name, _format_value(metric),
+                          str(metric.get("n", "")), str(metric.get("errors", "")),
+                          str(metric.get("extraction_failures", "")), status)
+    return table

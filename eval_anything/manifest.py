@@ -1,0 +1,61 @@
+"""What makes a run reproducible from its directory: model, tasks, settings, software."""
+from __future__ import annotations
+
+import datetime as _dt
+import platform
+import re
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+from eval_anything.models.base import REDACTED, ModelSpec
+
+if TYPE_CHECKING:
+    from eval_anything.runner import RunSettings
+    from eval_anything.tasks import Task
+
+PACKAGES = ("eval-anything", "torch", "transformers", "accelerate", "datasets", "openai", "numpy",
+            "pillow", "soundfile", "av", "jinja2", "pydantic")
+_SECRET_ASSIGNMENT = re.compile(r"((?:[\w-]*(?:key|token|secret|password)[\w-]*)=)[^,\s]+", re.IGNORECASE)
+
+
+def redact_command(argv: Sequence[str]) -> list[str]:
+    """The command line with the values of secret-looking key=value arguments hidden."""
+    return [_SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED if not m.group(1).endswith("_env=")
+                                   else m.group(0), arg) for arg in argv]
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def git_revision() -> str | None:
+    source = Path(__file__).resolve().parent.parent
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def build_manifest(spec: ModelSpec, tasks: Sequence["Task"], settings: "RunSettings", run_id: str) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": redact_command(settings.command),
+        "model": spec.describe(),
+        "tasks": [task.describe() for task in tasks],
+        "settings": settings.identity(),
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "git_revision": git_revision(),
+    }

@@ -1,0 +1,25 @@
+"""Model backends behind one interface, chosen by `--model [backend:]reference`."""
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+from eval_anything.models.base import Model, ModelSpec, parse_model_args, parse_model_spec
+from eval_anything.registry import Registry
+
+backends: Registry[Callable[[ModelSpec], Model]] = Registry("model backend")
+backends.register("hf", "eval_anything.models.hf:HFModel")
+backends.register("embedded", "eval_anything.models.embedded:load_embedded")
+backends.register("openai", "eval_anything.models.openai_api:OpenAIModel")
+backends.register("replay", "eval_anything.models.replay:ReplayModel")
+
+
+def resolve_spec(text: str | None, args: Mapping[str, Any] | None = None) -> ModelSpec:
+    return parse_model_spec(text, args, backends.names())
+
+
+def load_model(spec: ModelSpec) -> Model:
+    """Build the backend for a spec; heavy libraries are imported only here."""
+    return backends.get(spec.backend)(spec)
+
+
+__all__ = ["Model", "ModelSpec", "backends", "load_model", "parse_model_args", "resolve_spec"]

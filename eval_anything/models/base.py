@@ -1,0 +1,127 @@
+"""The model interface every backend implements, and how `--model` strings are read."""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+from eval_anything.datamodel import Modality, ModelOutput, Request
+
+_SECRET_KEY = re.compile(r"key|token|secret|password", re.IGNORECASE)
+REDACTED = "<redacted>"
+
+
+def redact(args: Mapping[str, Any]) -> dict[str, Any]:
+    """Model arguments safe to write down: values of secret-looking keys are hidden."""
+    return {k: (REDACTED if _SECRET_KEY.search(k) and not k.endswith("_env") else v) for k, v in args.items()}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model to run: a backend, a reference it understands, and backend arguments."""
+
+    backend: str
+    reference: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.backend, "reference": self.reference, "args": redact(self.args)}
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}:{self.reference}"
+
+
+def parse_model_args(text: str | None) -> dict[str, Any]:
+    """`key=value,key=value` into a dict; numbers and booleans are converted."""
+    args: dict[str, Any] = {}
+    for item in filter(None, (text or "").split(",")):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"model argument {item!r} is not key=value")
+        args[key.strip()] = _convert(value.strip())
+    return args
+
+
+def _convert(value: str) -> Any:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    return value
+
+
+def parse_model_spec(text: str | None, args: Mapping[str, Any] | None = None, backends: Iterable[str] = ()) -> ModelSpec:
+    """Read `[backend:]reference`; without a backend, a directory means `hf`, a .jsonl file `replay`."""
+    args = dict(args or {})
+    if not text:
+        return ModelSpec("embedded", "smollm2-135m-instruct", args)
+    backend, sep, reference = text.partition(":")
+    if sep and backend in set(backends):
+        return ModelSpec(backend, reference, args)
+    path = Path(text)
+    if path.is_dir():
+        return ModelSpec("hf", text, args)
+    if path.suffix == ".jsonl" and path.is_file():
+        return ModelSpec("replay", text, args)
+    raise ValueError(
+        f"cannot tell which backend runs {text!r}: name one as BACKEND:REFERENCE "
+        f"(backends: {', '.join(sorted(backends))}), or give an existing model directory or predictions .jsonl"
+    )
+
+
+class Model(ABC):
+    """A backend. One required method: generate a batch of requests, outputs in the same order.
+
+    A failure confined to one request (corrupt media, a refused API call) is returned as that
+    request's `ModelOutput.failed(...)`; an exception means the whole backend is broken.
+    """
+
+    input_modalities: frozenset[Modality] = frozenset({Modality.TEXT})
+    output_modalities: frozenset[Modality] = frozenset({Modality.TEXT})
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.generated = 0
+        """How many requests this instance generated: resumed runs check it stays 0."""
+
+    @property
+    def batch_size(self) -> int:
+        """How many requests the runner hands to one `generate` call."""
+        return 1
+
+    @abstractmethod
+    def generate(self, requests: Sequence[Request]) -> list[ModelOutput]: ...
+
+    def stream(self, requests: Iterable[Request]) -> Iterator[tuple[Request, ModelOutput]]:
+        """Outputs as they complete; the default generates `batch_size` requests at a time."""
+        batch: list[Request] = []
+        for request in requests:
+            batch.append(request)
+            if len(batch) >= self.batch_size:
+                yield from self._generate_counted(batch)
+                batch = []
+        if batch:
+            yield from self._generate_counted(batch)
+
+    def _generate_counted(self, batch: list[Request]) -> Iterator[tuple[Request, ModelOutput]]:
+        outputs = self.generate(batch)
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"{self.spec.label} returned {len(outputs)} outputs for {len(batch)} requests")
+        self.generated += len(batch)
+        yield from zip(batch, outputs)
+
+    def missing_modalities(self, needed: Iterable[Modality]) -> frozenset[Modality]:
+        return frozenset(needed) - self.input_modalities
+
+    def describe(self) -> dict[str, Any]:
+        """Identity for the run manifest; never includes secrets."""
+        return {**self.spec.describe(), "input_modalities": sorted(m.value for m in self.input_modalities)}
+
+    def close(self) -> None:
+        """Release resources (servers, GPU memory)."""

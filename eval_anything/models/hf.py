@@ -1,0 +1,285 @@
+"""Local transformers models: chat templates, length-sorted batches, multimodal processors."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from eval_anything.datamodel import Modality, ModelOutput, Part, Request, Usage
+from eval_anything.media import MediaError, load_audio, load_image, load_video_frames
+from eval_anything.models.base import Model, ModelSpec
+
+AUTO = "auto"
+AUTO_START_BATCH = 32
+
+
+@dataclass
+class _Prepared:
+    """A request turned into chat content and decoded media, ready for the processor."""
+
+    content: list[dict[str, Any]]
+    images: list[Any] = field(default_factory=list)
+    audios: list[Any] = field(default_factory=list)
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class HFModel(Model):
+    """`hf:DIR` — a transformers model directory (model, tokenizer or processor, config).
+
+    Arguments: batch_size (int or "auto", default auto), dtype (default float32), device
+    (default cpu; "auto" picks cuda when present), video_frames (frames sampled from a video when
+    the processor has no video support; default 8).
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        import torch
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
+        self._torch = torch
+        args = dict(spec.args)
+        path = Path(spec.reference)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(f"hf model directory {path} has no config.json")
+        self.video_frames = int(args.pop("video_frames", 8))
+        requested = args.pop("batch_size", AUTO)
+        self._auto_batch = requested == AUTO
+        self._batch_size = AUTO_START_BATCH if self._auto_batch else int(requested)
+        device = args.pop("device", "cpu")
+        if device == AUTO:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        dtype_name = str(args.pop("dtype", "float32"))
+        dtype = dtype_name if dtype_name == AUTO else getattr(torch, dtype_name)
+        self.processor = _load_processor(transformers, path)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.input_modalities = _input_modalities(self.processor)
+        self.model = _load_model(transformers, path, dtype, args, self.input_modalities).to(self.device).eval()
+
+    @property
+    def batch_size(self) -> int:
+        return self._batch_size
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "batch_size": AUTO if self._auto_batch else self._batch_size,
+                "model_class": type(self.model).__name__, "dtype": str(self.model.dtype).replace("torch.", "")}
+
+    def generate(self, requests: Sequence[Request]) -> list[ModelOutput]:
+        outputs: list[ModelOutput | None] = [None] * len(requests)
+        groups: dict[Any, list[tuple[int, _Prepared]]] = {}
+        for index, request in enumerate(requests):
+            unsupported = request.modalities - self.input_modalities
+            if unsupported:
+                names = ", ".join(sorted(m.value for m in unsupported))
+                outputs[index] = ModelOutput.failed(f"{self.spec.label} does not accept {names} input")
+                continue
+            try:
+                prepared = self._prepare(request)
+            except MediaError as exc:
+                outputs[index] = ModelOutput.failed(str(exc))
+                continue
+            # one generate() call takes one generation config, so batch only requests that share it
+            groups.setdefault(request.generation, []).append((index, prepared))
+        for ready in groups.values():
+            ready.sort(key=lambda item: -len(requests[item[0]].prompt_text))
+            start = 0
+            while start < len(ready):
+                chunk = ready[start : start + self._batch_size]
+                try:
+                    results = self._generate_batch([requests[i] for i, _ in chunk], [p for _, p in chunk])
+                except Exception as exc:
+                    if not (_is_out_of_memory(exc) and self._auto_batch and len(chunk) > 1):
+                        raise
+                    # halve what actually failed, not a start size larger than the chunk
+                    self._batch_size = max(1, len(chunk) // 2)
+                    self._release_memory()
+                    continue
+                for (index, _), output in zip(chunk, results):
+                    outputs[index] = output
+                start += len(chunk)
+        missing = [i for i, o in enumerate(outputs) if o is None]
+        if missing:
+            raise RuntimeError(f"{self.spec.label} produced no output for requests {missing}")
+        return outputs  # type: ignore[return-value]
+
+    def _release_memory(self) -> None:
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
+    def _prepare(self, request: Request) -> _Prepared:
+        prepared = _Prepared(content=[])
+        for part in request.parts:
+            self._add_part(prepared, part)
+        return prepared
+
+    def _add_part(self, prepared: _Prepared, part: Part) -> None:
+        if part.modality is Modality.TEXT:
+            if not part.text:
+                return
+            last = prepared.content[-1] if prepared.content else None
+            if last is not None and last["type"] == "text":
+                last["text"] += "\n" + part.text  # adjacent text parts joined as in Request.prompt_text
+            else:
+                prepared.content.append({"type": "text", "text": part.text})
+        elif part.modality is Modality.IMAGE:
+            prepared.images.append(load_image(part))
+            prepared.content.append({"type": "image"})
+        elif part.modality is Modality.VIDEO:
+            # no video processor here (they need torchvision): the clip goes in as sampled frames
+            frames = load_video_frames(part, self.video_frames)
+            prepared.images.extend(frames)
+            prepared.content.extend({"type": "image"} for _ in frames)
+            prepared.notes["video_as_frames"] = prepared.notes.get("video_as_frames", 0) + len(frames)
+        elif part.modality is Modality.AUDIO:
+            samples, _ = load_audio(part, self._audio_rate())
+            prepared.audios.append(samples)
+            prepared.content.append({"type": "audio", "audio": samples})
+
+    def _audio_rate(self) -> int:
+        extractor = getattr(self.processor, "feature_extractor", None)
+        return int(getattr(extractor, "sampling_rate", 16000))
+
+    @property
+    def _text_only(self) -> bool:
+        return self.processor is self.tokenizer
+
+    def _render(self, request: Request, prepared: _Prepared) -> str:
+        messages: list[dict[str, Any]] = []
+        if self._text_only:
+            if request.system:
+                messages.append({"role": "system", "content": request.system})
+            messages.append({"role": "user", "content": request.prompt_text})
+        else:
+            # multimodal templates expect list content; many iterate it even for the system turn
+            if request.system:
+                messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
+            messages.append({"role": "user", "content": prepared.content})
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if prepared.images or prepared.audios:
+            raise ValueError(f"{self.spec.label} has no chat template to place media tokens in the prompt")
+        return "\n".join(filter(None, [request.system, request.prompt_text]))
+
+    def _encode(self, texts: list[str], prepared: list[_Prepared]) -> Any:
+        # The rendered template already holds the special tokens; as transformers' own
+        # apply_chat_template does, add none when it starts with BOS (and never for bare tokenizers).
+        bos = self.tokenizer.bos_token
+        add_special = not self._text_only and not (bos and all(t.startswith(bos) for t in texts))
+        common = {"return_tensors": "pt", "padding": True, "padding_side": "left", "add_special_tokens": add_special}
+        if self._text_only:
+            return self.tokenizer(texts, **common)
+        kwargs: dict[str, Any] = {"text": texts, **common}
+        images = [image for p in prepared for image in p.images]
+        audios = [audio for p in prepared for audio in p.audios]
+        if images:
+            kwargs["images"] = images
+        if audios:
+            # Qwen2-Audio style processors pad features to 30 s themselves and count audio tokens
+            # from the feature mask; the samples were resampled to this rate on load.
+            kwargs["audio"] = audios
+            kwargs["sampling_rate"] = self._audio_rate()
+        return self.processor(**kwargs)
+
+    def _generate_batch(self, requests: list[Request], prepared: list[_Prepared]) -> list[ModelOutput]:
+        torch = self._torch
+        generation = requests[0].generation
+        started = time.perf_counter()
+        texts = [self._render(r, p) for r, p in zip(requests, prepared)]
+        encoded = self._encode(texts, prepared)
+        # pixel_values, input_features...: float inputs in the model's dtype; ids and masks untouched
+        inputs = {k: (v.to(self.device, self.model.dtype) if v.is_floating_point() else v.to(self.device))
+                  if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
+        torch.manual_seed(generation.seed)
+        sampling = {"do_sample": False} if generation.greedy else {
+            "do_sample": True, "temperature": generation.temperature, "top_p": generation.top_p}
+        stop = {"stop_strings": list(generation.stop), "tokenizer": self.tokenizer} if generation.stop else {}
+        with torch.inference_mode():
+            sequences = self.model.generate(**inputs, max_new_tokens=generation.max_new_tokens,
+                                            pad_token_id=self.tokenizer.pad_token_id, **sampling, **stop)
+        elapsed = (time.perf_counter() - started) / len(requests)
+        prompt_length = inputs["input_ids"].shape[1]
+        new_tokens = sequences[:, prompt_length:]
+        input_counts = inputs["attention_mask"].sum(dim=1).tolist()
+        return [self._output(row, generation.stop, int(n_in), elapsed, p.notes)
+                for row, n_in, p in zip(new_tokens, input_counts, prepared)]
+
+    def _output(self, row: Any, stops: tuple[str, ...], n_in: int, latency: float, notes: dict[str, Any]) -> ModelOutput:
+        ends = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, *_eos_ids(self.model)}
+        tokens = row.tolist()
+        length = next((i + 1 for i, t in enumerate(tokens) if t in ends), len(tokens))
+        raw = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
+        text = cut_at_stop(raw, stops)
+        return ModelOutput(text=text.strip(), raw_text=raw, parts=(Part.of_text(text.strip()),),
+                           usage=Usage(input_tokens=n_in, output_tokens=length), latency_s=latency, metadata=notes)
+
+    def close(self) -> None:
+        del self.model
+        self._release_memory()
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """The text up to the earliest stop string."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
+def _eos_ids(model: Any) -> list[int]:
+    eos = getattr(model.generation_config, "eos_token_id", None)
+    if eos is None:
+        return []
+    return list(eos) if isinstance(eos, (list, tuple)) else [eos]
+
+
+def _is_out_of_memory(exc: Exception) -> bool:
+    import torch
+
+    message = str(exc).lower()
+    return (isinstance(exc, torch.OutOfMemoryError) or "out of memory" in message
+            or "can't allocate memory" in message)  # the CPU allocator's wording
+
+
+def _load_processor(transformers: Any, path: Path) -> Any:
+    has_processor = any((path / name).exists() for name in
+                        ("processor_config.json", "preprocessor_config.json", "feature_extractor_config.json"))
+    if has_processor:
+        try:
+            return transformers.AutoProcessor.from_pretrained(path)
+        except (ImportError, AttributeError, ValueError, OSError):
+            pass  # e.g. a video processor that needs torchvision; fall back to the tokenizer
+    return transformers.AutoTokenizer.from_pretrained(path)
+
+
+def _load_model(transformers: Any, path: Path, dtype: Any, args: dict[str, Any],
+                modalities: frozenset[Modality]) -> Any:
+    """The first Auto class that takes the config: image models are image-text-to-text (LLaVA),
+    audio models need AutoModelForMultimodalLM (Qwen2-Audio), text models are causal LMs."""
+    if Modality.AUDIO in modalities:
+        classes = ("AutoModelForMultimodalLM", "AutoModelForImageTextToText", "AutoModelForCausalLM")
+    elif Modality.IMAGE in modalities:
+        classes = ("AutoModelForImageTextToText", "AutoModelForMultimodalLM", "AutoModelForCausalLM")
+    else:
+        classes = ("AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoModelForMultimodalLM")
+    errors = []
+    for name in classes:
+        auto = getattr(transformers, name, None)
+        if auto is None:
+            continue
+        try:
+            return auto.from_pretrained(path, dtype=dtype, **args)
+        except ValueError as exc:  # "Unrecognized configuration class" for this auto class
+            errors.append(f"{name}: {exc}".splitlines()[0])
+    raise ValueError(f"no generative model class loads {path}:\n  " + "\n  ".join(errors))
+
+
+def _input_modalities(processor: Any) -> frozenset[Modality]:
+    found = {Modality.TEXT}
+    if getattr(processor, "image_processor", None) is not None:
+        found |= {Modality.IMAGE, Modality.VIDEO}  # video as sampled frames
+    if getattr(processor, "feature_extractor", None) is not None:
+        found.add(Modality.AUDIO)
+    return frozenset(found)

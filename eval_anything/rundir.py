@@ -1,0 +1,115 @@
+"""The run directory: a versioned manifest, per-task sample logs made durable as they finish,
+and results written atomically. A run is complete only when results.json says so."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+RESULTS = "results.json"
+SAMPLES_DIR = "samples"
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, sync it, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, sort_keys=False, default=str)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    with path.open(encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+class SampleLog:
+    """Append-only JSONL of finished samples for one task.
+
+    Lines are flushed and fsynced on `commit()`; a line torn by a crash is cut off on open.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = None
+
+    def completed(self) -> dict[str, dict[str, Any]]:
+        """Records already on disk, by sample id, after cutting any torn last line."""
+        records: dict[str, dict[str, Any]] = {}
+        if not self.path.exists():
+            return records
+        good_bytes = 0
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    break
+                records[record["id"]] = record
+                good_bytes += len(line)
+        if good_bytes < self.path.stat().st_size:
+            with self.path.open("r+b") as handle:
+                handle.truncate(good_bytes)
+        return records
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._handle is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("a", encoding="utf-8")
+        self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+    def commit(self) -> None:
+        if self._handle is not None:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self.commit()
+            self._handle.close()
+            self._handle = None
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.completed().values())
+
+
+class RunDirectory:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / MANIFEST
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / RESULTS
+
+    def samples(self, task: str) -> SampleLog:
+        return SampleLog(self.path / SAMPLES_DIR / f"{task}.jsonl")
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json_atomic(self.manifest_path, {"format_version": FORMAT_VERSION, **manifest})
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        return read_json(self.manifest_path) if self.manifest_path.exists() else None
+
+    def write_results(self, results: dict[str, Any]) -> None:
+        write_json_atomic(self.results_path, {"format_version": FORMAT_VERSION, **results})
+
+    def read_results(self) -> dict[str, Any] | None:
+        return read_json(self.results_path) if self.results_path.exists() else None
