@@ -17,7 +17,7 @@ from eval_anything.manifest import build_manifest
 from eval_anything.models import Model, ModelSpec, load_model
 from eval_anything.rundir import RunDirectory, SampleLog
 from eval_anything.scorers import Attempt
-from eval_anything.stats import mean, mean_stderr
+from eval_anything.stats import AGGREGATES
 from eval_anything.tasks import DataFileError, Task
 
 COMPLETE, NOT_APPLICABLE, ERROR = "complete", "not_applicable", "error"
@@ -185,14 +185,16 @@ def _finish_sample(task: Task, sample: Sample, attempts: list[Attempt]) -> Sampl
 
 
 def aggregate(task: Task, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Metrics (mean ± analytic standard error) and counts from per-sample records."""
+    """Each scorer's metric (its declared aggregate ± standard error) and counts, from per-sample records."""
     records = list(records)
     metrics = {}
-    for scorer in task.scorers:
+    for scorer, config in zip(task.scorers, task.config.scorers):
         scores = [r["scores"][scorer.name] for r in records if scorer.name in r["scores"]]
         values = [s["value"] for s in scores if s["error"] is None]
+        statistic, stderr = AGGREGATES[config.aggregate]
         metrics[scorer.name] = {
-            "value": _finite(mean(values)), "stderr": _finite(mean_stderr(values)), "n": len(values),
+            "aggregate": config.aggregate,
+            "value": _finite(statistic(values)), "stderr": _finite(stderr(values)), "n": len(values),
             "errors": sum(1 for s in scores if s["error"] is not None),
             "extraction_failures": sum(1 for s in scores if s.get("extraction_failed")),
         }

@@ -32,3 +32,19 @@ def bootstrap_stderr(values: Sequence[float], statistic: Callable[[Sequence[floa
     rng = random.Random(seed)
     stats = [statistic([values[rng.randrange(n)] for _ in range(n)]) for _ in range(resamples)]
     return sample_std(stats)
+
+
+def median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        return math.nan
+    middle = n // 2
+    return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+AGGREGATES: dict[str, tuple[Callable[[Sequence[float]], float], Callable[[Sequence[float]], float]]] = {
+    "mean": (mean, mean_stderr),
+    "median": (median, lambda values: bootstrap_stderr(values, median)),
+}
+"""Aggregate name -> (statistic, its standard error)."""

@@ -96,3 +96,16 @@ def test_unknown_scorer_suggests_a_near_name():
 def test_bad_scorer_arguments_are_named():
     with pytest.raises(ValueError, match="bad arguments for scorer 'numeric'"):
         build_scorer("numeric", {"tolerence": 1})
+
+
+def test_aggregates_and_their_standard_errors():
+    from eval_anything.stats import AGGREGATES, bootstrap_stderr, mean_stderr
+
+    values = [0.0, 1.0, 1.0, 1.0]
+    statistic, stderr = AGGREGATES["mean"]
+    assert statistic(values) == 0.75 and stderr(values) == pytest.approx(0.25)
+    assert AGGREGATES["median"][0]([3.0, 1.0, 2.0, 10.0]) == 2.5
+    # the bootstrap estimates the plug-in (population) standard error: sqrt(3/16) / 2
+    assert bootstrap_stderr(values) == pytest.approx((3 / 16) ** 0.5 / 2, rel=0.1)
+    assert bootstrap_stderr(values) < mean_stderr(values)
+    assert bootstrap_stderr([1.0, 1.0, 1.0]) == 0.0

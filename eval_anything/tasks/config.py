@@ -26,6 +26,8 @@ class DatasetConfig(_Strict):
 class ScorerConfig(_Strict):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
+    aggregate: Literal["mean", "median"] = Field(
+        default="mean", description="How per-sample scores combine: mean (analytic stderr) or median (bootstrap).")
 
 
 class GenerationSettings(_Strict):

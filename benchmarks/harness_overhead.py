@@ -1,0 +1,90 @@
+"""Harness overhead: the same prompts through a plain batched `generate` loop and through
+`eval-anything run`, same model, batch size and generation length, in one process.
+
+    python benchmarks/harness_overhead.py [--rounds 2] [--batch-size 8] [--max-new-tokens 32]
+
+Both sides load the model from the same folder, sort prompts by length into batches and stop
+each row at its own stop string or EOS. Rounds alternate the two sides to spread machine noise;
+the best round of each is compared. Prints generated tokens/s, wall time and their ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from eval_anything.models import ModelSpec
+from eval_anything.models.embedded import embedded_model_dir
+from eval_anything.runner import RunSettings, evaluate
+from eval_anything.tasks import Catalog
+
+STOP = "\n"
+
+
+def plain_loop(model_dir: Path, prompts: list[str], batch_size: int, max_new_tokens: int) -> tuple[float, int]:
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+             for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: -len(tokenizer(texts[i], add_special_tokens=False).input_ids))
+    generated = 0
+    for start in range(0, len(order), batch_size):
+        batch = [texts[i] for i in order[start : start + batch_size]]
+        inputs = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                 pad_token_id=tokenizer.pad_token_id, stop_strings=[STOP], tokenizer=tokenizer)
+        for row in out[:, inputs.input_ids.shape[1]:].tolist():
+            ends = [i for i, t in enumerate(row) if t in (tokenizer.eos_token_id, tokenizer.pad_token_id)]
+            generated += ends[0] + 1 if ends else len(row)
+            tokenizer.decode(row, skip_special_tokens=True)
+    return time.perf_counter() - started, generated
+
+
+def harness(model_dir: Path, task_name: str, batch_size: int, max_new_tokens: int) -> tuple[float, int]:
+    task = Catalog().resolve(task_name)
+    spec = ModelSpec("hf", str(model_dir), {"batch_size": batch_size})
+    with tempfile.TemporaryDirectory() as output_dir:
+        started = time.perf_counter()
+        report = evaluate(spec, task, RunSettings(output_dir=Path(output_dir), max_new_tokens=max_new_tokens))
+        elapsed = time.perf_counter() - started
+    return elapsed, report.results["tasks"][task_name]["usage"]["output_tokens"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", default="arith_mini")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    args = parser.parse_args()
+    model_dir = embedded_model_dir()
+    task = Catalog().tasks[args.task]
+    generation = task.generation(seed=1234, max_new_tokens=args.max_new_tokens)
+    assert generation.stop == (STOP,), "the plain loop assumes the task stops at a newline"
+    prompts = [task.requests(s, generation)[0].prompt_text for s in task.samples()]
+    print(f"{len(prompts)} prompts from {args.task}, batch {args.batch_size}, {args.max_new_tokens} new tokens max, "
+          f"torch threads {torch.get_num_threads()}")
+    best: dict[str, tuple[float, int]] = {}
+    for round_index in range(args.rounds):
+        for name, run in (("plain", lambda: plain_loop(model_dir, prompts, args.batch_size, args.max_new_tokens)),
+                          ("eval-anything", lambda: harness(model_dir, args.task, args.batch_size, args.max_new_tokens))):
+            elapsed, tokens = run()
+            print(f"round {round_index + 1} {name:>13}: {elapsed:6.2f} s, {tokens} tokens, {tokens / elapsed:6.1f} tok/s")
+            if name not in best or elapsed < best[name][0]:
+                best[name] = (elapsed, tokens)
+    (plain_s, plain_tokens), (ours_s, our_tokens) = best["plain"], best["eval-anything"]
+    print(f"best plain:         {plain_s:6.2f} s  {plain_tokens / plain_s:6.1f} tok/s")
+    print(f"best eval-anything: {ours_s:6.2f} s  {our_tokens / ours_s:6.1f} tok/s")
+    print(f"throughput ratio (eval-anything / plain): {(our_tokens / ours_s) / (plain_tokens / plain_s):.3f}  (goal >= 0.95)")
+    print(f"wall-time ratio  (plain / eval-anything): {plain_s / ours_s:.3f}")
+
+
+if __name__ == "__main__":
+    main()
