@@ -60,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from eval_anything.models.base import BackendError
     from eval_anything.tasks import TaskFileError
 
     try:
@@ -69,6 +70,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:
         print(f"eval-anything: error: {exc}", file=sys.stderr)
         return 2
+    except BackendError as exc:
+        print(f"eval-anything: error: {exc}\nfinished samples are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 1
 
 
 def _list(args: argparse.Namespace) -> int:

@@ -75,6 +75,17 @@ def parse_model_spec(text: str | None, args: Mapping[str, Any] | None = None, ba
     )
 
 
+class BackendError(RuntimeError):
+    """The backend cannot serve any request (a refused key, an unknown model); the run stops and
+    keeps what it finished, so a rerun after fixing the cause resumes."""
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    """The text up to the earliest stop string."""
+    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
+    return text[:cut]
+
+
 class Model(ABC):
     """A backend. One required method: generate a batch of requests, outputs in the same order.
 

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Request, Usage
 from eval_anything.media import MediaError, load_audio, load_image, load_video_frames
-from eval_anything.models.base import Model, ModelSpec
+from eval_anything.models.base import Model, ModelSpec, cut_at_stop
 
 AUTO = "auto"
 AUTO_START_BATCH = 32
@@ -20,6 +20,7 @@ class _Prepared:
 
     content: list[dict[str, Any]]
     images: list[Any] = field(default_factory=list)
+    videos: list[Any] = field(default_factory=list)
     audios: list[Any] = field(default_factory=list)
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -27,9 +28,11 @@ class _Prepared:
 class HFModel(Model):
     """`hf:DIR` — a transformers model directory (model, tokenizer or processor, config).
 
-    Arguments: batch_size (int or "auto", default auto), dtype (default float32), device
-    (default cpu; "auto" picks cuda when present), video_frames (frames sampled from a video when
-    the processor has no video support; default 8).
+    Arguments: batch_size (int or "auto", default auto: start at 32 and halve on out-of-memory),
+    dtype (default float32; "auto" keeps the checkpoint's), device
+    (default cpu; "auto" picks cuda when present), video_frames (frames sampled from a video;
+    default 8). A processor with its own video support gets the frames as one video; otherwise
+    they go in as images (video processors need torchvision, so that is the path exercised here).
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -130,11 +133,17 @@ class HFModel(Model):
             prepared.images.append(load_image(part))
             prepared.content.append({"type": "image"})
         elif part.modality is Modality.VIDEO:
-            # no video processor here (they need torchvision): the clip goes in as sampled frames
             frames = load_video_frames(part, self.video_frames)
-            prepared.images.extend(frames)
-            prepared.content.extend({"type": "image"} for _ in frames)
-            prepared.notes["video_as_frames"] = prepared.notes.get("video_as_frames", 0) + len(frames)
+            if self._native_video:
+                import numpy as np
+
+                prepared.videos.append(np.stack([np.asarray(frame) for frame in frames]))
+                prepared.content.append({"type": "video"})
+                prepared.notes["video_native_frames"] = prepared.notes.get("video_native_frames", 0) + len(frames)
+            else:  # no video processor (they need torchvision): the clip goes in as sampled frames
+                prepared.images.extend(frames)
+                prepared.content.extend({"type": "image"} for _ in frames)
+                prepared.notes["video_as_frames"] = prepared.notes.get("video_as_frames", 0) + len(frames)
         elif part.modality is Modality.AUDIO:
             samples, _ = load_audio(part, self._audio_rate())
             prepared.audios.append(samples)
@@ -143,6 +152,10 @@ class HFModel(Model):
     def _audio_rate(self) -> int:
         extractor = getattr(self.processor, "feature_extractor", None)
         return int(getattr(extractor, "sampling_rate", 16000))
+
+    @property
+    def _native_video(self) -> bool:
+        return getattr(self.processor, "video_processor", None) is not None
 
     @property
     def _text_only(self) -> bool:
@@ -161,7 +174,7 @@ class HFModel(Model):
             messages.append({"role": "user", "content": prepared.content})
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if prepared.images or prepared.audios:
+        if prepared.images or prepared.videos or prepared.audios:
             raise ValueError(f"{self.spec.label} has no chat template to place media tokens in the prompt")
         return "\n".join(filter(None, [request.system, request.prompt_text]))
 
@@ -176,8 +189,11 @@ class HFModel(Model):
         kwargs: dict[str, Any] = {"text": texts, **common}
         images = [image for p in prepared for image in p.images]
         audios = [audio for p in prepared for audio in p.audios]
+        videos = [video for p in prepared for video in p.videos]
         if images:
             kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
         if audios:
             # Qwen2-Audio style processors pad features to 30 s themselves and count audio tokens
             # from the feature mask; the samples were resampled to this rate on load.
@@ -220,12 +236,6 @@ class HFModel(Model):
     def close(self) -> None:
         del self.model
         self._release_memory()
-
-
-def cut_at_stop(text: str, stops: Sequence[str]) -> str:
-    """The text up to the earliest stop string."""
-    cut = min((i for i in (text.find(s) for s in stops if s) if i >= 0), default=len(text))
-    return text[:cut]
 
 
 def _eos_ids(model: Any) -> list[int]:

@@ -1,0 +1,358 @@
+"""`openai:MODEL` — any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, `transformers serve`...).
+
+Arguments (all optional):
+  base_url     the API root, e.g. http://127.0.0.1:8000/v1 (default: $OPENAI_BASE_URL, else OpenAI's)
+  api_key_env  the environment variable holding the key (default OPENAI_API_KEY). The key itself is
+               never an argument, so it never reaches a manifest. A loopback base_url without the
+               variable set gets the placeholder key "EMPTY".
+  concurrency  requests in flight at once (default 8)
+  max_retries  retries of 408/409/429/5xx/connection errors/timeouts, done by the openai SDK with
+               exponential backoff, jitter and Retry-After (default 5)
+  timeout      seconds per HTTP attempt (default 120)
+  video_frames frames sampled from a video and sent as images (default 8)
+
+Requests run on an asyncio event loop in a background thread; `stream` pulls requests lazily and
+keeps up to `concurrency` of them in flight. A request whose media cannot be decoded, or whose
+API call still fails after the retries, becomes a failed output; the run goes on.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import ipaddress
+import os
+import queue
+import threading
+import time
+from typing import Any, Iterable, Iterator, Sequence, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Part, Request, Usage
+from eval_anything.media import image_data_uri, load_audio, load_image, load_video_frames, to_wav_bytes
+from eval_anything.models.base import REDACTED, BackendError, Model, ModelSpec, cut_at_stop
+
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+PLACEHOLDER_KEY = "EMPTY"
+MAX_API_STOPS = 4
+AUDIO_RATE = 16000
+MAX_REASON_CHARS = 2000
+_MIN_SCRUBBED_KEY = 8  # shorter "keys" (placeholders such as "x") are not worth rewriting outputs for
+
+DEFAULTS: dict[str, Any] = {
+    "base_url": None,
+    "api_key_env": "OPENAI_API_KEY",
+    "concurrency": 8,
+    "max_retries": 5,
+    "timeout": 120.0,
+    "video_frames": 8,
+}
+
+K = TypeVar("K")
+
+
+def _fatal_errors() -> tuple[type[BaseException], ...]:
+    import openai
+
+    return (openai.AuthenticationError, openai.PermissionDeniedError, openai.NotFoundError)
+
+
+class OpenAIModel(Model):
+    input_modalities = frozenset({Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO})
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__(spec)
+        args = _check_args(spec.args)
+        if not spec.reference:
+            raise ValueError("the openai backend needs a model name: openai:MODEL")
+        self.model_name = spec.reference
+        self.base_url = str(args["base_url"] or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL)
+        self.api_key_env = str(args["api_key_env"])
+        self.concurrency = _positive_int(args, "concurrency", minimum=1)
+        self.max_retries = _positive_int(args, "max_retries", minimum=0)
+        self.timeout = _positive_float(args, "timeout")
+        self.video_frames = _positive_int(args, "video_frames", minimum=1)
+        key = os.environ.get(self.api_key_env) or None
+        if key is None:
+            if not _is_loopback(self.base_url):
+                raise ValueError(
+                    f"the openai backend needs an API key for {_safe_url(self.base_url)}: set the environment "
+                    f"variable {self.api_key_env} (or name another one with api_key_env=NAME)")
+            key = PLACEHOLDER_KEY
+        self._key = key
+        self._runner: _LoopThread | None = None
+        self._client: Any = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._lock = threading.Lock()
+
+    # ----------------------------------------------------------------- interface
+
+    @property
+    def batch_size(self) -> int:
+        return self.concurrency
+
+    def describe(self) -> dict[str, Any]:
+        described = super().describe()
+        args = dict(described.get("args", {}))
+        if "base_url" in args:
+            args["base_url"] = _safe_url(str(args["base_url"]))
+        described["args"] = args
+        return {**described, "base_url": _safe_url(self.base_url), "api_key_env": self.api_key_env,
+                "concurrency": self.concurrency, "max_retries": self.max_retries, "timeout": self.timeout,
+                "video_frames": self.video_frames}
+
+    def generate(self, requests: Sequence[Request]) -> list[ModelOutput]:
+        if not requests:
+            return []
+        outputs: list[ModelOutput | None] = [None] * len(requests)
+        for index, _, output in self._completions(enumerate(requests)):
+            outputs[index] = output
+        return [o for o in outputs if o is not None]
+
+    def stream(self, requests: Iterable[Request]) -> Iterator[tuple[Request, ModelOutput]]:
+        for _, request, output in self._completions((None, r) for r in requests):
+            self.generated += 1
+            yield request, output
+
+    def close(self) -> None:
+        with self._lock:
+            runner, self._runner = self._runner, None
+        if runner is not None:
+            try:
+                runner.call(self._shutdown()).result(timeout=30)
+            except Exception:
+                pass  # closing is best effort; the loop is stopped below regardless
+            runner.stop()
+        self._client = None
+        self._semaphore = None
+
+    # ----------------------------------------------------------------- scheduling
+
+    def _completions(self, items: Iterable[tuple[K, Request]]) -> Iterator[tuple[K, Request, ModelOutput]]:
+        """Outputs in completion order; at most `concurrency` requests pulled ahead of the consumer."""
+        runner = self._started()
+        done: queue.Queue = queue.Queue()
+        pending: set[concurrent.futures.Future] = set()
+        source = iter(items)
+        exhausted = False
+
+        def refill() -> None:
+            nonlocal exhausted
+            while not exhausted and len(pending) < self.concurrency:
+                try:
+                    key, request = next(source)
+                except StopIteration:
+                    exhausted = True
+                    return
+                future = runner.call(self._complete(request))
+                pending.add(future)
+                future.add_done_callback(lambda f, key=key, request=request: done.put((f, key, request)))
+
+        try:
+            refill()
+            while pending:
+                future, key, request = done.get()
+                pending.discard(future)
+                output = future.result()
+                refill()  # keep the server busy while the consumer handles this output
+                yield key, request, output
+        finally:
+            for future in pending:
+                future.cancel()
+
+    def _started(self) -> "_LoopThread":
+        with self._lock:
+            if self._runner is None:
+                runner = _LoopThread()
+                try:
+                    runner.call(self._start()).result()
+                except BaseException:
+                    runner.stop()
+                    raise
+                self._runner = runner
+            return self._runner
+
+    async def _start(self) -> None:
+        from openai import AsyncOpenAI
+
+        self._client = AsyncOpenAI(api_key=self._key, base_url=self.base_url, max_retries=self.max_retries,
+                                   timeout=self.timeout)
+        self._semaphore = asyncio.Semaphore(self.concurrency)
+
+    async def _shutdown(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    # ----------------------------------------------------------------- one request
+
+    async def _complete(self, request: Request) -> ModelOutput:
+        assert self._semaphore is not None and self._client is not None
+        async with self._semaphore:
+            started = time.perf_counter()
+            try:
+                messages, notes = await asyncio.to_thread(self.build_messages, request)
+            except Exception as exc:  # MediaError, mostly; decoding runs off the loop
+                return ModelOutput.failed(self._reason(exc))
+            try:
+                response = await self._client.chat.completions.create(
+                    model=self.model_name, messages=messages, **_settings(request.generation))
+            except _fatal_errors() as exc:  # wrong key, no access, no such model: every request would fail
+                raise BackendError(f"{_safe_url(self.base_url)} refused {self.model_name!r}: {self._reason(exc)}") from None
+            except Exception as exc:  # what survived the SDK's retries, or an unreadable reply
+                return ModelOutput.failed(self._reason(exc), **notes)
+            return self._output(response, request.generation, time.perf_counter() - started, notes)
+
+    def build_messages(self, request: Request) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Chat messages for a request (system, then one user turn of ordered parts) and backend notes."""
+        content: list[dict[str, Any]] = []
+        notes: dict[str, Any] = {}
+        for part in request.parts:
+            content.extend(self._content(part, notes))
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.append({"role": "user", "content": content})
+        return messages, notes
+
+    def _content(self, part: Part, notes: dict[str, Any]) -> list[dict[str, Any]]:
+        if part.modality is Modality.TEXT:
+            return [{"type": "text", "text": part.text}]
+        if part.modality is Modality.IMAGE:
+            return [_image_part(load_image(part))]
+        if part.modality is Modality.AUDIO:
+            samples, rate = load_audio(part, AUDIO_RATE)
+            data = base64.b64encode(to_wav_bytes(samples, rate)).decode()
+            return [{"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}]
+        if part.modality is Modality.VIDEO:
+            frames = load_video_frames(part, self.video_frames)
+            notes["video_as_frames"] = notes.get("video_as_frames", 0) + len(frames)
+            return [_image_part(frame) for frame in frames]
+        raise ValueError(f"the openai backend cannot send {part.modality.value} input")
+
+    def _output(self, response: Any, generation: GenerationConfig, latency: float,
+                notes: dict[str, Any]) -> ModelOutput:
+        choices = getattr(response, "choices", None) or []
+        if not choices:
+            return ModelOutput.failed("the response has no choices", **notes)
+        choice = choices[0]
+        raw = self._scrub(getattr(choice.message, "content", None) or "")
+        text = cut_at_stop(raw, generation.stop).strip()
+        usage = getattr(response, "usage", None)
+        metadata = dict(notes)
+        if getattr(choice, "finish_reason", None):
+            metadata["finish_reason"] = choice.finish_reason
+        return ModelOutput(
+            text=text, raw_text=raw, parts=(Part.of_text(text),),
+            usage=Usage(input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+                        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0)),
+            latency_s=latency, metadata=metadata)
+
+    def _reason(self, exc: BaseException) -> str:
+        reason = f"{type(exc).__name__}: {exc}"
+        if len(reason) > MAX_REASON_CHARS:
+            reason = reason[:MAX_REASON_CHARS] + "..."
+        return self._scrub(reason)
+
+    def _scrub(self, text: str) -> str:
+        """Hide the API key should a server echo it back."""
+        if len(self._key) >= _MIN_SCRUBBED_KEY and self._key != PLACEHOLDER_KEY:
+            return text.replace(self._key, REDACTED)
+        return text
+
+
+def _image_part(image: Any) -> dict[str, Any]:
+    return {"type": "image_url", "image_url": {"url": image_data_uri(image)}}
+
+
+def _settings(generation: GenerationConfig) -> dict[str, Any]:
+    settings: dict[str, Any] = {"max_tokens": generation.max_new_tokens, "temperature": generation.temperature,
+                                "top_p": generation.top_p, "seed": generation.seed}
+    if generation.stop:
+        settings["stop"] = list(generation.stop[:MAX_API_STOPS])  # all of them are cut locally too
+    return settings
+
+
+def _check_args(given: Any) -> dict[str, Any]:
+    secret = [name for name in given if name.lower() in ("api_key", "key", "openai_api_key", "token")]
+    if secret:
+        raise ValueError(
+            f"do not pass the API key as a model argument ({', '.join(sorted(secret))}): put it in an environment "
+            f"variable and name that with api_key_env=NAME (default OPENAI_API_KEY)")
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown argument(s) for the openai backend: {', '.join(unknown)} "
+                         f"(accepted: {', '.join(DEFAULTS)})")
+    return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _positive_int(args: dict[str, Any], name: str, minimum: int) -> int:
+    value = args[name]
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"openai backend argument {name} must be an integer, got {value!r}") from None
+    if number < minimum or number != float(value):
+        raise ValueError(f"openai backend argument {name} must be an integer >= {minimum}, got {value!r}")
+    return number
+
+
+def _positive_float(args: dict[str, Any], name: str) -> float:
+    value = args[name]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"openai backend argument {name} must be a number, got {value!r}") from None
+    if not number > 0:
+        raise ValueError(f"openai backend argument {name} must be positive, got {value!r}")
+    return number
+
+
+def _is_loopback(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _safe_url(url: str) -> str:
+    """The URL without user:password or a query string, either of which may carry a credential."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class _LoopThread:
+    """An asyncio event loop running forever in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="eval-anything-openai", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_forever()
+
+    def call(self, coroutine: Any) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop)
+
+    def stop(self) -> None:
+        async def finish() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self.loop.shutdown_default_executor()
+
+        if self.loop.is_running():
+            try:
+                self.call(finish()).result(timeout=30)
+            except Exception:
+                pass
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=30)
+        if not self.thread.is_alive():
+            self.loop.close()
