@@ -3,11 +3,17 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from eval_anything import __version__
+
+COMMAND_MODULES: tuple[str, ...] = ()
+"""Modules adding further subcommands: each has `add_command(subparsers)`, which adds its parser
+and sets `handler` (a function of the parsed args returning the exit code). Keep them light to
+import: heavy libraries load inside the handler."""
 
 RUN_EXAMPLES = """examples:
   eval-anything run                                   # embedded SmolLM2 on every built-in task
@@ -51,22 +57,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seed", type=int, default=1234, help="seed for sampling and anything random (default: 1234)")
     run.add_argument("--max-new-tokens", type=int, metavar="N", help="override every task's generation length")
     _add_task_source(run)
+    run.set_defaults(handler=_run)
 
     listing = commands.add_parser("list", help="list tasks and groups",
                                   description="List every task: version, input modalities, items, groups.")
     _add_task_source(listing)
+    listing.set_defaults(handler=_list)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).add_command(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(argv) if argv is not None else sys.argv[1:]
     args = build_parser().parse_args(argv)
+    args.argv = argv
     from eval_anything.models.base import BackendError
     from eval_anything.tasks import TaskFileError
 
     try:
-        if args.command == "list":
-            return _list(args)
-        return _run(args, list(argv) if argv is not None else sys.argv[1:])
+        return args.handler(args)
     except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:
         print(f"eval-anything: error: {exc}", file=sys.stderr)
         return 2
@@ -97,7 +107,7 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace, argv: list[str]) -> int:
+def _run(args: argparse.Namespace) -> int:
     from eval_anything.console import RichProgress, results_table, stdout_console
     from eval_anything.models import parse_model_args, resolve_spec
     from eval_anything.runner import RunSettings, evaluate
@@ -112,7 +122,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         spec = dataclasses.replace(spec, args={**spec.args, "batch_size": batch_size})
     tasks = Catalog(args.include_path).resolve(args.tasks)
     settings = RunSettings(output_dir=args.output_dir, limit=args.limit, seed=args.seed,
-                           max_new_tokens=args.max_new_tokens, command=("eval-anything", *argv))
+                           max_new_tokens=args.max_new_tokens, command=("eval-anything", *args.argv))
     report = evaluate(spec, tasks, settings, RichProgress())
     out = stdout_console()
     out.print(results_table(report.results))
