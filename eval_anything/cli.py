@@ -6,7 +6,10 @@ import dataclasses
 import importlib
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from eval_anything.judges.engine import JudgeSettings
 
 from eval_anything import __version__
 
@@ -56,6 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: auto)")
     run.add_argument("--seed", type=int, default=1234, help="seed for sampling and anything random (default: 1234)")
     run.add_argument("--max-new-tokens", type=int, metavar="N", help="override every task's generation length")
+    judge = run.add_argument_group("judges", "for tasks scored by a model judge")
+    judge.add_argument("--judge", metavar="[BACKEND:]REF",
+                       help="the judge model, any backend: openai:gpt-4o, hf:DIR, ... (default: the embedded "
+                            "SmolLM2, labelled a weak judge in the results)")
+    judge.add_argument("--judge-args", metavar="K=V,...", default="",
+                       help="judge backend arguments, as --model-args (e.g. base_url=...,api_key_env=JUDGE_KEY)")
+    judge.add_argument("--judge-concurrency", type=int, metavar="N",
+                       help="judge requests in flight at once (openai judges; default 8)")
+    judge.add_argument("--judge-max-tokens", type=int, default=256, metavar="N",
+                       help="longest judge reply (default 256)")
+    judge.add_argument("--judge-retries", type=int, default=2, metavar="N",
+                       help="re-ask a judge whose reply cannot be parsed up to N times, then record a judge "
+                            "error with the raw replies (default 2)")
+    judge.add_argument("--judge-price", metavar="IN,OUT",
+                       help="USD per million input and output judge tokens, to report cost (e.g. 2.5,10)")
+    judge.add_argument("--judge-cache", default=None, metavar="PATH|off",
+                       help="the judge cache shared across runs (default: ~/.cache/eval-anything/judge-cache.sqlite)")
     _add_task_source(run)
     run.set_defaults(handler=_run)
 
@@ -107,6 +127,28 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _judge_settings(args: argparse.Namespace) -> "JudgeSettings":
+    from eval_anything.judges.engine import JudgeSettings
+    from eval_anything.models import parse_model_args, resolve_spec
+    from eval_anything.models.embedded import NAME, cache_root
+
+    judge_args = parse_model_args(args.judge_args)
+    spec = resolve_spec(args.judge or f"embedded:{NAME}", judge_args)
+    if args.judge_concurrency is not None:
+        key = "concurrency" if spec.backend == "openai" else "batch_size"
+        spec = dataclasses.replace(spec, args={**spec.args, key: args.judge_concurrency})
+    price = None
+    if args.judge_price:
+        try:
+            price_in, price_out = (float(p) for p in args.judge_price.split(","))
+        except ValueError:
+            raise ValueError("--judge-price takes IN,OUT: USD per million input and output tokens") from None
+        price = (price_in, price_out)
+    cache = None if args.judge_cache == "off" else Path(args.judge_cache or cache_root() / "judge-cache.sqlite")
+    return JudgeSettings(spec, weak_default=args.judge is None, max_new_tokens=args.judge_max_tokens,
+                         seed=args.seed, parse_retries=args.judge_retries, price_per_million=price, cache_path=cache)
+
+
 def _run(args: argparse.Namespace) -> int:
     from eval_anything.console import RichProgress, results_table, stdout_console
     from eval_anything.models import parse_model_args, resolve_spec
@@ -122,11 +164,18 @@ def _run(args: argparse.Namespace) -> int:
         spec = dataclasses.replace(spec, args={**spec.args, "batch_size": batch_size})
     tasks = Catalog(args.include_path).resolve(args.tasks)
     settings = RunSettings(output_dir=args.output_dir, limit=args.limit, seed=args.seed,
-                           max_new_tokens=args.max_new_tokens, command=("eval-anything", *args.argv))
+                           max_new_tokens=args.max_new_tokens, command=("eval-anything", *args.argv),
+                           judge=_judge_settings(args))
     report = evaluate(spec, tasks, settings, RichProgress())
     out = stdout_console()
     out.print(results_table(report.results))
     resumed = sum(report.resumed.values())
+    judge = report.results.get("judge")
+    if judge:
+        cost = f", ${judge['cost_usd']:.4f}" if "cost_usd" in judge else ""
+        weak = " (weak default judge)" if judge.get("weak_default") else ""
+        out.print(f"judge {judge['backend']}:{judge['reference']}{weak}: {judge['calls']} calls, {judge['cached']} "
+                  f"cached, {judge['input_tokens']}+{judge['output_tokens']} tokens{cost}, {judge['errors']} errors")
     out.print(f"run directory: {report.run_dir}  ·  generated {report.generated} requests"
                   + (f", resumed {resumed} finished samples" if resumed else ""))
     return 0 if report.ok else 1

@@ -228,17 +228,24 @@ class Score:
     """Why no score could be given (a failed generation, a missing prediction...)."""
     extraction_failed: bool = False
     """The output held no answer the scorer could read; the value counts it as wrong."""
+    details: Mapping[str, Any] = field(default_factory=dict)
+    """Scorer-specific facts: a judge's raw replies, calls, tokens, what media it saw."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "details", _frozen_mapping(self.details))
         if (self.value is None) == (self.error is None):
             raise ValueError("a score has either a value or an error, not both or neither")
 
     @classmethod
-    def errored(cls, reason: str) -> "Score":
-        return cls(value=None, error=reason)
+    def errored(cls, reason: str, **details: Any) -> "Score":
+        return cls(value=None, error=reason, details=details)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        data = {"value": self.value, "answer": self.answer, "explanation": self.explanation,
+                "error": self.error, "extraction_failed": self.extraction_failed}
+        if self.details:
+            data["details"] = dict(self.details)
+        return data
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 import re
 import time
 from collections import defaultdict
@@ -12,14 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
-from eval_anything.datamodel import Sample, SampleResult
+from eval_anything.datamodel import Sample, SampleResult, Score
+from eval_anything.judges.engine import JudgeEngine, JudgeSettings
 from eval_anything.manifest import build_manifest
-from eval_anything.models import Model, ModelSpec, load_model
+from eval_anything.models import LazyModel, Model, ModelSpec
+from eval_anything.models.embedded import NAME as EMBEDDED_NAME, cache_root
 from eval_anything.rundir import RunDirectory, SampleLog
 from eval_anything.scorers import Attempt
-from eval_anything.stats import AGGREGATES
+from eval_anything.results import JUDGE_COUNTS, aggregate, judge_cost
 from eval_anything.tasks import DataFileError, Task
 
+COMMIT_INTERVAL_S = 1.0
+"""Sample logs are fsynced at least this often while samples finish (and after every batch)."""
 COMPLETE, NOT_APPLICABLE, ERROR = "complete", "not_applicable", "error"
 
 
@@ -35,9 +38,17 @@ class RunSettings:
     """Override every task's generation length."""
     command: tuple[str, ...] = ()
     """The command line, recorded (secrets redacted) in the manifest."""
+    judge: JudgeSettings | None = None
+    """Who judges tasks with judge scorers; None means the embedded model, labelled a weak judge."""
 
     def identity(self) -> dict[str, Any]:
         return {"limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+
+    def judge_settings(self) -> JudgeSettings:
+        if self.judge is not None:
+            return self.judge
+        return JudgeSettings(ModelSpec("embedded", EMBEDDED_NAME), weak_default=True, seed=self.seed,
+                             cache_path=cache_root() / "judge-cache.sqlite")
 
 
 class ProgressSink(Protocol):
@@ -60,6 +71,8 @@ class RunReport:
     """Requests the model generated in this invocation (0 when a finished run is rerun)."""
     resumed: dict[str, int] = field(default_factory=dict)
     """Samples per task taken from an earlier, interrupted invocation."""
+    judge_calls: int = 0
+    """Requests the judge model answered in this invocation (cache hits excluded)."""
 
     @property
     def ok(self) -> bool:
@@ -69,30 +82,11 @@ class RunReport:
 def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str:
     identity = {"model": spec.describe(), "settings": settings.identity(),
                 "tasks": [(t.name, t.version, t.content_hash) for t in tasks]}
+    if any(t.judge_scorers for t in tasks):  # judged scores depend on the judge
+        identity["judge"] = settings.judge_settings().identity()
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{spec.backend}-{Path(spec.reference).name}").strip("-")
     return f"{slug}-{digest}"
-
-
-class _LazyModel:
-    """Loads the backend only when a task has work for it, so a finished rerun loads nothing."""
-
-    def __init__(self, spec: ModelSpec) -> None:
-        self.spec = spec
-        self.model: Model | None = None
-
-    def get(self) -> Model:
-        if self.model is None:
-            self.model = load_model(self.spec)
-        return self.model
-
-    @property
-    def generated(self) -> int:
-        return self.model.generated if self.model else 0
-
-    def close(self) -> None:
-        if self.model is not None:
-            self.model.close()
 
 
 def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = RunSettings(),
@@ -102,32 +96,46 @@ def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = Run
     previous = (run_dir.read_results() or {}).get("tasks", {})
     manifest = build_manifest(spec, tasks, settings, run_dir.path.name)
     run_dir.write_manifest({**manifest, "status": "running"})
-    model = _LazyModel(spec)
+    model = LazyModel(spec)
+    judges = JudgeEngine(settings.judge_settings()) if any(t.judge_scorers for t in tasks) else None
     report = RunReport(run_dir.path, {})
     outcomes: dict[str, dict[str, Any]] = {}
     status = "interrupted"
     try:
         for task in tasks:
-            outcomes[task.name] = _run_task(task, model, run_dir, settings, previous.get(task.name), progress, report)
-            run_dir.write_results(_results(manifest, outcomes, "running"))
+            outcomes[task.name] = _run_task(task, model, judges, run_dir, settings, previous.get(task.name),
+                                            progress, report)
+            run_dir.write_results(_results(manifest, outcomes, "running", judges))
         status = COMPLETE
     finally:
         if model.model is not None:
             manifest["model"] = {**spec.describe(), "loaded": model.model.describe()}
+        if judges is not None:
+            manifest["judge"] = judges.describe()
+            report.judge_calls = judges.model.generated
+            judges.close()
         model.close()
         report.generated = model.generated
-        report.results = _results(manifest, outcomes, status)
+        report.results = _results(manifest, outcomes, status, judges)
         run_dir.write_results(report.results)
         run_dir.write_manifest({**manifest, "status": status})
     return report
 
 
-def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str) -> dict[str, Any]:
-    return {"run_id": manifest["run_id"], "status": status, "model": manifest["model"], "tasks": dict(outcomes)}
+def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str,
+             judges: JudgeEngine | None) -> dict[str, Any]:
+    results = {"run_id": manifest["run_id"], "status": status, "model": manifest["model"], "tasks": dict(outcomes)}
+    if judges is not None:
+        judged = [t["judge"] for t in outcomes.values() if "judge" in t]
+        totals = {key: sum(j[key] for j in judged) for key in JUDGE_COUNTS}
+        price = judges.settings.price_per_million
+        results["judge"] = {**judges.describe(), **totals, **judge_cost(totals, price)}
+    return results
 
 
-def _run_task(task: Task, model: _LazyModel, run_dir: RunDirectory, settings: RunSettings,
-              previous: dict[str, Any] | None, progress: ProgressSink, report: RunReport) -> dict[str, Any]:
+def _run_task(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir: RunDirectory,
+              settings: RunSettings, previous: dict[str, Any] | None, progress: ProgressSink,
+              report: RunReport) -> dict[str, Any]:
     header = {"task": task.name, "version": task.version, "hash": task.content_hash}
     if previous and previous.get("status") == NOT_APPLICABLE:
         return previous
@@ -144,17 +152,45 @@ def _run_task(task: Task, model: _LazyModel, run_dir: RunDirectory, settings: Ru
             total = task.count() if settings.limit is None else min(task.count(), settings.limit)
             progress.start(task.name, total, len(done))
             try:
-                _generate(task, model.get(), pending, log, settings, progress)
+                _generate(task, model.get(), pending, log, settings, progress, judges)
             finally:
                 log.close()
                 progress.finish()
     except DataFileError as exc:
-        return {**header, "status": ERROR, "reason": str(exc), **aggregate(task, log.completed().values())}
-    return {**header, "status": COMPLETE, **aggregate(task, log.completed().values())}
+        return {**header, "status": ERROR, "reason": str(exc), **_summary(task, log, judges)}
+    return {**header, "status": COMPLETE, **_summary(task, log, judges)}
 
 
-def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLog,
-              settings: RunSettings, progress: ProgressSink) -> None:
+def _summary(task: Task, log: SampleLog, judges: JudgeEngine | None) -> dict[str, Any]:
+    summary = aggregate(task, log.completed().values())
+    if "judge" in summary and judges is not None:
+        summary["judge"].update(judge_cost(summary["judge"], judges.settings.price_per_million))
+        summary["judge"]["weak_default"] = judges.settings.weak_default
+    return summary
+
+
+def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLog, settings: RunSettings,
+              progress: ProgressSink, judges: JudgeEngine | None) -> None:
+    finished = _generated(task, model, pending, settings)
+    if task.judge_scorers:
+        assert judges is not None
+        finished = judges.score(task.judge_scorers, task.name, finished)
+    since_commit, last_commit = 0, time.monotonic()
+    for sample, attempts, scores in finished:
+        log.append(SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
+                                outputs=tuple(a.output for a in attempts), scores=scores,
+                                target=sample.target).to_json())
+        progress.advance()
+        since_commit += 1
+        if since_commit >= model.batch_size or time.monotonic() - last_commit > COMMIT_INTERVAL_S:
+            log.commit()
+            since_commit, last_commit = 0, time.monotonic()
+    log.commit()
+
+
+def _generated(task: Task, model: Model, pending: Iterable[Sample], settings: RunSettings
+               ) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
+    """Samples as their generations complete, with their rule-based scores."""
     generation = task.generation(settings.seed, settings.max_new_tokens)
     window = max(256, model.batch_size * 16)
     for chunk in _batched(pending, window):
@@ -163,55 +199,12 @@ def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLo
         expected = {sid: sum(1 for r in requests if r.sample_id == sid) for sid in samples}
         requests.sort(key=lambda r: -len(r.prompt_text))  # similar lengths batch together
         attempts: dict[str, list[Attempt]] = defaultdict(list)
-        since_commit = 0
         for request, output in model.stream(requests):
             sid = request.sample_id
             attempts[sid].append(Attempt(request, output))
-            since_commit += 1
             if len(attempts[sid]) == expected[sid]:
-                log.append(_finish_sample(task, samples[sid], attempts.pop(sid)).to_json())
-                progress.advance()
-            if since_commit >= model.batch_size:
-                log.commit()
-                since_commit = 0
-        log.commit()
-
-
-def _finish_sample(task: Task, sample: Sample, attempts: list[Attempt]) -> SampleResult:
-    attempts.sort(key=lambda a: a.request.variant)
-    return SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
-                        outputs=tuple(a.output for a in attempts), scores=task.score(sample, attempts),
-                        target=sample.target)
-
-
-def aggregate(task: Task, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Each scorer's metric (its declared aggregate ± standard error) and counts, from per-sample records."""
-    records = list(records)
-    metrics = {}
-    for scorer, config in zip(task.scorers, task.config.scorers):
-        scores = [r["scores"][scorer.name] for r in records if scorer.name in r["scores"]]
-        values = [s["value"] for s in scores if s["error"] is None]
-        statistic, stderr = AGGREGATES[config.aggregate]
-        metrics[scorer.name] = {
-            "aggregate": config.aggregate,
-            "value": _finite(statistic(values)), "stderr": _finite(stderr(values)), "n": len(values),
-            "errors": sum(1 for s in scores if s["error"] is not None),
-            "extraction_failures": sum(1 for s in scores if s.get("extraction_failed")),
-        }
-    errored = sum(1 for r in records if any(s["error"] is not None for s in r["scores"].values()))
-    outputs = [o for r in records for o in r["outputs"]]
-    return {
-        "metrics": metrics,
-        "counts": {"samples": len(records), "scored": len(records) - errored, "errored": errored},
-        "usage": {"requests": len(outputs),
-                  "input_tokens": sum(o["usage"]["input_tokens"] for o in outputs),
-                  "output_tokens": sum(o["usage"]["output_tokens"] for o in outputs),
-                  "generation_s": round(sum(o["latency_s"] for o in outputs), 3)},
-    }
-
-
-def _finite(value: float) -> float | None:
-    return None if math.isnan(value) else value
+                done = sorted(attempts.pop(sid), key=lambda a: a.request.variant)
+                yield samples[sid], done, task.score(samples[sid], done)
 
 
 def _batched(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:

@@ -22,4 +22,25 @@ def load_model(spec: ModelSpec) -> Model:
     return backends.get(spec.backend)(spec)
 
 
-__all__ = ["Model", "ModelSpec", "backends", "load_model", "parse_model_args", "resolve_spec"]
+class LazyModel:
+    """Loads the backend on first use, so a run with nothing left to do loads nothing."""
+
+    def __init__(self, spec: ModelSpec) -> None:
+        self.spec = spec
+        self.model: Model | None = None
+
+    def get(self) -> Model:
+        if self.model is None:
+            self.model = load_model(self.spec)
+        return self.model
+
+    @property
+    def generated(self) -> int:
+        return self.model.generated if self.model else 0
+
+    def close(self) -> None:
+        if self.model is not None:
+            self.model.close()
+
+
+__all__ = ["LazyModel", "Model", "ModelSpec", "backends", "load_model", "parse_model_args", "resolve_spec"]

@@ -2,4 +2,9 @@
 from eval_anything.scorers.base import AnswerScorer, Attempt, Scorer, build_scorer, scorer, scorers
 from eval_anything.scorers import choice as _choice, text as _text  # noqa: F401  (register built-ins)
 
+scorers.register("judge_rating", "eval_anything.judges.kinds:judge_rating")
+scorers.register("judge_pairwise", "eval_anything.judges.kinds:judge_pairwise")
+scorers.register("judge_media_mcq", "eval_anything.judges.kinds:judge_media_mcq")
+scorers.register("reward_model", "eval_anything.judges.reward:reward_model")
+
 __all__ = ["AnswerScorer", "Attempt", "Scorer", "build_scorer", "scorer", "scorers"]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from eval_anything.datamodel import ModelOutput, Request, Sample, Score
@@ -26,6 +27,11 @@ class Scorer(ABC):
 
     name: str = "score"
     """The key of this scorer's scores and metric in results."""
+    needs_judge: bool = False
+    """Scored by a judge model through the judge engine rather than by `score`."""
+
+    def bind_task(self, task_dir: Path) -> None:
+        """Resolve paths the scorer's arguments give relative to the task's folder."""
 
     def choice_orders(self, choices: tuple[str, ...]) -> list[tuple[str, ...]]:
         """The orders in which a sample's choices are presented, one request each."""

@@ -34,6 +34,7 @@ class Task:
         for index, spec in enumerate(self.config.scorers):
             try:
                 built.append(build_scorer(spec.name, spec.args))
+                built[-1].bind_task(self.base_dir)
             except (KeyError, ValueError) as exc:
                 raise TaskFileError(f"invalid task file {self.source}:\n  field 'scorers.{index}': {exc}") from None
         object.__setattr__(self, "scorers", tuple(built))
@@ -142,11 +143,18 @@ class Task:
         return GenerationConfig(max_new_tokens=max_new_tokens or g.max_new_tokens, temperature=g.temperature,
                                 top_p=g.top_p, stop=tuple(g.stop), seed=seed)
 
+    @property
+    def judge_scorers(self) -> list[Scorer]:
+        """Scorers that need a judge model; the runner hands them to the judge engine."""
+        return [s for s in self.scorers if s.needs_judge]
+
     def score(self, sample: Sample, attempts: Sequence[Attempt]) -> dict[str, Score]:
+        """Scores of every scorer that needs no judge model."""
+        rule_scorers = [s for s in self.scorers if not s.needs_judge]
         failed = [a.output.error for a in attempts if a.output.error]
         if failed:
-            return {s.name: Score.errored(f"generation failed: {failed[0]}") for s in self.scorers}
-        return {s.name: _score_safely(s, sample, attempts) for s in self.scorers}
+            return {s.name: Score.errored(f"generation failed: {failed[0]}") for s in rule_scorers}
+        return {s.name: _score_safely(s, sample, attempts) for s in rule_scorers}
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "hash": self.content_hash,

@@ -1,0 +1,147 @@
+"""The judge kinds: scalar rating (optionally reference-guided), pairwise preference asked in both
+orders, and multiple-choice questions answered by a model about generated media (TIFA-style)."""
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Sequence
+
+from eval_anything.datamodel import Modality, Sample, Score
+from eval_anything.judges.base import (JudgeQuery, JudgeScorer, Verdict, media_for_judge, metadata_value,
+                                       question_of)
+from eval_anything.judges.parsers import explanation_of, parse_choice, parse_pairwise, parse_rating
+from eval_anything.scorers.base import Attempt
+from eval_anything.scorers.choice import LETTERS
+
+
+class RatingJudge(JudgeScorer):
+    """A rating on a declared scale, e.g. 1-10, or 0-10 for the 4/3/2/1 image rubric."""
+
+    def __init__(self, scale: Sequence[float] = (1, 10), references: str | None = None, media: str = "both",
+                 normalize: bool = False, **common: Any) -> None:
+        super().__init__(**common)
+        if len(scale) != 2 or scale[0] >= scale[1]:
+            raise ValueError("scale must be [low, high] with low < high")
+        if media not in ("input", "output", "both", "none"):
+            raise ValueError("media must be input, output, both or none")
+        self.low, self.high = float(scale[0]), float(scale[1])
+        self.references, self.media, self.normalize = references, media, normalize
+        self.floor = 0.0 if normalize else self.low
+
+    def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
+        references = metadata_value(sample, self.references, None) if self.references else list(sample.target)
+        if isinstance(references, str):
+            references = json.loads(references) if references.strip().startswith("[") else [references]
+        text = self.rubric.render(question=question_of(sample, attempts), response=attempts[0].output.text,
+                                  references=references or [], item=dict(sample.metadata),
+                                  scale=[self.low, self.high])
+        parse = functools.partial(parse_rating, low=self.low, high=self.high)
+        return [JudgeQuery("rating", text, parse, media_for_judge(sample, attempts, self.media))]
+
+    def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
+        rating = verdicts[0].value
+        value = (rating - self.low) / (self.high - self.low) if self.normalize else rating
+        return Score(value=value, answer=f"{rating:g}", explanation=explanation_of(verdicts[0].raw[-1]))
+
+
+def judge_rating(scale: Sequence[float] = (1, 10), references: str | None = None, media: str = "both",
+                 normalize: bool = False, template: str | None = None, on_error: str = "exclude",
+                 human_label: str | None = None) -> RatingJudge:
+    """A judge rates the answer on a scale (default 1-10); `references` names a column of reference
+    answers (default: the targets); `normalize` maps the scale onto [0, 1]."""
+    return RatingJudge(scale, references, media, normalize, template=template, on_error=on_error,
+                       human_label=human_label)
+
+
+class PairwiseJudge(JudgeScorer):
+    """The model's answer against a baseline answer, asked in both orders to cancel position bias.
+
+    Score: 1 when the model's answer wins both orders, 0 when it loses both, 0.5 otherwise.
+    """
+
+    default_template = "pairwise"
+
+    def __init__(self, baseline: str | None = None, **common: Any) -> None:
+        super().__init__(**common)
+        self.baseline = baseline
+
+    def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
+        ours = attempts[0].output.text
+        theirs = str(metadata_value(sample, self.baseline, sample.target[0] if sample.target else ""))
+        question = question_of(sample, attempts)
+        media = sample.media
+        return [JudgeQuery("model=A", self.rubric.render(question=question, answer_a=ours, answer_b=theirs),
+                           parse_pairwise, media),
+                JudgeQuery("model=B", self.rubric.render(question=question, answer_a=theirs, answer_b=ours),
+                           parse_pairwise, media)]
+
+    def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
+        as_a, as_b = verdicts[0].value, verdicts[1].value
+        wins = (as_a == "A") + (as_b == "B")
+        losses = (as_a == "B") + (as_b == "A")
+        value = 1.0 if wins == 2 else 0.0 if losses == 2 else 0.5
+        consistent = {("A", "B"), ("B", "A"), ("tie", "tie")}
+        return Score(value=value, answer=f"model as A: {as_a}; model as B: {as_b}",
+                     details={"position_consistent": (as_a, as_b) in consistent})
+
+
+def judge_pairwise(baseline: str | None = None, template: str | None = None, on_error: str = "exclude",
+                   human_label: str | None = None) -> PairwiseJudge:
+    """A judge prefers the model's answer or a baseline answer (column `baseline`, default the
+    target), asked in both orders."""
+    return PairwiseJudge(baseline, template=template, on_error=on_error, human_label=human_label)
+
+
+class MediaQuestionsJudge(JudgeScorer):
+    """TIFA-style: multiple-choice questions about the generated media, answered by the judge model.
+
+    `questions` names a column holding a list of {question, choices, answer} (answer: a letter or
+    the option text). Score: the fraction answered correctly.
+    """
+
+    default_template = "media_mcq"
+
+    def __init__(self, questions: str = "questions", modality: str = "audio", **common: Any) -> None:
+        super().__init__(**common)
+        self.questions, self.modality = questions, Modality(modality)
+
+    def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
+        media = tuple(p for p in attempts[0].output.parts if p.modality is self.modality)
+        if not media:
+            raise ValueError(f"the output has no generated {self.modality.value} to ask questions about")
+        queries = []
+        for index, item in enumerate(_question_list(sample, self.questions)):
+            choices = [str(c) for c in item["choices"]]
+            letters = LETTERS[: len(choices)]
+            text = self.rubric.render(question=item["question"], choices=choices, letters=list(letters))
+            parse = functools.partial(parse_choice, letters=letters)
+            queries.append(JudgeQuery(f"q{index}", text, parse, media))
+        return queries
+
+    def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
+        items = _question_list(sample, self.questions)
+        correct = [v.value == _answer_letter(item) for v, item in zip(verdicts, items)]
+        return Score(value=sum(correct) / len(correct), answer="".join(v.value for v in verdicts),
+                     explanation=f"{sum(correct)}/{len(correct)} questions answered correctly")
+
+
+def _question_list(sample: Sample, column: str) -> list[dict[str, Any]]:
+    items = sample.metadata.get(column)
+    if isinstance(items, str):
+        items = json.loads(items)
+    if not items or not all(isinstance(i, dict) and {"question", "choices", "answer"} <= set(i) for i in items):
+        raise ValueError(f"sample {sample.id!r}: column {column!r} must be a list of {{question, choices, answer}}")
+    return items
+
+
+def _answer_letter(item: dict[str, Any]) -> str:
+    answer, choices = str(item["answer"]).strip(), [str(c) for c in item["choices"]]
+    if len(answer) == 1 and answer.upper() in LETTERS[: len(choices)]:
+        return answer.upper()
+    return LETTERS[choices.index(answer)]
+
+
+def judge_media_mcq(questions: str = "questions", modality: str = "audio", template: str | None = None,
+                    on_error: str = "exclude", human_label: str | None = None) -> MediaQuestionsJudge:
+    """A media-capable judge answers the item's multiple-choice questions about the generated media."""
+    return MediaQuestionsJudge(questions, modality, template=template, on_error=on_error, human_label=human_label)

@@ -1,0 +1,78 @@
+"""A task's results from its per-sample records: metrics with standard errors, counts, usage,
+judge accounting and the judge's agreement with human labels."""
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable
+
+from eval_anything.stats import AGGREGATES, agreement
+from eval_anything.tasks import Task
+
+JUDGE_COUNTS = ("calls", "cached", "input_tokens", "output_tokens", "errors", "parse_retries", "media_dropped")
+
+
+def aggregate(task: Task, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """Each scorer's metric (its declared aggregate ± standard error) and counts, from per-sample records."""
+    records = list(records)
+    metrics = {}
+    for scorer, config in zip(task.scorers, task.config.scorers):
+        scores = [r["scores"][scorer.name] for r in records if scorer.name in r["scores"]]
+        metrics[scorer.name] = _metric(scores, config.aggregate)
+        if getattr(scorer, "human_label", None):
+            metrics[scorer.name]["human_agreement"] = _agreement(scores)
+    errored = sum(1 for r in records if any(s["error"] is not None for s in r["scores"].values()))
+    outputs = [o for r in records for o in r["outputs"]]
+    result = {
+        "metrics": metrics,
+        "counts": {"samples": len(records), "scored": len(records) - errored, "errored": errored},
+        "usage": {"requests": len(outputs),
+                  "input_tokens": sum(o["usage"]["input_tokens"] for o in outputs),
+                  "output_tokens": sum(o["usage"]["output_tokens"] for o in outputs),
+                  "generation_s": round(sum(o["latency_s"] for o in outputs), 3)},
+    }
+    if task.judge_scorers:
+        result["judge"] = judge_accounting([r["scores"][s.name] for r in records for s in task.judge_scorers
+                                            if s.name in r["scores"]])
+    return result
+
+
+def _metric(scores: list[dict[str, Any]], aggregate_name: str) -> dict[str, Any]:
+    values = [s["value"] for s in scores if s["error"] is None]
+    statistic, stderr = AGGREGATES[aggregate_name]
+    return {
+        "aggregate": aggregate_name,
+        "value": _finite(statistic(values)), "stderr": _finite(stderr(values)), "n": len(values),
+        "errors": sum(1 for s in scores if s["error"] is not None),
+        "extraction_failures": sum(1 for s in scores if s.get("extraction_failed")),
+    }
+
+
+def _agreement(scores: list[dict[str, Any]]) -> dict[str, Any]:
+    pairs = [(s["value"], float(s["details"]["human"])) for s in scores
+             if s["error"] is None and "human" in s.get("details", {})]
+    return agreement([p[0] for p in pairs], [p[1] for p in pairs])
+
+
+def judge_accounting(scores: list[dict[str, Any]]) -> dict[str, int]:
+    """Judge calls, cache hits, tokens, errors, re-asks and text-only judgements over judged scores."""
+    totals = dict.fromkeys(JUDGE_COUNTS, 0)
+    for score in scores:
+        details = score.get("details", {})
+        totals["errors"] += "judge_error" in details
+        for verdict in details.get("judge", []):
+            for key in ("calls", "cached", "input_tokens", "output_tokens"):
+                totals[key] += verdict[key]
+            totals["parse_retries"] += max(0, verdict["attempts"] - 1)
+            totals["media_dropped"] += bool(verdict.get("media_dropped"))
+    return totals
+
+
+def judge_cost(totals: dict[str, int], price_per_million: tuple[float, float] | None) -> dict[str, float]:
+    if price_per_million is None:
+        return {}
+    price_in, price_out = price_per_million
+    return {"cost_usd": round((totals["input_tokens"] * price_in + totals["output_tokens"] * price_out) / 1e6, 6)}
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
