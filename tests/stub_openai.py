@@ -36,6 +36,7 @@ def echo(delay: float = 0.0) -> Callable[[int, dict[str, Any], str], Reply]:
 
 class _QuietServer(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops bursts of new connections for a second
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         pass  # clients hanging up mid-keep-alive (cancelled requests, closed models) are expected

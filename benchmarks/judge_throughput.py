@@ -1,0 +1,99 @@
+"""Judge throughput: N judgements through the real judged-task path (replayed answers, a
+`judge_rating` task, the `openai` judge backend, the judge engine, the run directory) against a
+local OpenAI-compatible server that answers every request after a fixed latency.
+
+    python benchmarks/judge_throughput.py [--n 256] [--latency 0.2] [--levels 1,8,32]
+
+The server runs in its own process. For each concurrency level prints wall time over the ideal (N x latency / concurrency).
+Goal: <= 1.05 at every level. The judge cache is off so every judgement is a real call.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from stub_openai import StubServer, completion  # noqa: E402
+
+from eval_anything.judges.engine import JudgeSettings  # noqa: E402
+from eval_anything.models import ModelSpec, resolve_spec  # noqa: E402
+from eval_anything.runner import RunSettings, evaluate  # noqa: E402
+from eval_anything.tasks import Catalog  # noqa: E402
+
+
+def write_task(folder: Path, n: int) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"q{i:05d}", "question": f"Question {i}: what is {i} + {i}?", "answer": str(2 * i)} for i in range(n)]
+    (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / "judged.yaml").write_text(textwrap.dedent("""
+        name: judged_bench
+        version: 1
+        dataset: {path: items.jsonl}
+        input: [{text: question}]
+        target: answer
+        scorers: [judge_rating]
+    """))
+    predictions = folder / "predictions.jsonl"
+    predictions.write_text("".join(json.dumps({"id": r["id"], "text": f"It is {r['answer']}."}) + "\n" for r in rows))
+    return folder, predictions
+
+
+def serve(latency: float, port_out: "multiprocessing.Queue", stats_in: "multiprocessing.Queue",
+          stats_out: "multiprocessing.Queue") -> None:
+    """The judge server, in its own process so that it does not compete with the harness for the GIL."""
+    reply = lambda call, body, auth: (200, {}, completion("Explanation: fine.\nRating: [[7]]", 60, 8), latency)
+    with StubServer(reply) as server:
+        port_out.put(server.base_url)
+        while stats_in.get() == "stats":
+            stats_out.put((server.calls, server.max_in_flight))
+            server.calls = server.max_in_flight = 0
+
+
+def one_level(base_url: str, folder: Path, predictions: Path, concurrency: int) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as output:
+        spec = ModelSpec("openai", "bench-judge", {"base_url": base_url, "concurrency": concurrency})
+        settings = RunSettings(output_dir=Path(output), judge=JudgeSettings(spec, cache_path=None))
+        tasks = Catalog([folder]).resolve("judged_bench")
+        started = time.perf_counter()
+        report = evaluate(resolve_spec(str(predictions)), tasks, settings)
+        elapsed = time.perf_counter() - started
+        return elapsed, report.results["tasks"]["judged_bench"]["metrics"]["judge_rating"]["n"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=256)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--levels", default="1,8,32")
+    args = parser.parse_args()
+    queues = [multiprocessing.Queue() for _ in range(3)]
+    server = multiprocessing.Process(target=serve, args=(args.latency, *queues), daemon=True)
+    server.start()
+    base_url = queues[0].get(timeout=30)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            one_level(base_url, *write_task(Path(tmp) / "warm", 4), 4)  # imports, first connections
+            folder, predictions = write_task(Path(tmp) / "bench", args.n)
+            queues[1].put("stats"), queues[2].get()
+            print(f"{args.n} judgements, {args.latency:.3f} s per request, server in its own process")
+            for level in (int(x) for x in args.levels.split(",")):
+                elapsed, scored = one_level(base_url, folder, predictions, level)
+                queues[1].put("stats")
+                calls, in_flight = queues[2].get()
+                ideal = args.n * args.latency / level
+                print(f"concurrency {level:>3}: {elapsed:7.2f} s wall, ideal {ideal:6.2f} s, "
+                      f"ratio {elapsed / ideal:.3f} (scored {scored}, calls {calls}, most in flight {in_flight})")
+    finally:
+        queues[1].put("stop")
+        server.join(timeout=10)
+
+
+if __name__ == "__main__":
+    main()
