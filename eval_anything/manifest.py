@@ -46,6 +46,25 @@ def git_revision() -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
+LINEAGE_FILE = "eval_anything_lineage.json"
+"""Written by eval_anything.align into every checkpoint it trains: base model, method, data, config hash."""
+
+
+def read_lineage(spec: ModelSpec) -> dict[str, Any] | None:
+    """The lineage a trained checkpoint carries, for a local model directory; None otherwise."""
+    import json
+
+    if spec.backend != "hf":
+        return None
+    path = Path(spec.reference) / LINEAGE_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def build_manifest(spec: ModelSpec, tasks: Sequence["Task"], settings: "RunSettings", run_id: str) -> dict[str, Any]:
     return {
         "run_id": run_id,
@@ -58,4 +77,5 @@ def build_manifest(spec: ModelSpec, tasks: Sequence["Task"], settings: "RunSetti
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_revision": git_revision(),
+        "lineage": read_lineage(spec),
     }

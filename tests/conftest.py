@@ -32,6 +32,14 @@ def smollm2_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A tiny random Llama (2 layers, hidden 64) with SmolLM2's tokenizer and chat template."""
+    from tiny_models import make_tiny_llama
+
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_dir)
+
+
+@pytest.fixture(scope="session")
 def tiny_llava_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
     """A tiny random LLaVA with a real LlavaProcessor (16 image tokens per image)."""
     from tiny_models import make_tiny_llava

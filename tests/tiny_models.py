@@ -109,3 +109,16 @@ def make_tiny_qwen2_audio(target_dir: str | Path, tokenizer_dir: str | Path | No
     extractor = WhisperFeatureExtractor(feature_size=80, sampling_rate=AUDIO_SAMPLING_RATE)
     processor = Qwen2AudioProcessor(feature_extractor=extractor, tokenizer=tokenizer)
     return _finish(model, processor, tokenizer, target)
+
+
+def make_tiny_llama(target_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """A random 2-layer Llama (hidden 64) with the SmolLM2 tokenizer and chat template: fast to train."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    target = Path(target_dir)
+    tokenizer = _base_tokenizer(tokenizer_dir)
+    config = _text_config(LlamaConfig, len(tokenizer), tokenizer)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config).eval()
+    return _finish(model, tokenizer, tokenizer, target)

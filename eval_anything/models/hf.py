@@ -25,6 +25,109 @@ class _Prepared:
     notes: dict[str, Any] = field(default_factory=dict)
 
 
+class InputProcessor:
+    """Request parts -> chat content and decoded media -> rendered prompt -> processor tensors.
+
+    The one input path for local transformers models: `HFModel` uses it to evaluate and
+    `eval_anything.align` uses it to build training examples, so both see the same prompts,
+    media tokens, frame sampling and audio resampling.
+    """
+
+    def __init__(self, processor: Any, video_frames: int = 8, label: str = "model") -> None:
+        self.processor = processor
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.video_frames = video_frames
+        self.label = label
+
+    def prepare(self, parts: Sequence[Part]) -> _Prepared:
+        prepared = _Prepared(content=[])
+        for part in parts:
+            self._add_part(prepared, part)
+        return prepared
+
+    def _add_part(self, prepared: _Prepared, part: Part) -> None:
+        if part.modality is Modality.TEXT:
+            if not part.text:
+                return
+            last = prepared.content[-1] if prepared.content else None
+            if last is not None and last["type"] == "text":
+                last["text"] += "\n" + part.text  # adjacent text parts joined as in Request.prompt_text
+            else:
+                prepared.content.append({"type": "text", "text": part.text})
+        elif part.modality is Modality.IMAGE:
+            prepared.images.append(load_image(part))
+            prepared.content.append({"type": "image"})
+        elif part.modality is Modality.VIDEO:
+            frames = load_video_frames(part, self.video_frames)
+            if self.native_video:
+                import numpy as np
+
+                prepared.videos.append(np.stack([np.asarray(frame) for frame in frames]))
+                prepared.content.append({"type": "video"})
+                prepared.notes["video_native_frames"] = prepared.notes.get("video_native_frames", 0) + len(frames)
+            else:  # no video processor (they need torchvision): the clip goes in as sampled frames
+                prepared.images.extend(frames)
+                prepared.content.extend({"type": "image"} for _ in frames)
+                prepared.notes["video_as_frames"] = prepared.notes.get("video_as_frames", 0) + len(frames)
+        elif part.modality is Modality.AUDIO:
+            samples, _ = load_audio(part, self.audio_rate())
+            prepared.audios.append(samples)
+            prepared.content.append({"type": "audio", "audio": samples})
+
+    def audio_rate(self) -> int:
+        extractor = getattr(self.processor, "feature_extractor", None)
+        return int(getattr(extractor, "sampling_rate", 16000))
+
+    @property
+    def native_video(self) -> bool:
+        return getattr(self.processor, "video_processor", None) is not None
+
+    @property
+    def text_only(self) -> bool:
+        return self.processor is self.tokenizer
+
+    def render(self, prepared: _Prepared, prompt_text: str, system: str | None = None) -> str:
+        """The chat-template prompt, ending where the assistant's answer starts."""
+        messages: list[dict[str, Any]] = []
+        if self.text_only:
+            if system:
+                messages.append({"role": "system", "content": system})
+            messages.append({"role": "user", "content": prompt_text})
+        else:
+            # multimodal templates expect list content; many iterate it even for the system turn
+            if system:
+                messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+            messages.append({"role": "user", "content": prepared.content})
+        if getattr(self.processor, "chat_template", None):
+            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        if prepared.images or prepared.videos or prepared.audios:
+            raise ValueError(f"{self.label} has no chat template to place media tokens in the prompt")
+        return "\n".join(filter(None, [system, prompt_text]))
+
+    def encode(self, texts: list[str], prepared: list[_Prepared], padding_side: str = "left") -> Any:
+        # The rendered template already holds the special tokens; as transformers' own
+        # apply_chat_template does, add none when it starts with BOS (and never for bare tokenizers).
+        bos = self.tokenizer.bos_token
+        add_special = not self.text_only and not (bos and all(t.startswith(bos) for t in texts))
+        common = {"return_tensors": "pt", "padding": True, "padding_side": padding_side, "add_special_tokens": add_special}
+        if self.text_only:
+            return self.tokenizer(texts, **common)
+        kwargs: dict[str, Any] = {"text": texts, **common}
+        images = [image for p in prepared for image in p.images]
+        audios = [audio for p in prepared for audio in p.audios]
+        videos = [video for p in prepared for video in p.videos]
+        if images:
+            kwargs["images"] = images
+        if videos:
+            kwargs["videos"] = videos
+        if audios:
+            # Qwen2-Audio style processors pad features to 30 s themselves and count audio tokens
+            # from the feature mask; the samples were resampled to this rate on load.
+            kwargs["audio"] = audios
+            kwargs["sampling_rate"] = self.audio_rate()
+        return self.processor(**kwargs)
+
+
 class HFModel(Model):
     """`hf:DIR` — a transformers model directory (model, tokenizer or processor, config).
 
@@ -61,6 +164,7 @@ class HFModel(Model):
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.inputs = InputProcessor(self.processor, self.video_frames, spec.label)
         self.input_modalities = _input_modalities(self.processor)
         self.model = _load_model(transformers, path, dtype, args, self.input_modalities).to(self.device).eval()
 
@@ -115,91 +219,13 @@ class HFModel(Model):
             self._torch.cuda.empty_cache()
 
     def _prepare(self, request: Request) -> _Prepared:
-        prepared = _Prepared(content=[])
-        for part in request.parts:
-            self._add_part(prepared, part)
-        return prepared
-
-    def _add_part(self, prepared: _Prepared, part: Part) -> None:
-        if part.modality is Modality.TEXT:
-            if not part.text:
-                return
-            last = prepared.content[-1] if prepared.content else None
-            if last is not None and last["type"] == "text":
-                last["text"] += "\n" + part.text  # adjacent text parts joined as in Request.prompt_text
-            else:
-                prepared.content.append({"type": "text", "text": part.text})
-        elif part.modality is Modality.IMAGE:
-            prepared.images.append(load_image(part))
-            prepared.content.append({"type": "image"})
-        elif part.modality is Modality.VIDEO:
-            frames = load_video_frames(part, self.video_frames)
-            if self._native_video:
-                import numpy as np
-
-                prepared.videos.append(np.stack([np.asarray(frame) for frame in frames]))
-                prepared.content.append({"type": "video"})
-                prepared.notes["video_native_frames"] = prepared.notes.get("video_native_frames", 0) + len(frames)
-            else:  # no video processor (they need torchvision): the clip goes in as sampled frames
-                prepared.images.extend(frames)
-                prepared.content.extend({"type": "image"} for _ in frames)
-                prepared.notes["video_as_frames"] = prepared.notes.get("video_as_frames", 0) + len(frames)
-        elif part.modality is Modality.AUDIO:
-            samples, _ = load_audio(part, self._audio_rate())
-            prepared.audios.append(samples)
-            prepared.content.append({"type": "audio", "audio": samples})
-
-    def _audio_rate(self) -> int:
-        extractor = getattr(self.processor, "feature_extractor", None)
-        return int(getattr(extractor, "sampling_rate", 16000))
-
-    @property
-    def _native_video(self) -> bool:
-        return getattr(self.processor, "video_processor", None) is not None
-
-    @property
-    def _text_only(self) -> bool:
-        return self.processor is self.tokenizer
+        return self.inputs.prepare(request.parts)
 
     def _render(self, request: Request, prepared: _Prepared) -> str:
-        messages: list[dict[str, Any]] = []
-        if self._text_only:
-            if request.system:
-                messages.append({"role": "system", "content": request.system})
-            messages.append({"role": "user", "content": request.prompt_text})
-        else:
-            # multimodal templates expect list content; many iterate it even for the system turn
-            if request.system:
-                messages.append({"role": "system", "content": [{"type": "text", "text": request.system}]})
-            messages.append({"role": "user", "content": prepared.content})
-        if getattr(self.processor, "chat_template", None):
-            return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        if prepared.images or prepared.videos or prepared.audios:
-            raise ValueError(f"{self.spec.label} has no chat template to place media tokens in the prompt")
-        return "\n".join(filter(None, [request.system, request.prompt_text]))
+        return self.inputs.render(prepared, request.prompt_text, request.system)
 
     def _encode(self, texts: list[str], prepared: list[_Prepared]) -> Any:
-        # The rendered template already holds the special tokens; as transformers' own
-        # apply_chat_template does, add none when it starts with BOS (and never for bare tokenizers).
-        bos = self.tokenizer.bos_token
-        add_special = not self._text_only and not (bos and all(t.startswith(bos) for t in texts))
-        common = {"return_tensors": "pt", "padding": True, "padding_side": "left", "add_special_tokens": add_special}
-        if self._text_only:
-            return self.tokenizer(texts, **common)
-        kwargs: dict[str, Any] = {"text": texts, **common}
-        images = [image for p in prepared for image in p.images]
-        audios = [audio for p in prepared for audio in p.audios]
-        videos = [video for p in prepared for video in p.videos]
-        if images:
-            kwargs["images"] = images
-        if videos:
-            kwargs["videos"] = videos
-        if audios:
-            # Qwen2-Audio style processors pad features to 30 s themselves and count audio tokens
-            # from the feature mask; the samples were resampled to this rate on load.
-            kwargs["audio"] = audios
-            kwargs["sampling_rate"] = self._audio_rate()
-        return self.processor(**kwargs)
+        return self.inputs.encode(texts, prepared)
 
     def _generate_batch(self, requests: list[Request], prepared: list[_Prepared]) -> list[ModelOutput]:
         torch = self._torch

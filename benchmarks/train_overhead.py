@@ -1,0 +1,122 @@
+"""Training overhead: the same DPO config through `eval_anything.align`'s dpo stage and through
+TRL's DPOTrainer called directly, one run each, each in a fresh process.
+
+    python benchmarks/train_overhead.py [--model DIR] [--steps 8] [--batch-size 2] [--max-length 256]
+
+Both sides load the model from the same folder in float32, train on the same preference pairs
+(prompts rendered with the model's chat template), with the same DPOConfig values, and save the
+trained model. Timed from before the model loads to after it is saved (Python imports excluded,
+they are the same). Our side also fingerprints its inputs, renders prompts through the hf
+backend's InputProcessor, and writes the manifest and lineage. Prints samples/s of each and the
+ratio (ours / TRL); the goal is >= 0.95. Default model: the embedded SmolLM2-135M-Instruct.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+QUESTIONS = [
+    ("What is 12 + 30?", "12 + 30 = 42.", "It is 52."),
+    ("Name the largest planet.", "Jupiter is the largest planet.", "Mars."),
+    ("Translate 'bonjour' to English.", "'Bonjour' means 'hello'.", "It means goodbye."),
+    ("What colour do you get mixing blue and yellow?", "Green.", "Purple."),
+    ("How many legs does a spider have?", "A spider has eight legs.", "Six legs."),
+    ("What is the boiling point of water at sea level?", "100 degrees Celsius.", "50 degrees Celsius."),
+    ("Who wrote 'Hamlet'?", "William Shakespeare wrote Hamlet.", "Charles Dickens."),
+    ("What is the square root of 81?", "The square root of 81 is 9.", "It is 8."),
+]
+
+
+def write_pairs(path: Path, count: int) -> None:
+    with path.open("w") as handle:
+        for i in range(count):
+            q, good, bad = QUESTIONS[i % len(QUESTIONS)]
+            handle.write(json.dumps({"id": f"p{i}", "prompt": q, "chosen": good, "rejected": bad}) + "\n")
+
+
+def run_ours(model: str, pairs: Path, out: Path, steps: int, batch: int, max_length: int) -> dict:
+    from eval_anything.align.config import DPOConfig
+    from eval_anything.align.train import train_dpo
+    import datasets, peft, transformers, trl  # noqa: F401,E401  imported before the clock, as on the TRL side
+    from trl import DPOConfig as _, DPOTrainer as _t  # noqa: F401  (trl imports lazily)
+
+    config = DPOConfig.from_dict({"model": model, "pairs": str(pairs), "output_dir": str(out), "max_steps": steps,
+                                  "batch_size": batch, "max_length": max_length, "learning_rate": 5e-6})
+    started = time.perf_counter()
+    result = train_dpo(config)
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "train_samples_per_second": result.manifest["final_metrics"].get("train_samples_per_second")}
+
+
+def run_trl(model: str, pairs: Path, out: Path, steps: int, batch: int, max_length: int) -> dict:
+    import peft  # noqa: F401  (TRL imports it too; kept outside the clock on both sides)
+    import torch
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    policy = AutoModelForCausalLM.from_pretrained(model, dtype=torch.float32)
+    rows = []
+    for line in pairs.read_text().splitlines():
+        record = json.loads(line)
+        prompt = tokenizer.apply_chat_template([{"role": "user", "content": record["prompt"]}],
+                                               add_generation_prompt=True, tokenize=False)
+        rows.append({"prompt": prompt, "chosen": record["chosen"], "rejected": record["rejected"]})
+    args = DPOConfig(output_dir=str(out / "checkpoints"), max_steps=steps, per_device_train_batch_size=batch,
+                     learning_rate=5e-6, beta=0.1, max_length=max_length, logging_steps=1, report_to="none",
+                     bf16=False, fp16=False, seed=42, save_strategy="no", use_cpu=True, disable_tqdm=True,
+                     dataloader_num_workers=0, save_total_limit=2)
+    trainer = DPOTrainer(model=policy, args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer)
+    metrics = trainer.train().metrics
+    trainer.save_model(str(out / "model"))
+    wall = time.perf_counter() - started
+    return {"wall_s": wall, "train_samples_per_second": metrics.get("train_samples_per_second")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="a transformers model folder (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--arm", choices=("ours", "trl"), help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.arm:  # a child process: one side, result as JSON on the last line
+        run = run_ours if args.arm == "ours" else run_trl
+        result = run(args.model, args.workdir / "pairs.jsonl", args.workdir / args.arm, args.steps, args.batch_size,
+                     args.max_length)
+        print(json.dumps(result))
+        return
+    if args.model is None:
+        from eval_anything.models.embedded import embedded_model_dir
+
+        args.model = str(embedded_model_dir())
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        write_pairs(work / "pairs.jsonl", args.steps * args.batch_size)
+        for arm in ("trl", "ours"):
+            out = subprocess.run([sys.executable, __file__, "--arm", arm, "--workdir", str(work), "--model", args.model,
+                                  "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+                                  "--max-length", str(args.max_length)], capture_output=True, text=True, check=True)
+            results[arm] = json.loads(out.stdout.strip().splitlines()[-1])
+    samples = args.steps * args.batch_size
+    print(f"model {args.model}, {args.steps} steps x batch {args.batch_size}, max_length {args.max_length}")
+    for arm in ("trl", "ours"):
+        r = results[arm]
+        print(f"  {arm:<4}  {samples / r['wall_s']:6.2f} samples/s end to end ({r['wall_s']:.1f} s); "
+              f"trainer loop {r['train_samples_per_second']} samples/s")
+    ratio = (samples / results["ours"]["wall_s"]) / (samples / results["trl"]["wall_s"])
+    print(f"  ratio ours/trl: {ratio:.3f} (goal >= 0.95)")
+
+
+if __name__ == "__main__":
+    main()

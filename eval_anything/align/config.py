@@ -1,0 +1,420 @@
+"""One Config dataclass per stage; YAML keys and CLI flags are derived from its fields.
+
+Precedence: field defaults, then the YAML file (`--config`), then flags. Unknown YAML keys are
+errors with a did-you-mean, never silently ignored. Nothing here imports torch.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+C = TypeVar("C", bound="StageConfig")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is wrong; the message names the source and the key."""
+
+
+def knob(default: Any, help: str, identity: bool = True) -> Any:
+    """A config field with help text. `identity=False`: changing it does not change the result
+    (batch size for generation, where outputs go), so it stays out of the config hash."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, "identity": identity})
+    return field(default=default, metadata={"help": help, "identity": identity})
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(the type a value converts to, whether None is allowed)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _base_type(args[0])[0], True
+    return annotation, False
+
+
+def _convert(name: str, annotation: Any, value: Any, source: str) -> Any:
+    kind, optional = _base_type(annotation)
+    if optional and isinstance(value, str) and value.lower() in ("none", "null", ""):
+        value = None
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{source}: {name} must not be empty")
+    origin = typing.get_origin(kind)
+    try:
+        if origin in (list, tuple):
+            (item,) = typing.get_args(kind)[:1] or (str,)
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return [_convert(name, item, v.strip() if isinstance(v, str) else v, source) for v in items if v != ""]
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return value.lower() in ("true", "1", "yes")
+            if not isinstance(value, bool):
+                raise ValueError(value)
+            return value
+        if kind is int and isinstance(value, float) and not value.is_integer():
+            raise ValueError(value)
+        if kind in (int, float, str):
+            return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name} must be {getattr(kind, '__name__', kind)}, got {value!r}") from None
+    return value
+
+
+@dataclass
+class StageConfig:
+    """Base of every stage's configuration."""
+
+    STAGE = "stage"
+
+    @classmethod
+    def fields(cls) -> list[dataclasses.Field]:
+        return [f for f in dataclasses.fields(cls) if f.init]
+
+    @classmethod
+    def from_dict(cls: type[C], data: Mapping[str, Any] | None, source: str | None = None) -> C:
+        """Build from a mapping; unknown keys and wrong types are errors naming `source` and the key."""
+        source = source or cls.STAGE
+        data = dict(data or {})
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in cls.fields()]
+        unknown = [k for k in data if k.replace("-", "_") not in names]
+        if unknown:
+            hints_text = []
+            for key in unknown:
+                near = difflib.get_close_matches(key.replace("-", "_"), names, n=1)
+                hints_text.append(f"{key!r}" + (f" (did you mean {near[0]!r}?)" if near else ""))
+            raise ConfigError(f"{source}: unknown key{'s' if len(unknown) > 1 else ''} " + ", ".join(hints_text)
+                              + f"; {cls.STAGE} takes: " + ", ".join(names))
+        values = {k.replace("-", "_"): _convert(k, hints[k.replace("-", "_")], v, source) for k, v in data.items()}
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        """Raise ConfigError for inconsistent values; stages override."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.fields()}
+
+    def identity(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in self.fields() if f.metadata.get("identity", True)}
+
+    def config_hash(self) -> str:
+        text = json.dumps({"stage": self.STAGE, **self.identity()}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def replace(self: C, **changes: Any) -> C:
+        return dataclasses.replace(self, **changes)
+
+    # -- command line -------------------------------------------------------------------------
+    @classmethod
+    def add_arguments(cls, parser: argparse.ArgumentParser) -> None:
+        """`--config FILE` plus one flag per field (`--max-steps`); flags default to 'not given'."""
+        parser.add_argument("--config", type=Path, metavar="YAML",
+                            help=f"YAML file with {cls.STAGE} keys (flags override it)")
+        hints = typing.get_type_hints(cls)
+        for f in cls.fields():
+            kind, _ = _base_type(hints[f.name])
+            if kind is dict:
+                continue  # nested sections (llf's per-stage keys) come from YAML only
+            flag = "--" + f.name.replace("_", "-")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+            help_text = f"{f.metadata.get('help', '')} (default: {default!r})".replace("%", "%%")
+            if kind is bool:
+                parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+            else:
+                metavar = "A,B" if typing.get_origin(kind) in (list, tuple) else f.name.upper()
+                parser.add_argument(flag, default=None, metavar=metavar, help=help_text)
+
+    @classmethod
+    def from_args(cls: type[C], args: argparse.Namespace) -> C:
+        data = load_yaml(args.config) if getattr(args, "config", None) else {}
+        source = str(args.config) if getattr(args, "config", None) else "flags"
+        for f in cls.fields():
+            value = getattr(args, f.name, None)
+            if value is not None:
+                data[f.name] = value
+        return cls.from_dict(data, source)
+
+
+def load_yaml(path: Path | str) -> dict[str, Any]:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
+    return data
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage configurations
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class GenerateConfig(StageConfig):
+    """Knobs shared by the generation stages (sample, critique, refine)."""
+
+    output_dir: str = knob("", "the stage's artefact folder (records.jsonl + manifest.json)", identity=False)
+    max_new_tokens: int = knob(64, "tokens generated per record")
+    temperature: float = knob(0.0, "sampling temperature; 0 is greedy")
+    top_p: float = knob(1.0, "nucleus sampling mass")
+    seed: int = knob(1234, "generation seed")
+    batch_size: int = knob(8, "requests per generate() call", identity=False)
+    video_frames: int = knob(8, "frames sampled from each video, as in `eval-anything run`")
+    limit: int | None = knob(None, "only the first N records")
+
+    def validate(self) -> None:
+        if not self.output_dir:
+            raise ConfigError(f"{self.STAGE}: output_dir is required")
+        if self.max_new_tokens < 1 or self.batch_size < 1:
+            raise ConfigError(f"{self.STAGE}: max_new_tokens and batch_size must be at least 1")
+
+
+@dataclass
+class SampleConfig(GenerateConfig):
+    """Stage 2: draw y ~ policy(. | x) for every prompt."""
+
+    STAGE = "sample"
+    policy: str = knob("embedded:smollm2-135m-instruct", "the policy: a model directory or BACKEND:REF")
+    prompts: str = knob("", "LLF/prompt records: an artefact folder, a .jsonl, or align-anything .parquet")
+
+
+@dataclass
+class CritiqueConfig(GenerateConfig):
+    """Stage 3: c = critic(x, y)."""
+
+    STAGE = "critique"
+    critic: str = knob("", "the critic: a model directory (the critic-sft output's model/) or BACKEND:REF")
+    responses: str = knob("", "the sample stage's artefact folder")
+
+
+@dataclass
+class RefineConfig(GenerateConfig):
+    """Stage 4: y* = policy(x, y, c)."""
+
+    STAGE = "refine"
+    policy: str = knob("embedded:smollm2-135m-instruct", "the policy that rewrites its answer")
+    critiques: str = knob("", "the critique stage's artefact folder")
+
+
+@dataclass
+class PairsConfig(StageConfig):
+    """Stage 5: chosen = refinement, rejected = original response."""
+
+    STAGE = "pairs"
+    refinements: str = knob("", "the refine stage's artefact folder")
+    output_dir: str = knob("", "the pairs artefact folder", identity=False)
+    keep_identical: bool = knob(False, "keep pairs whose refinement equals the response (normally dropped)")
+
+    def validate(self) -> None:
+        if not self.output_dir or not self.refinements:
+            raise ConfigError("pairs: refinements and output_dir are required")
+
+
+@dataclass
+class TrainConfig(StageConfig):
+    """Knobs shared by every trainer."""
+
+    model: str = knob("embedded:smollm2-135m-instruct", "the model to train: a directory or embedded:NAME")
+    output_dir: str = knob("", "where checkpoints/, model/ (the trained checkpoint) and manifest.json go",
+                           identity=False)
+    max_steps: int = knob(10, "optimizer steps")
+    learning_rate: float = knob(5e-6, "peak learning rate")
+    batch_size: int = knob(2, "examples per device per step")
+    gradient_accumulation_steps: int = knob(1, "micro-batches per optimizer step")
+    max_length: int | None = knob(512, "tokens kept per example (None: no truncation, needed with images)")
+    seed: int = knob(42, "training seed")
+    limit: int | None = knob(None, "train on the first N records only")
+    lora: bool = knob(False, "train a LoRA adapter (merged into the saved checkpoint)")
+    lora_r: int = knob(8, "LoRA rank")
+    lora_alpha: int = knob(16, "LoRA alpha")
+    lora_targets: list[str] = knob(["q_proj", "v_proj"], "LoRA target modules")
+    save_steps: int = knob(0, "save a resumable checkpoint every N steps (0: only at the end)", identity=False)
+    deepspeed: str | None = knob(None, "a DeepSpeed JSON config (e.g. one of eval_anything/align/deepspeed/)",
+                                 identity=False)
+    video_frames: int = knob(8, "frames sampled from each video, as in `eval-anything run`")
+
+    def validate(self) -> None:
+        if not self.output_dir:
+            raise ConfigError(f"{self.STAGE}: output_dir is required")
+        if self.max_steps < 1 or self.batch_size < 1:
+            raise ConfigError(f"{self.STAGE}: max_steps and batch_size must be at least 1")
+
+
+@dataclass
+class CriticSFTConfig(TrainConfig):
+    """Stage 1: supervised fine-tuning of the critic, minimising -log P(c | x, y)."""
+
+    STAGE = "critic-sft"
+    data: str = knob("", "LLF records with prompt, response and critique (.jsonl, artefact, or align-anything .parquet)")
+    learning_rate: float = knob(1e-5, "peak learning rate")
+
+
+@dataclass
+class DPOConfig(TrainConfig):
+    """Stage 6: DPO on preference pairs (TRL DPOTrainer)."""
+
+    STAGE = "dpo"
+    pairs: str = knob("", "preference pairs: the pairs artefact, a .jsonl, or align-anything .parquet (binary)")
+    beta: float = knob(0.1, "DPO beta (0.1 in the paper)")
+
+
+@dataclass
+class RMConfig(TrainConfig):
+    """Reward model trained with -log sigmoid(r(chosen) - r(rejected)) (TRL RewardTrainer)."""
+
+    STAGE = "rm"
+    pairs: str = knob("", "preference pairs: the pairs artefact, a .jsonl, or align-anything .parquet (binary)")
+    learning_rate: float = knob(1e-4, "peak learning rate")
+
+
+@dataclass
+class PPOConfig(TrainConfig):
+    """PPO against a trained reward model (hand-written on accelerate; see ppo.py)."""
+
+    STAGE = "ppo"
+    reward_model: str = knob("", "the rm stage's trained model directory")
+    prompts: str = knob("", "prompt records (.jsonl, artefact, or align-anything .parquet)")
+    learning_rate: float = knob(1e-5, "peak learning rate")
+    batch_size: int = knob(4, "prompts per rollout")
+    response_length: int = knob(16, "tokens sampled per response")
+    temperature: float = knob(1.0, "rollout sampling temperature")
+    ppo_epochs: int = knob(2, "optimisation passes over each rollout")
+    mini_batches: int = knob(1, "minibatches per pass")
+    clip_range: float = knob(0.2, "policy ratio clip")
+    clip_range_value: float = knob(0.2, "value prediction clip")
+    vf_coef: float = knob(0.1, "value loss weight")
+    kl_coef: float = knob(0.05, "per-token KL penalty to the reference policy")
+    gamma: float = knob(1.0, "discount")
+    lam: float = knob(0.95, "GAE lambda")
+    whiten_rewards: bool = knob(False, "whiten scores across the rollout")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.lora or self.deepspeed:
+            raise ConfigError("ppo: lora and deepspeed are not supported by the PPO stage (plain accelerate: "
+                              "launch it with `accelerate launch` for data parallelism)")
+        if self.batch_size % self.mini_batches:
+            raise ConfigError("ppo: batch_size must be a multiple of mini_batches")
+
+
+@dataclass
+class RLConfig(TrainConfig):
+    """Knobs shared by the TRL RL stages (RLOO, GRPO) rewarded by the trained reward model."""
+
+    STAGE = "rl"
+    reward_model: str = knob("", "the rm stage's trained model directory")
+    prompts: str = knob("", "prompt records (.jsonl, artefact, or align-anything .parquet)")
+    num_generations: int = knob(4, "completions per prompt")
+    max_completion_length: int = knob(16, "tokens per completion")
+    beta: float = knob(0.04, "KL coefficient")
+    learning_rate: float = knob(1e-5, "peak learning rate")
+    batch_size: int = knob(4, "completions per device per step (a multiple of num_generations)")
+
+
+@dataclass
+class RLOOConfig(RLConfig):
+    """RLOO (REINFORCE leave-one-out) through TRL's RLOOTrainer, rewarded by the trained reward model."""
+
+    STAGE = "rloo"
+
+
+@dataclass
+class GRPOConfig(RLConfig):
+    """GRPO (group-relative policy optimisation) through TRL's GRPOTrainer, rewarded by the trained reward model."""
+
+    STAGE = "grpo"
+
+
+STAGE_CONFIGS: dict[str, type[StageConfig]] = {
+    c.STAGE: c for c in (CriticSFTConfig, SampleConfig, CritiqueConfig, RefineConfig, PairsConfig,
+                         DPOConfig, RMConfig, PPOConfig)
+}
+
+
+@dataclass
+class LLFConfig(StageConfig):
+    """The whole pipeline: critic-sft -> sample -> critique -> refine -> pairs -> dpo (or rm + ppo)
+    -> evaluation. Per-stage sections hold that stage's keys; paths between stages are filled in."""
+
+    STAGE = "llf"
+    model: str = knob("embedded:smollm2-135m-instruct", "the policy to align (directory or embedded:NAME)")
+    critic_model: str | None = knob(None, "the critic's starting model (default: model)")
+    data: str = knob("", "LLF records for the critic (.jsonl or align-anything .parquet)")
+    prompts: str | None = knob(None, "prompts to sample from (default: the prompts of data)")
+    work_dir: str = knob("llf-run", "every stage's folder goes under here", identity=False)
+    method: str = knob("dpo", "optimiser: dpo, or ppo (reward model + PPO)")
+    tasks: list[str] = knob(["arith_mini"], "tasks to evaluate the trained checkpoint on (empty: no evaluation)")
+    eval_limit: int | None = knob(None, "evaluate only the first N items of each task")
+    eval_max_new_tokens: int | None = knob(None, "override the tasks' generation length")
+    eval_output_dir: str = knob("runs", "where evaluation run directories go", identity=False)
+    evaluate_base: bool = knob(True, "also evaluate the base model, for the leaderboard comparison")
+    critic_sft: dict = knob({}, "critic-sft keys")
+    sample: dict = knob({}, "sample keys")
+    critique: dict = knob({}, "critique keys")
+    refine: dict = knob({}, "refine keys")
+    pairs: dict = knob({}, "pairs keys")
+    dpo: dict = knob({}, "dpo keys")
+    rm: dict = knob({}, "rm keys")
+    ppo: dict = knob({}, "ppo keys")
+
+    def validate(self) -> None:
+        if self.method not in ("dpo", "ppo"):
+            raise ConfigError(f"llf: method must be 'dpo' or 'ppo', got {self.method!r}")
+        if not self.data:
+            raise ConfigError("llf: data is required")
+        for name in ("critic_sft", "sample", "critique", "refine", "pairs", "dpo", "rm", "ppo"):
+            section = getattr(self, name)
+            if not isinstance(section, dict):
+                raise ConfigError(f"llf: {name} must be a mapping of {name} keys")
+            allowed = {f.name for f in STAGE_CONFIGS[name.replace("_", "-")].fields()}
+            unknown = [k for k in section if k.replace("-", "_") not in allowed]
+            if unknown:
+                near = difflib.get_close_matches(unknown[0].replace("-", "_"), sorted(allowed), n=1)
+                raise ConfigError(f"llf.{name}: unknown key {unknown[0]!r}"
+                                  + (f" (did you mean {near[0]!r}?)" if near else ""))
+
+
+@dataclass
+class BinaryPairsConfig(StageConfig):
+    """Binary preference pairs (the annotators' overall preference) taken from published data."""
+
+    STAGE = "binary-pairs"
+    data: str = knob("", "align-anything .parquet (or a prompt/chosen/rejected .jsonl)")
+    limit: int | None = knob(None, "keep the first N pairs")
+    output_dir: str = knob("", "the pairs artefact folder", identity=False)
+
+
+@dataclass
+class CompareConfig(LLFConfig):
+    """LLF pairs versus binary preference pairs on the same budget (the paper's comparison): the LLF
+    pipeline on `budget` prompts, DPO on its pairs; DPO with the same settings on as many binary pairs
+    from `binary_data`; then base, LLF and binary checkpoints evaluated on `tasks`."""
+
+    STAGE = "compare"
+    budget: int | None = knob(None, "prompts given to the LLF pipeline (default: all)")
+    binary_data: str | None = knob(None, "where the binary pairs come from (default: data)")
+
+    def validate(self) -> None:
+        super().validate()
+        if self.method != "dpo":
+            raise ConfigError("compare: method must be dpo (both arms are trained with the same DPO settings)")

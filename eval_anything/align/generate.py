@@ -1,0 +1,112 @@
+"""The generation stages: sample, critique, refine — and pairs, which only rearranges.
+
+All generation goes through the project's own backends (`eval_anything.models`: HFModel.generate
+with Request objects), so media are handled exactly as in `eval-anything run`.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+from eval_anything.align.artifacts import Artifact, fingerprint, write_records
+from eval_anything.align.config import CritiqueConfig, GenerateConfig, PairsConfig, RefineConfig, SampleConfig
+from eval_anything.align.data import llf_pairs, load_llf_records
+from eval_anything.align.records import LLFRecord
+
+log = logging.getLogger("eval_anything.align")
+
+CRITIQUE_TEMPLATE = ("##Prompt:\n{prompt}\n##Response:\n{response}\n"
+                     "Provide the ##Critique and ##Refinement: say what is wrong with the response and how to fix it.")
+"""The critic's input, in training (critic-sft) and in use (critique): one template for both."""
+REFINE_TEMPLATE = ("##Prompt:\n{prompt}\n##Response:\n{response}\n##Critique:\n{critique}\n"
+                   "Refine the response based on the critique. Write only the improved response.")
+
+
+def critique_prompt(record: LLFRecord) -> str:
+    return CRITIQUE_TEMPLATE.format(prompt=record.prompt, response=record.response or "")
+
+
+def refine_prompt(record: LLFRecord) -> str:
+    return REFINE_TEMPLATE.format(prompt=record.prompt, response=record.response or "",
+                                  critique=record.critique or "")
+
+
+def _load_backend(reference: str, config: GenerateConfig):
+    from eval_anything.models import load_model, resolve_spec
+
+    spec = resolve_spec(reference)
+    if spec.backend in ("hf", "embedded"):
+        spec = resolve_spec(reference, {"batch_size": config.batch_size, "video_frames": config.video_frames})
+    return load_model(spec)
+
+
+def _generate_stage(stage: str, config: GenerateConfig, model_ref: str, source: str,
+                    records: Sequence[LLFRecord], make_text: Callable[[LLFRecord], str], fill: str) -> Artifact:
+    from eval_anything.datamodel import GenerationConfig, Request
+
+    artifact = Artifact(config.output_dir)
+    inputs = [fingerprint(source), fingerprint(model_ref)]
+    if artifact.open(stage, config, inputs, model={"reference": model_ref}):
+        log.info("%s: %s is complete; nothing to do", stage, artifact.path)
+        return artifact
+    if config.limit is not None:
+        records = records[: config.limit]
+    done = artifact.done()
+    todo = [r for r in records if r.id not in done]
+    errors: dict[str, str] = {}
+    if todo:
+        model = _load_backend(model_ref, config)
+        generation = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
+                                      top_p=config.top_p, seed=config.seed)
+        try:
+            for start in range(0, len(todo), config.batch_size):
+                chunk = todo[start : start + config.batch_size]
+                requests = [Request(task=stage, sample_id=r.id, variant=0, parts=r.parts(make_text(r)),
+                                    generation=generation) for r in chunk]
+                outputs = model.generate(requests)
+                finished = []
+                for record, output in zip(chunk, outputs):
+                    if output.error is not None:
+                        errors[record.id] = output.error
+                    else:
+                        finished.append(record.with_(**{fill: output.text}))
+                write_records(artifact, finished)  # fsynced per batch: a kill loses at most this batch
+        finally:
+            model.close()
+    manifest = artifact.finish(generated=len(todo) - len(errors), resumed=len(done), errors=errors)
+    log.info("%s: %d records in %s (%d generated, %d errors)", stage, manifest["count"], artifact.path,
+             len(todo) - len(errors), len(errors))
+    return artifact
+
+
+def run_sample(config: SampleConfig) -> Artifact:
+    """y ~ policy(. | x) for every prompt record."""
+    records = [r.with_(response=None, critique=None, refinement=None) for r in load_llf_records(config.prompts)]
+    return _generate_stage("sample", config, config.policy, config.prompts, records, lambda r: r.prompt, "response")
+
+
+def run_critique(config: CritiqueConfig) -> Artifact:
+    """c = critic(x, y) for every sampled response."""
+    records = [r for r in load_llf_records(config.responses) if r.response]
+    return _generate_stage("critique", config, config.critic, config.responses, records, critique_prompt, "critique")
+
+
+def run_refine(config: RefineConfig) -> Artifact:
+    """y* = policy(x, y, c) for every critiqued response."""
+    records = [r for r in load_llf_records(config.critiques) if r.critique is not None]
+    return _generate_stage("refine", config, config.policy, config.critiques, records, refine_prompt, "refinement")
+
+
+def run_pairs(config: PairsConfig) -> Artifact:
+    """chosen = refinement, rejected = response; identical or empty pairs are dropped."""
+    artifact = Artifact(config.output_dir)
+    if artifact.open("pairs", config, [fingerprint(config.refinements)]):
+        log.info("pairs: %s is complete; nothing to do", artifact.path)
+        return artifact
+    records = load_llf_records(config.refinements)
+    pairs = llf_pairs(records, config.keep_identical)
+    write_records(artifact, pairs)
+    manifest = artifact.finish(dropped=len(records) - len(pairs))
+    log.info("pairs: %d pairs in %s (%d dropped: identical or empty)", manifest["count"], artifact.path,
+             len(records) - len(pairs))
+    return artifact
