@@ -13,10 +13,16 @@ if TYPE_CHECKING:
 
 from eval_anything import __version__
 
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ("eval_anything.leaderboard.command", "eval_anything.gate",
+                                   "eval_anything.align.command")
 """Modules adding further subcommands: each has `add_command(subparsers)`, which adds its parser
 and sets `handler` (a function of the parsed args returning the exit code). Keep them light to
 import: heavy libraries load inside the handler."""
+
+JUDGE_DEFAULTS = (256, 2)
+"""Longest reply and re-asks of a named judge."""
+WEAK_JUDGE_DEFAULTS = (96, 1)
+"""The same for the embedded 135M default judge, which rarely keeps to a format however long it talks."""
 
 RUN_EXAMPLES = """examples:
   eval-anything run                                   # embedded SmolLM2 on every built-in task
@@ -59,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
                           "(default: auto)")
     run.add_argument("--seed", type=int, default=1234, help="seed for sampling and anything random (default: 1234)")
     run.add_argument("--max-new-tokens", type=int, metavar="N", help="override every task's generation length")
+    run.add_argument("--data-dir", type=Path, metavar="DIR",
+                     help="run the AMU/AMG suite on a local copy of the published datasets in DIR (folders "
+                          "EvalAnything-AMU, EvalAnything-Selection_Synergy, EvalAnything-InstructionFollowing) "
+                          "instead of the embedded mini-suite")
+    run.add_argument("--generator", default=None, metavar="MODALITY=NAME,...",
+                     help="render media instructions of any-to-any answers (AMG tasks), e.g. audio=espeak "
+                          "(default: audio=espeak when espeak-ng is installed; '' for none). A modality "
+                          "nothing renders is not applicable for the scores that need it")
     judge = run.add_argument_group("judges", "for tasks scored by a model judge")
     judge.add_argument("--judge", metavar="[BACKEND:]REF",
                        help="the judge model, any backend: openai:gpt-4o, hf:DIR, ... (default: the embedded "
@@ -67,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                        help="judge backend arguments, as --model-args (e.g. base_url=...,api_key_env=JUDGE_KEY)")
     judge.add_argument("--judge-concurrency", type=int, metavar="N",
                        help="judge requests in flight at once (openai judges; default 8)")
-    judge.add_argument("--judge-max-tokens", type=int, default=256, metavar="N",
-                       help="longest judge reply (default 256)")
-    judge.add_argument("--judge-retries", type=int, default=2, metavar="N",
+    judge.add_argument("--judge-max-tokens", type=int, default=None, metavar="N",
+                       help=f"longest judge reply (default {JUDGE_DEFAULTS[0]}; {WEAK_JUDGE_DEFAULTS[0]} for the "
+                            "embedded default judge)")
+    judge.add_argument("--judge-retries", type=int, default=None, metavar="N",
                        help="re-ask a judge whose reply cannot be parsed up to N times, then record a judge "
-                            "error with the raw replies (default 2)")
+                            f"error with the raw replies (default {JUDGE_DEFAULTS[1]}; {WEAK_JUDGE_DEFAULTS[1]} "
+                            "for the embedded default judge)")
     judge.add_argument("--judge-price", metavar="IN,OUT",
                        help="USD per million input and output judge tokens, to report cost (e.g. 2.5,10)")
     judge.add_argument("--judge-cache", default=None, metavar="PATH|off",
@@ -145,8 +161,11 @@ def _judge_settings(args: argparse.Namespace) -> "JudgeSettings":
             raise ValueError("--judge-price takes IN,OUT: USD per million input and output tokens") from None
         price = (price_in, price_out)
     cache = None if args.judge_cache == "off" else Path(args.judge_cache or cache_root() / "judge-cache.sqlite")
-    return JudgeSettings(spec, weak_default=args.judge is None, max_new_tokens=args.judge_max_tokens,
-                         seed=args.seed, parse_retries=args.judge_retries, price_per_million=price, cache_path=cache)
+    weak = args.judge is None
+    max_tokens, retries = WEAK_JUDGE_DEFAULTS if weak else JUDGE_DEFAULTS
+    return JudgeSettings(spec, weak_default=weak, seed=args.seed, price_per_million=price, cache_path=cache,
+                         max_new_tokens=args.judge_max_tokens if args.judge_max_tokens is not None else max_tokens,
+                         parse_retries=args.judge_retries if args.judge_retries is not None else retries)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -163,9 +182,15 @@ def _run(args: argparse.Namespace) -> int:
         batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
         spec = dataclasses.replace(spec, args={**spec.args, "batch_size": batch_size})
     tasks = Catalog(args.include_path).resolve(args.tasks)
+    if args.data_dir is not None:
+        from eval_anything.suite.data_dir import with_published_data
+
+        tasks = with_published_data(tasks, args.data_dir)
     settings = RunSettings(output_dir=args.output_dir, limit=args.limit, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, command=("eval-anything", *args.argv),
-                           judge=_judge_settings(args))
+                           judge=_judge_settings(args), generators=args.generator)
+    if any(t.config.output_format == "tagged" for t in tasks):
+        settings.generator_table()  # a misspelt generator fails here, before any model loads
     report = evaluate(spec, tasks, settings, RichProgress())
     out = stdout_console()
     out.print(results_table(report.results))

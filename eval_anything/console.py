@@ -54,7 +54,15 @@ def results_table(results: dict[str, Any]) -> Table:
         status = outcome["status"] if outcome["status"] == "complete" else f"{outcome['status']}: {outcome.get('reason', '')}"
         metrics = outcome.get("metrics") or {"—": {}}
         for metric_name, metric in metrics.items():
+            skipped = metric.get("not_applicable")
+            note = f"{status}; n/a for {skipped['count']}: {skipped['reasons'][0]}" if skipped else status
             table.add_row(name, str(outcome.get("version", "")), metric_name, _format_value(metric),
                           str(metric.get("n", "")), str(metric.get("errors", "")),
-                          str(metric.get("extraction_failures", "")), status)
+                          str(metric.get("extraction_failures", "")), note)
+        for key, by_scorer in (outcome.get("breakdown") or {}).items():
+            for metric_name, cell in by_scorer.items():
+                table.add_row(f"  ↳ {key}", "", metric_name, _format_value(cell), str(cell["n"]), "", "", "")
+    for name, group in (results.get("groups") or {}).items():
+        table.add_row(f"[bold]{name}[/bold] (group)", "", f"mean {group['metric']}", _format_value(group), "", "",
+                      "", group.get("reason", "complete"))
     return table

@@ -230,19 +230,31 @@ class Score:
     """The output held no answer the scorer could read; the value counts it as wrong."""
     details: Mapping[str, Any] = field(default_factory=dict)
     """Scorer-specific facts: a judge's raw replies, calls, tokens, what media it saw."""
+    not_applicable: str | None = None
+    """Why this scorer does not apply to this sample (e.g. no objective answer, no generator for
+    the modality); such a score has no value, is no error, and is left out of the metric."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "details", _frozen_mapping(self.details))
-        if (self.value is None) == (self.error is None):
+        if self.not_applicable is not None:
+            if self.value is not None or self.error is not None:
+                raise ValueError("a not-applicable score has neither a value nor an error")
+        elif (self.value is None) == (self.error is None):
             raise ValueError("a score has either a value or an error, not both or neither")
 
     @classmethod
     def errored(cls, reason: str, **details: Any) -> "Score":
         return cls(value=None, error=reason, details=details)
 
+    @classmethod
+    def inapplicable(cls, reason: str, **details: Any) -> "Score":
+        return cls(value=None, not_applicable=reason, details=details)
+
     def to_json(self) -> dict[str, Any]:
         data = {"value": self.value, "answer": self.answer, "explanation": self.explanation,
                 "error": self.error, "extraction_failed": self.extraction_failed}
+        if self.not_applicable is not None:
+            data["not_applicable"] = self.not_applicable
         if self.details:
             data["details"] = dict(self.details)
         return data

@@ -17,7 +17,7 @@ def aggregate(task: Task, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
     metrics = {}
     for scorer, config in zip(task.scorers, task.config.scorers):
         scores = [r["scores"][scorer.name] for r in records if scorer.name in r["scores"]]
-        metrics[scorer.name] = _metric(scores, config.aggregate)
+        metrics[scorer.name] = {**_metric(scores, config.aggregate), **scorer.summarize(scores)}
         if getattr(scorer, "human_label", None):
             metrics[scorer.name]["human_agreement"] = _agreement(scores)
     errored = sum(1 for r in records if any(s["error"] is not None for s in r["scores"].values()))
@@ -30,6 +30,8 @@ def aggregate(task: Task, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
                   "output_tokens": sum(o["usage"]["output_tokens"] for o in outputs),
                   "generation_s": round(sum(o["latency_s"] for o in outputs), 3)},
     }
+    if task.config.breakdown:
+        result["breakdown"] = _breakdown(task, records)
     if task.judge_scorers:
         result["judge"] = judge_accounting([r["scores"][s.name] for r in records for s in task.judge_scorers
                                             if s.name in r["scores"]])
@@ -37,19 +39,38 @@ def aggregate(task: Task, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _metric(scores: list[dict[str, Any]], aggregate_name: str) -> dict[str, Any]:
-    values = [s["value"] for s in scores if s["error"] is None]
+    values = [s["value"] for s in scores if s["value"] is not None]
     statistic, stderr = AGGREGATES[aggregate_name]
-    return {
+    metric = {
         "aggregate": aggregate_name,
         "value": _finite(statistic(values)), "stderr": _finite(stderr(values)), "n": len(values),
         "errors": sum(1 for s in scores if s["error"] is not None),
         "extraction_failures": sum(1 for s in scores if s.get("extraction_failed")),
     }
+    reasons = [s["not_applicable"] for s in scores if s.get("not_applicable")]
+    if reasons:
+        metric["not_applicable"] = {"count": len(reasons), "reasons": sorted(set(reasons))[:5]}
+    return metric
+
+
+def _breakdown(task: Task, records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each scorer's mean per breakdown group (e.g. image+speech, or the chosen outputs ti)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for record in records:
+        groups.setdefault(record.get("breakdown", "?"), []).append(record)
+    table = {}
+    for key in sorted(groups):
+        table[key] = {}
+        for scorer in task.scorers:
+            values = [r["scores"][scorer.name]["value"] for r in groups[key]
+                      if scorer.name in r["scores"] and r["scores"][scorer.name]["value"] is not None]
+            table[key][scorer.name] = {"value": _finite(AGGREGATES["mean"][0](values)), "n": len(values)}
+    return table
 
 
 def _agreement(scores: list[dict[str, Any]]) -> dict[str, Any]:
     pairs = [(s["value"], float(s["details"]["human"])) for s in scores
-             if s["error"] is None and "human" in s.get("details", {})]
+             if s["value"] is not None and "human" in s.get("details", {})]
     return agreement([p[0] for p in pairs], [p[1] for p in pairs])
 
 

@@ -5,20 +5,22 @@ import hashlib
 import itertools
 import json
 import re
+import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from eval_anything.datamodel import Sample, SampleResult, Score
 from eval_anything.judges.engine import JudgeEngine, JudgeSettings
-from eval_anything.manifest import build_manifest
+from eval_anything.manifest import build_manifest, read_lineage
 from eval_anything.models import LazyModel, Model, ModelSpec
 from eval_anything.models.embedded import NAME as EMBEDDED_NAME, cache_root
 from eval_anything.rundir import RunDirectory, SampleLog
 from eval_anything.scorers import Attempt
 from eval_anything.results import JUDGE_COUNTS, aggregate, judge_cost
+from eval_anything.suite.groups import group_scores
 from eval_anything.tasks import DataFileError, Task
 
 COMMIT_INTERVAL_S = 1.0
@@ -40,9 +42,22 @@ class RunSettings:
     """The command line, recorded (secrets redacted) in the manifest."""
     judge: JudgeSettings | None = None
     """Who judges tasks with judge scorers; None means the embedded model, labelled a weak judge."""
+    generators: str | None = None
+    """Which generator renders each modality of tagged answers, e.g. "audio=espeak"; None: espeak
+    for audio when espeak-ng is installed."""
 
     def identity(self) -> dict[str, Any]:
         return {"limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+
+    def generator_spec(self) -> str:
+        if self.generators is not None:
+            return self.generators
+        return "audio=espeak" if shutil.which("espeak-ng") else ""
+
+    def generator_table(self) -> dict:
+        from eval_anything.suite.generators import parse_generators
+
+        return parse_generators(self.generator_spec())
 
     def judge_settings(self) -> JudgeSettings:
         if self.judge is not None:
@@ -84,6 +99,11 @@ def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str
                 "tasks": [(t.name, t.version, t.content_hash) for t in tasks]}
     if any(t.judge_scorers for t in tasks):  # judged scores depend on the judge
         identity["judge"] = settings.judge_settings().identity()
+    if any(t.config.output_format == "tagged" for t in tasks):  # and rendered media on the generators
+        identity["generators"] = settings.generator_spec()
+    lineage = read_lineage(spec)
+    if lineage:  # a checkpoint retrained into the same folder is another model
+        identity["lineage"] = lineage
     digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:10]
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{spec.backend}-{Path(spec.reference).name}").strip("-")
     return f"{slug}-{digest}"
@@ -125,6 +145,9 @@ def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = Run
 def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str,
              judges: JudgeEngine | None) -> dict[str, Any]:
     results = {"run_id": manifest["run_id"], "status": status, "model": manifest["model"], "tasks": dict(outcomes)}
+    groups = group_scores(outcomes)
+    if groups:
+        results["groups"] = groups
     if judges is not None:
         judged = [t["judge"] for t in outcomes.values() if "judge" in t]
         totals = {key: sum(j[key] for j in judged) for key in JUDGE_COUNTS}
@@ -171,15 +194,18 @@ def _summary(task: Task, log: SampleLog, judges: JudgeEngine | None) -> dict[str
 
 def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLog, settings: RunSettings,
               progress: ProgressSink, judges: JudgeEngine | None) -> None:
-    finished = _generated(task, model, pending, settings)
+    render = _answer_renderer(task, settings, log.path.parent.parent / "media" / task.name)
+    finished = _generated(task, model, pending, settings, render)
     if task.judge_scorers:
         assert judges is not None
         finished = judges.score(task.judge_scorers, task.name, finished)
     since_commit, last_commit = 0, time.monotonic()
     for sample, attempts, scores in finished:
-        log.append(SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
-                                outputs=tuple(a.output for a in attempts), scores=scores,
-                                target=sample.target).to_json())
+        record = SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
+                              outputs=tuple(a.output for a in attempts), scores=scores, target=sample.target).to_json()
+        if task.config.breakdown:
+            record["breakdown"] = _breakdown_key(task.config.breakdown, sample, attempts)
+        log.append(record)
         progress.advance()
         since_commit += 1
         if since_commit >= model.batch_size or time.monotonic() - last_commit > COMMIT_INTERVAL_S:
@@ -188,8 +214,27 @@ def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLo
     log.commit()
 
 
-def _generated(task: Task, model: Model, pending: Iterable[Sample], settings: RunSettings
-               ) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
+def _answer_renderer(task: Task, settings: RunSettings, media_dir: Path) -> Callable[[Attempt], Attempt]:
+    """For tagged any-to-any answers: text, native media, and media rendered from instructions."""
+    if task.config.output_format != "tagged":
+        return lambda attempt: attempt
+    from eval_anything.suite.outputs import render_answer
+
+    generators = settings.generator_table()
+    return lambda a: Attempt(a.request, render_answer(a.output, generators, media_dir, f"{a.request.sample_id}_{a.request.variant}"))
+
+
+def _breakdown_key(columns: Sequence[str], sample: Sample, attempts: Sequence[Attempt]) -> str:
+    def value(column: str) -> str:
+        if column == "chosen":
+            return str(attempts[0].output.metadata.get("chosen", "?"))
+        return str(sample.metadata.get(column, "?"))
+
+    return "+".join(value(c) for c in columns)
+
+
+def _generated(task: Task, model: Model, pending: Iterable[Sample], settings: RunSettings,
+               render: Callable[[Attempt], Attempt]) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
     """Samples as their generations complete, with their rule-based scores."""
     generation = task.generation(settings.seed, settings.max_new_tokens)
     window = max(256, model.batch_size * 16)
@@ -201,7 +246,7 @@ def _generated(task: Task, model: Model, pending: Iterable[Sample], settings: Ru
         attempts: dict[str, list[Attempt]] = defaultdict(list)
         for request, output in model.stream(requests):
             sid = request.sample_id
-            attempts[sid].append(Attempt(request, output))
+            attempts[sid].append(render(Attempt(request, output)))
             if len(attempts[sid]) == expected[sid]:
                 done = sorted(attempts.pop(sid), key=lambda a: a.request.variant)
                 yield samples[sid], done, task.score(samples[sid], done)

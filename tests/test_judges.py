@@ -19,6 +19,7 @@ from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.rundir import SampleLog
 from eval_anything.runner import RunSettings, evaluate
 from eval_anything.tasks import Catalog
+from media_files import write_png, write_wav
 from stub_openai import StubServer, completion, user_text
 
 FAKE_KEY = "sk-judge-planted-NOT-REAL-91c4e0"
@@ -285,21 +286,6 @@ def test_api_key_appears_nowhere_on_disk(tmp_path, monkeypatch):
 
 
 # ------------------------------------------------------------------ media, weak default, reward model
-
-
-def write_png(path: Path, colour=(255, 0, 0)) -> Path:
-    from PIL import Image
-
-    Image.new("RGB", (16, 16), colour).save(path)
-    return path
-
-
-def write_wav(path: Path) -> Path:
-    import numpy as np
-    import soundfile
-
-    soundfile.write(path, (0.2 * np.sin(np.linspace(0, 300 * 2 * np.pi, 8000))).astype("float32"), 16000)
-    return path
 
 
 def media_task(tmp_path: Path, scorer: str, rows: list[dict[str, Any]]) -> Path:

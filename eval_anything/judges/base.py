@@ -13,6 +13,10 @@ from eval_anything.scorers.base import Attempt, Scorer
 ERROR_POLICIES = ("exclude", "fail")
 
 
+class NotApplicable(Exception):
+    """The judge has nothing to judge for this sample (e.g. the media it needs were not made)."""
+
+
 @dataclass(frozen=True)
 class JudgeQuery:
     """One question to the judge model."""
@@ -26,6 +30,8 @@ class JudgeQuery:
     media: tuple[Part, ...] = ()
     """Media the judge should see with the text, when its backend takes them."""
     system: str | None = None
+    local: Callable[[], Any] | None = None
+    """Computes the verdict here instead of asking the judge model (e.g. a reward model)."""
 
 
 @dataclass(frozen=True)

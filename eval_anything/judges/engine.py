@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Part, Request, Sample, Score
-from eval_anything.judges.base import JudgeQuery, JudgeScorer, Verdict
+from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict
 from eval_anything.judges.cache import JudgeCache, cache_key
 from eval_anything.judges.parsers import JudgeParseError
 from eval_anything.models import LazyModel, ModelSpec
@@ -144,6 +144,9 @@ class JudgeEngine:
                 continue
             try:
                 queries = judge.queries(sample, attempts)
+            except NotApplicable as exc:
+                scores[judge.name] = Score.inapplicable(str(exc))
+                continue
             except Exception as exc:  # bad item data for this judge: that sample's score errors, the run goes on
                 scores[judge.name] = Score.errored(f"{judge.name} could not ask the judge: {exc}")
                 continue
@@ -152,7 +155,13 @@ class JudgeEngine:
         return entry
 
     def _ask(self, task_name: str, query: _Query, retries: list[_Query]) -> Iterator[Request]:
-        """Answer from the cache while it can; otherwise yield the request to send."""
+        """Answer locally or from the cache while it can; otherwise yield the request to send."""
+        if query.query.local is not None:
+            try:
+                query.settle(value=query.query.local())
+            except Exception as exc:  # one sample's local scorer failing is that sample's error
+                query.settle(error=f"{type(exc).__name__}: {exc}")
+            return
         while query.verdict is None:
             request = self._request(task_name, query)
             key = self._key(query, request)

@@ -7,7 +7,7 @@ import json
 from typing import Any, Sequence
 
 from eval_anything.datamodel import Modality, Sample, Score
-from eval_anything.judges.base import (JudgeQuery, JudgeScorer, Verdict, media_for_judge, metadata_value,
+from eval_anything.judges.base import (JudgeQuery, JudgeScorer, NotApplicable, Verdict, media_for_judge, metadata_value,
                                        question_of)
 from eval_anything.judges.parsers import explanation_of, parse_choice, parse_pairwise, parse_rating
 from eval_anything.scorers.base import Attempt
@@ -18,8 +18,9 @@ class RatingJudge(JudgeScorer):
     """A rating on a declared scale, e.g. 1-10, or 0-10 for the 4/3/2/1 image rubric."""
 
     def __init__(self, scale: Sequence[float] = (1, 10), references: str | None = None, media: str = "both",
-                 normalize: bool = False, **common: Any) -> None:
+                 normalize: bool = False, requires: str | None = None, **common: Any) -> None:
         super().__init__(**common)
+        self.requires = Modality(requires) if requires else None
         if len(scale) != 2 or scale[0] >= scale[1]:
             raise ValueError("scale must be [low, high] with low < high")
         if media not in ("input", "output", "both", "none"):
@@ -29,6 +30,8 @@ class RatingJudge(JudgeScorer):
         self.floor = 0.0 if normalize else self.low
 
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
+        if self.requires is not None:
+            require_output(attempts[0].output, self.requires)
         references = metadata_value(sample, self.references, None) if self.references else list(sample.target)
         if isinstance(references, str):
             references = json.loads(references) if references.strip().startswith("[") else [references]
@@ -45,11 +48,12 @@ class RatingJudge(JudgeScorer):
 
 
 def judge_rating(scale: Sequence[float] = (1, 10), references: str | None = None, media: str = "both",
-                 normalize: bool = False, template: str | None = None, on_error: str = "exclude",
-                 human_label: str | None = None) -> RatingJudge:
+                 normalize: bool = False, requires: str | None = None, template: str | None = None,
+                 on_error: str = "exclude", human_label: str | None = None) -> RatingJudge:
     """A judge rates the answer on a scale (default 1-10); `references` names a column of reference
-    answers (default: the targets); `normalize` maps the scale onto [0, 1]."""
-    return RatingJudge(scale, references, media, normalize, template=template, on_error=on_error,
+    answers (default: the targets); `normalize` maps the scale onto [0, 1]; `requires` names an
+    output modality without which the item is not applicable (e.g. image, for generated images)."""
+    return RatingJudge(scale, references, media, normalize, requires, template=template, on_error=on_error,
                        human_label=human_label)
 
 
@@ -106,9 +110,8 @@ class MediaQuestionsJudge(JudgeScorer):
         self.questions, self.modality = questions, Modality(modality)
 
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
+        require_output(attempts[0].output, self.modality)
         media = tuple(p for p in attempts[0].output.parts if p.modality is self.modality)
-        if not media:
-            raise ValueError(f"the output has no generated {self.modality.value} to ask questions about")
         queries = []
         for index, item in enumerate(_question_list(sample, self.questions)):
             choices = [str(c) for c in item["choices"]]
@@ -123,6 +126,15 @@ class MediaQuestionsJudge(JudgeScorer):
         correct = [v.value == _answer_letter(item) for v, item in zip(verdicts, items)]
         return Score(value=sum(correct) / len(correct), answer="".join(v.value for v in verdicts),
                      explanation=f"{sum(correct)}/{len(correct)} questions answered correctly")
+
+
+def require_output(output: Any, modality: Modality) -> None:
+    """Raise NotApplicable when the answer has no `modality` part, with the reason it was not made."""
+    if not any(p.modality is modality for p in output.parts):
+        reason = output.metadata.get("not_rendered", {}).get(modality.value)
+        if reason is None and "tagged" in output.metadata:
+            reason = f"the answer gave no {modality.value} instruction"
+        raise NotApplicable(f"no generated {modality.value}" + (f": {reason}" if reason else ""))
 
 
 def _question_list(sample: Sample, column: str) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from eval_anything.datamodel import ModelOutput, Request, Sample, Score
 from eval_anything.registry import Registry
@@ -39,6 +39,11 @@ class Scorer(ABC):
 
     @abstractmethod
     def score(self, sample: Sample, attempts: Sequence[Attempt]) -> Score: ...
+
+    @staticmethod
+    def summarize(scores: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Extra task-level figures from this scorer's per-sample scores (JSON form), for results."""
+        return {}
 
 
 class AnswerScorer(Scorer):

@@ -49,7 +49,8 @@ class Catalog:
             raise TaskFileError(
                 f"task {item.name!r} is defined twice: {self.tasks[item.name].source} and {item.source}"
             )
-        if item.name == ALL or item.name in self.groups():
+        member_of_own_group = item.name in item.config.tags  # e.g. the task `amg` in the group `amg`
+        if item.name == ALL or (item.name in self.groups() and not member_of_own_group):
             raise TaskFileError(f"task name {item.name!r} ({item.source}) clashes with a group name")
         self.tasks[item.name] = item
 
@@ -77,10 +78,10 @@ class Catalog:
     def _expand(self, name: str, groups: dict[str, list[str]]) -> list[Task]:
         if name == ALL:
             return list(self.tasks.values())
+        if name in groups:  # a group wins over its namesake task, which it contains
+            return [self.tasks[n] for n in groups[name]]
         if name in self.tasks:
             return [self.tasks[name]]
-        if name in groups:
-            return [self.tasks[n] for n in groups[name]]
         if name.endswith((".yaml", ".yml")) and Path(name).exists():
             return [self._load(Path(name))]
         known = [ALL, *self.tasks, *groups]

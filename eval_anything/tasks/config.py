@@ -10,6 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from eval_anything.datamodel import Modality
 
 
+MEDIA = "media"
+InputKind = Literal["text", "image", "audio", "video", "media"]
+
+
 class TaskFileError(ValueError):
     """A task file (or Python task definition) is invalid; the message says where and why."""
 
@@ -46,8 +50,9 @@ class TaskConfig(_Strict):
     tags: list[str] = Field(default_factory=list, description="Groups the task belongs to.")
     dataset: DatasetConfig
     id_field: str = Field(default="id", description="Column with unique item ids; row number if absent.")
-    input: list[dict[Modality, str]] = Field(
-        description="Ordered input parts, each {modality: column}, e.g. [{image: image}, {text: question}]."
+    input: list[dict[InputKind, str]] = Field(
+        description="Ordered input parts, each {modality: column}, e.g. [{image: image}, {text: question}]; "
+                    "{media: column} takes the modality of each row's file from its extension."
     )
     target: str | None = Field(default=None, description="Column with the answer or list of answers.")
     choices: str | None = Field(default=None, description="Column with the list of options.")
@@ -55,10 +60,16 @@ class TaskConfig(_Strict):
     system: str | None = None
     generation: GenerationSettings = Field(default_factory=GenerationSettings)
     scorers: list[ScorerConfig] = Field(min_length=1)
+    output_format: Literal["text", "tagged"] = Field(
+        default="text", description="tagged: answers carry [[response]]/[[image_instruction]]/... sections, "
+                                    "whose instructions generators render into media before scoring.")
+    breakdown: list[str] = Field(
+        default_factory=list, description="Columns whose values group the results (joined with +); "
+                                          "'chosen' groups by the output modalities an answer chose.")
 
     @field_validator("input")
     @classmethod
-    def _one_modality_per_part(cls, parts: list[dict[Modality, str]]) -> list[dict[Modality, str]]:
+    def _one_modality_per_part(cls, parts: list[dict[str, str]]) -> list[dict[str, str]]:
         if not parts:
             raise ValueError("at least one input part is needed")
         for part in parts:
@@ -75,14 +86,15 @@ class TaskConfig(_Strict):
 
     @model_validator(mode="after")
     def _text_somewhere(self) -> "TaskConfig":
-        has_text = any(Modality.TEXT in part for part in self.input)
+        has_text = any("text" in part for part in self.input)
         if not has_text and self.prompt is None:
             raise ValueError("a task needs a text input part or a prompt template")
         return self
 
     @property
     def modalities(self) -> frozenset[Modality]:
-        return frozenset(m for part in self.input for m in part)
+        """The modalities the input declares; files of `media` parts add theirs per row."""
+        return frozenset(Modality(m) for part in self.input for m in part if m != MEDIA)
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:

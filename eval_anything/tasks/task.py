@@ -14,7 +14,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from eval_anything.datamodel import GenerationConfig, Modality, Part, Request, Sample, Score
 from eval_anything.scorers import Attempt, Scorer, build_scorer
 from eval_anything.scorers.choice import LETTERS
-from eval_anything.tasks.config import TaskConfig, TaskFileError
+from eval_anything.tasks.config import MEDIA, TaskConfig, TaskFileError
 from eval_anything.tasks.dataset import DataFileError, count_rows, iter_rows
 
 _TEMPLATES = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
@@ -56,9 +56,13 @@ class Task:
     def version(self) -> int | str:
         return self.config.version
 
-    @property
+    @cached_property
     def modalities(self) -> frozenset[Modality]:
-        return self.config.modalities
+        """Every input modality the task's items use (rows are scanned for `media` parts)."""
+        declared = self.config.modalities
+        if not any(MEDIA in part for part in self.config.input):
+            return declared
+        return declared | frozenset(m for sample in self.samples() for m in sample.modalities)
 
     @property
     def data_path(self) -> Path:
@@ -96,14 +100,16 @@ class Task:
         sample_id = str(row.get(cfg.id_field, row_index))
         parts = []
         for spec in cfg.input:
-            ((modality, column),) = spec.items()
+            ((kind, column),) = spec.items()
             if column not in row:
-                raise DataFileError(f"{where}: missing column {column!r} (task input {modality.value})")
+                raise DataFileError(f"{where}: missing column {column!r} (task input {kind})")
             value = row[column]
-            if modality is Modality.TEXT:
+            if kind == Modality.TEXT.value:
                 parts.append(Part.of_text(str(value)))
-            else:
-                parts.append(Part.of_file(modality, self._media_path(value, where, column), column=column))
+                continue
+            path = self._media_path(value, where, column)
+            modality = media_modality(path, where, column) if kind == MEDIA else Modality(kind)
+            parts.append(Part.of_file(modality, path, column=column))
         choices = tuple(str(c) for c in _as_list(row.get(cfg.choices))) if cfg.choices else ()
         target = tuple(str(t) for t in _as_list(row.get(cfg.target))) if cfg.target else ()
         if choices:
@@ -159,6 +165,18 @@ class Task:
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "hash": self.content_hash,
                 "source": self.source, "modalities": sorted(m.value for m in self.modalities)}
+
+
+MEDIA_SUFFIXES = {Modality.IMAGE: (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"),
+                  Modality.AUDIO: (".wav", ".mp3", ".flac", ".ogg", ".m4a"),
+                  Modality.VIDEO: (".mp4", ".webm", ".mov", ".avi", ".mkv")}
+
+
+def media_modality(path: Path, where: str, column: str) -> Modality:
+    for modality, suffixes in MEDIA_SUFFIXES.items():
+        if path.suffix.lower() in suffixes:
+            return modality
+    raise DataFileError(f"{where}: column {column!r}: cannot tell the modality of {path.name} from its extension")
 
 
 def _score_safely(scorer: Scorer, sample: Sample, attempts: Sequence[Attempt]) -> Score:

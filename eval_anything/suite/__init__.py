@@ -1,0 +1,2 @@
+"""The all-modality suite of the Align-Anything paper: AMU (understanding) and AMG (generation:
+instruction following, modality selection, modality synergy and the S_AMG composite)."""
