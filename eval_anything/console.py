@@ -64,5 +64,5 @@ def results_table(results: dict[str, Any]) -> Table:
                 table.add_row(f"  ↳ {key}", "", metric_name, _format_value(cell), str(cell["n"]), "", "", "")
     for name, group in (results.get("groups") or {}).items():
         table.add_row(f"[bold]{name}[/bold] (group)", "", f"mean {group['metric']}", _format_value(group), "", "",
-                      "", group.get("reason", "complete"))
+                      "", f"{group.get('status', '')}: {group['reason']}" if group.get("reason") else "complete")
     return table

@@ -43,3 +43,16 @@ def test_chosen_modalities_count_native_media_and_default_to_text(tmp_path):
     assert combination(chosen_modalities(native)) == "ti"
     assert combination(chosen_modalities(ModelOutput(text="[[response]]: None"))) == "t"
     assert combination({Modality.AUDIO, Modality.TEXT, Modality.IMAGE}) == "tia"
+
+
+def test_amu_group_is_the_unweighted_mean_of_its_four_dimensions():
+    from eval_anything.suite.groups import group_scores
+
+    values = {"amu_perception": 8.0, "amu_reasoning": 6.0, "amu_instruction_following": 5.0, "amu_safety": 9.0}
+    outcomes = {name: {"status": "complete", "metrics": {"judge_rating": {"value": v}}} for name, v in values.items()}
+    group = group_scores(outcomes)["amu"]
+    assert group["value"] == 7.0 and group["status"] == "complete" and group["parts"] == values
+    outcomes["amu_safety"] = {"status": "not_applicable", "reason": "no audio"}
+    partial = group_scores(outcomes)["amu"]
+    assert partial["value"] is None and partial["status"] == "not_applicable" and "amu_safety" in partial["reason"]
+    assert group_scores({"arith_mini": {"status": "complete"}}) == {}

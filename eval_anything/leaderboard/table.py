@@ -130,7 +130,8 @@ def _suite_cell(run: Run, column: Column) -> dict[str, Any]:
     if not isinstance(group, dict):
         return {"status": "absent"}
     parts = group.get("parts") or {}
-    out = {"status": "complete" if group.get("value") is not None else "error",
+    status = group.get("status") or ("complete" if group.get("value") is not None else "error")
+    out = {"status": "error" if status == "incomplete" else status,
            "value": _number(group.get("value")), "stderr": _number(group.get("stderr_over_dimensions")),
            "n": len(parts), "parts": {str(k): _number(v) for k, v in parts.items()}}
     if group.get("reason"):
