@@ -29,4 +29,4 @@ def with_published_data(tasks: Sequence[Task], data_dir: Path) -> list[Task]:
     suite_tasks = [t for t in tasks if Path(t.source).parent == SUITE_DIR]
     for part in sorted({_part_of(t) for t in suite_tasks}):
         materialize(part, data_dir / ALL_LAYOUT[part], rows_dir / "data")
-    return [Task(t.config, rows_dir, f"{t.source} on {data_dir}") if t in suite_tasks else t for t in tasks]
+    return [Task(t.config, rows_dir, t.source) if t in suite_tasks else t for t in tasks]

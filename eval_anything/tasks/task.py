@@ -70,8 +70,14 @@ class Task:
 
     @cached_property
     def content_hash(self) -> str:
-        """sha256 over the task definition (templates included) and its data file."""
-        digest = hashlib.sha256(json.dumps(self.config.model_dump(mode="json"), sort_keys=True).encode())
+        """sha256 over the task definition (templates included) and its data file. A task file is
+        hashed as written, so a new optional field in a later eval-anything changes no hash."""
+        definition = Path(self.source)
+        if definition.suffix in (".yaml", ".yml") and definition.is_file():
+            digest = hashlib.sha256(definition.read_bytes())
+        else:
+            digest = hashlib.sha256(json.dumps(self.config.model_dump(mode="json", exclude_defaults=True),
+                                               sort_keys=True).encode())
         with self.data_path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
