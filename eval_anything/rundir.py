@@ -2,16 +2,19 @@
 and results written atomically. A run is complete only when results.json says so."""
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
 SAMPLES_DIR = "samples"
+_SHARD = re.compile(r"\.rank\d+-of-\d+\.jsonl")
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -101,6 +104,47 @@ class RunDirectory:
 
     def samples(self, task: str) -> SampleLog:
         return SampleLog(self.path / SAMPLES_DIR / f"{task}.jsonl")
+
+    def shard(self, task: str, rank: int, world: int) -> SampleLog:
+        """The sample log one rank of a data-parallel run writes: `<task>.rank<r>-of-<w>.jsonl`."""
+        return SampleLog(self.path / SAMPLES_DIR / f"{task}.rank{rank}-of-{world}.jsonl")
+
+    def shards(self, task: str) -> list[SampleLog]:
+        """Every rank's shard of `task` left on disk, whatever world size wrote it."""
+        folder = self.path / SAMPLES_DIR
+        return [SampleLog(p) for p in sorted(folder.glob(f"{glob.escape(task)}.rank*-of-*.jsonl"))
+                if _SHARD.fullmatch(p.name[len(task):])]
+
+    def merge_shards(self, task: str, order: Iterable[str]) -> int:
+        """Fold every shard of `task` into `<task>.jsonl`, records in `order` (sample ids; any others
+        after them), written atomically; the shards are removed once the merged log is durable.
+        Returns how many shards were merged."""
+        shards = self.shards(task)
+        if not shards:
+            return 0
+        target = self.samples(task)
+        records = target.completed()
+        for shard in shards:
+            records.update(shard.completed())
+        target.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.path.parent, prefix=f".{target.path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                for sample_id in order:
+                    record = records.pop(sample_id, None)
+                    if record is not None:
+                        handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                for record in records.values():
+                    handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        for shard in shards:
+            shard.path.unlink(missing_ok=True)
+        return len(shards)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json_atomic(self.manifest_path, {"format_version": FORMAT_VERSION, **manifest})
