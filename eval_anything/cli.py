@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 from eval_anything import __version__
 
 COMMAND_MODULES: tuple[str, ...] = ("eval_anything.leaderboard.command", "eval_anything.gate",
-                                   "eval_anything.align.command")
+                                   "eval_anything.align.command", "eval_anything.validate", "eval_anything.verify",
+                                   "eval_anything.export", "eval_anything.bundle")
 """Modules adding further subcommands: each has `add_command(subparsers)`, which adds its parser
 and sets `handler` (a function of the parsed args returning the exit code). Keep them light to
 import: heavy libraries load inside the handler."""
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "dtype=bfloat16,device=auto,video_frames=8 (hf). API keys come from environment "
                           "variables (api_key_env=NAME), never from here")
     run.add_argument("--tasks", default="all", metavar="all|NAME,...",
-                     help="comma-separated task names, group names, task YAML paths, or 'all' (default: all)")
+                     help="comma-separated task names, group names, task YAML paths, data files (.jsonl, .csv, .parquet: a task "
+                          "inferred from column names), or 'all' (default: all)")
     run.add_argument("--limit", type=int, metavar="N", help="only the first N items of each task")
     run.add_argument("--output-dir", type=Path, default=Path("runs"), metavar="DIR",
                      help="where run directories go (default: runs)")
@@ -92,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="USD per million input and output judge tokens, to report cost (e.g. 2.5,10)")
     judge.add_argument("--judge-cache", default=None, metavar="PATH|off",
                        help="the judge cache shared across runs (default: ~/.cache/eval-anything/judge-cache.sqlite)")
+    run.add_argument("--from", dest="from_bundle", type=Path, metavar="BUNDLE.tar.gz",
+                     help="rerun exactly the evaluation packed by `eval-anything export` (its tasks, settings "
+                          "and command; --model, --data-dir and --output-dir given here win)")
     _add_task_source(run)
     run.set_defaults(handler=_run)
 
@@ -113,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         return args.handler(args)
-    except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:
+    except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:  # BundleError is a ValueError
         print(f"eval-anything: error: {exc}", file=sys.stderr)
         return 2
     except BackendError as exc:
@@ -174,6 +179,15 @@ def _run(args: argparse.Namespace) -> int:
     from eval_anything.runner import RunSettings, evaluate
     from eval_anything.tasks import Catalog
 
+    if args.from_bundle is not None:  # rerun an exported run: its tasks, settings and command
+        from eval_anything.export import apply_bundle
+
+        apply_bundle(args)
+    if args.data_dir is not None:  # local published data: nothing may reach the network
+        import os
+
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     spec = resolve_spec(args.model, parse_model_args(args.model_args))
     if args.batch_size is not None:
         if spec.backend not in ("hf", "embedded"):
@@ -192,6 +206,8 @@ def _run(args: argparse.Namespace) -> int:
     if any(t.config.output_format == "tagged" for t in tasks):
         settings.generator_table()  # a misspelt generator fails here, before any model loads
     report = evaluate(spec, tasks, settings, RichProgress())
+    if not report.primary:  # another rank of a data-parallel run: rank 0 merges and reports
+        return 0 if report.ok else 1
     out = stdout_console()
     out.print(results_table(report.results))
     resumed = sum(report.resumed.values())

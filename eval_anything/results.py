@@ -12,30 +12,56 @@ JUDGE_COUNTS = ("calls", "cached", "input_tokens", "output_tokens", "errors", "p
 
 
 def aggregate(task: Task, records: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """Each scorer's metric (its declared aggregate ± standard error) and counts, from per-sample records."""
-    records = list(records)
+    """Each scorer's metric (its declared aggregate ± standard error) and counts, from per-sample records.
+
+    Records are read once, as a stream: only each score (without its answer and explanation texts)
+    is kept, so a task's summary does not hold its prompts and outputs in memory."""
+    scores: dict[str, list[dict[str, Any]]] = {scorer.name: [] for scorer in task.scorers}
+    judged: list[dict[str, Any]] = []
+    grouped: list[dict[str, Any]] | None = [] if task.config.breakdown else None
+    shared: dict[tuple[Any, Any], dict[str, Any]] = {}
+    samples = errored = requests = input_tokens = output_tokens = 0
+    generation_s: float = 0
+    for record in records:
+        samples += 1
+        slim = {name: _slim_score(score, shared) for name, score in record["scores"].items()}
+        errored += any(score["error"] is not None for score in slim.values())
+        for name, kept in scores.items():
+            if name in slim:
+                kept.append(slim[name])
+        for output in record["outputs"]:
+            requests += 1
+            input_tokens += output["usage"]["input_tokens"]
+            output_tokens += output["usage"]["output_tokens"]
+            generation_s += output["latency_s"]
+        if grouped is not None:
+            grouped.append({"breakdown": record.get("breakdown", "?"), "scores": slim})
+        judged.extend(slim[s.name] for s in task.judge_scorers if s.name in slim)
     metrics = {}
     for scorer, config in zip(task.scorers, task.config.scorers):
-        scores = [r["scores"][scorer.name] for r in records if scorer.name in r["scores"]]
-        metrics[scorer.name] = {**_metric(scores, config.aggregate), **scorer.summarize(scores)}
+        metrics[scorer.name] = {**_metric(scores[scorer.name], config.aggregate), **scorer.summarize(scores[scorer.name])}
         if getattr(scorer, "human_label", None):
-            metrics[scorer.name]["human_agreement"] = _agreement(scores)
-    errored = sum(1 for r in records if any(s["error"] is not None for s in r["scores"].values()))
-    outputs = [o for r in records for o in r["outputs"]]
+            metrics[scorer.name]["human_agreement"] = _agreement(scores[scorer.name])
     result = {
         "metrics": metrics,
-        "counts": {"samples": len(records), "scored": len(records) - errored, "errored": errored},
-        "usage": {"requests": len(outputs),
-                  "input_tokens": sum(o["usage"]["input_tokens"] for o in outputs),
-                  "output_tokens": sum(o["usage"]["output_tokens"] for o in outputs),
-                  "generation_s": round(sum(o["latency_s"] for o in outputs), 3)},
+        "counts": {"samples": samples, "scored": samples - errored, "errored": errored},
+        "usage": {"requests": requests, "input_tokens": input_tokens, "output_tokens": output_tokens,
+                  "generation_s": round(generation_s, 3)},
     }
-    if task.config.breakdown:
-        result["breakdown"] = _breakdown(task, records)
+    if grouped is not None:
+        result["breakdown"] = _breakdown(task, grouped)
     if task.judge_scorers:
-        result["judge"] = judge_accounting([r["scores"][s.name] for r in records for s in task.judge_scorers
-                                            if s.name in r["scores"]])
+        result["judge"] = judge_accounting(judged)
     return result
+
+
+def _slim_score(score: dict[str, Any], shared: dict[tuple[Any, Any], dict[str, Any]]) -> dict[str, Any]:
+    """What results read of a score: its value and error, and flags and details where set (not the
+    answer texts). The common plain scores are one shared object per (value, error)."""
+    slim = {k: v for k, v in score.items() if k in ("value", "error") or (v and k not in ("answer", "explanation"))}
+    if len(slim) == 2 and "value" in slim and "error" in slim:
+        return shared.setdefault((slim["value"], slim["error"]), slim)
+    return slim
 
 
 def _metric(scores: list[dict[str, Any]], aggregate_name: str) -> dict[str, Any]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import shutil
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
@@ -66,6 +68,67 @@ class RunSettings:
                              cache_path=cache_root() / "judge-cache.sqlite")
 
 
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel run: rank r of `world` evaluates the samples whose
+    position in the task's sample order is r modulo `world`, into its own durable shard."""
+
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False
+    """This process joined the gloo group itself, so it leaves it when the run ends."""
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
+
+    def mine(self, index: int) -> bool:
+        return index % self.world == self.rank
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def total(self, count: int) -> int:
+        """The sum of `count` over every rank."""
+        if self.world == 1:
+            return count
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([count], dtype=torch.int64)
+        dist.all_reduce(value)
+        return int(value.item())
+
+    def close(self) -> None:
+        """Leave the group once every rank is done: gloo's threads abort the process at exit otherwise."""
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+BARRIER_TIMEOUT_S = float(os.environ.get("EVAL_ANYTHING_BARRIER_TIMEOUT_S", 24 * 3600))
+"""How long a rank that finished its shard waits for the slowest one (ranks' shares differ)."""
+
+
+def data_parallel() -> DataParallel:
+    """Rank and world size from the launcher (`accelerate launch`, `torchrun`: WORLD_SIZE, RANK and
+    MASTER_ADDR/PORT); torch is imported, and a gloo group joined, only when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    if world <= 1:
+        return DataParallel()
+    import torch.distributed as dist
+
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group(backend="gloo", timeout=timedelta(seconds=BARRIER_TIMEOUT_S))
+    return DataParallel(dist.get_rank(), dist.get_world_size(), owns_group)
+
+
 class ProgressSink(Protocol):
     def start(self, task: str, total: int, done: int) -> None: ...
     def advance(self, count: int = 1) -> None: ...
@@ -88,6 +151,9 @@ class RunReport:
     """Samples per task taken from an earlier, interrupted invocation."""
     judge_calls: int = 0
     """Requests the judge model answered in this invocation (cache hits excluded)."""
+    primary: bool = True
+    """False on ranks other than 0 of a data-parallel run: they write shards only, and their
+    `results` carry each task's status, not its scores (rank 0 merges and writes results.json)."""
 
     @property
     def ok(self) -> bool:
@@ -112,20 +178,27 @@ def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str
 def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = RunSettings(),
              progress: ProgressSink = NoProgress()) -> RunReport:
     """Evaluate `tasks` with the model of `spec`, resuming whatever an earlier invocation finished."""
+    parallel = data_parallel()
+    if not parallel.primary:
+        progress = NoProgress()
     run_dir = RunDirectory(settings.output_dir / run_id(spec, tasks, settings))
     previous = (run_dir.read_results() or {}).get("tasks", {})
     manifest = build_manifest(spec, tasks, settings, run_dir.path.name)
-    run_dir.write_manifest({**manifest, "status": "running"})
+    if parallel.world > 1:
+        manifest["data_parallel"] = {"world_size": parallel.world}
+    if parallel.primary:
+        run_dir.write_manifest({**manifest, "status": "running"})
     model = LazyModel(spec)
     judges = JudgeEngine(settings.judge_settings()) if any(t.judge_scorers for t in tasks) else None
-    report = RunReport(run_dir.path, {})
+    report = RunReport(run_dir.path, {}, primary=parallel.primary)
     outcomes: dict[str, dict[str, Any]] = {}
     status = "interrupted"
     try:
         for task in tasks:
             outcomes[task.name] = _run_task(task, model, judges, run_dir, settings, previous.get(task.name),
-                                            progress, report)
-            run_dir.write_results(_results(manifest, outcomes, "running", judges))
+                                            progress, report, parallel)
+            if parallel.primary:
+                run_dir.write_results(_results(manifest, outcomes, "running", judges))
         status = COMPLETE
     finally:
         if model.model is not None:
@@ -136,9 +209,14 @@ def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = Run
             judges.close()
         model.close()
         report.generated = model.generated
+        if status == COMPLETE and parallel.world > 1:  # every rank is here: count all ranks' requests
+            report.generated = parallel.total(model.generated)
         report.results = _results(manifest, outcomes, status, judges)
-        run_dir.write_results(report.results)
-        run_dir.write_manifest({**manifest, "status": status})
+        if parallel.primary:
+            run_dir.write_results(report.results)
+            run_dir.write_manifest({**manifest, "status": status})
+        if status == COMPLETE:  # an interrupted rank must not wait on a barrier the others never reach
+            parallel.close()
     return report
 
 
@@ -158,10 +236,17 @@ def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str,
 
 def _run_task(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir: RunDirectory,
               settings: RunSettings, previous: dict[str, Any] | None, progress: ProgressSink,
-              report: RunReport) -> dict[str, Any]:
+              report: RunReport, parallel: DataParallel = DataParallel()) -> dict[str, Any]:
     header = {"task": task.name, "version": task.version, "hash": task.content_hash}
     if previous and previous.get("status") == NOT_APPLICABLE:
         return previous
+    if parallel.world > 1:
+        return _run_shard(task, model, judges, run_dir, settings, progress, report, parallel, header)
+    if run_dir.shards(task.name):  # a data-parallel run was interrupted: keep what its ranks finished
+        try:
+            run_dir.merge_shards(task.name, (s.id for s in task.samples(settings.limit)))
+        except DataFileError as exc:
+            return {**header, "status": ERROR, "reason": str(exc)}
     log = run_dir.samples(task.name)
     done = log.completed()
     try:
@@ -184,12 +269,88 @@ def _run_task(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir:
     return {**header, "status": COMPLETE, **_summary(task, log, judges)}
 
 
+def _run_shard(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir: RunDirectory,
+               settings: RunSettings, progress: ProgressSink, report: RunReport, parallel: DataParallel,
+               header: dict[str, Any]) -> dict[str, Any]:
+    """One rank's share of a task: the samples at positions rank, rank + world, ... not finished by
+    any earlier invocation (of any world size), appended to this rank's shard; after every rank is
+    done, rank 0 merges the shards into `<task>.jsonl` in the task's sample order and summarises."""
+    parallel.barrier()  # every rank reads the logs before any appends to them
+    log = run_dir.shard(task.name, parallel.rank, parallel.world)
+    outcome: dict[str, Any] = {**header, "status": COMPLETE}
+    try:
+        done: set[str] = set(run_dir.samples(task.name).completed())
+        for shard in run_dir.shards(task.name):
+            done.update(shard.completed())
+        mine = [0, 0]  # own samples: all, finished
+        any_left = False
+        for index, sample in enumerate(task.samples(settings.limit)):
+            finished = sample.id in done
+            any_left = any_left or not finished
+            if parallel.mine(index):
+                mine[0] += 1
+                mine[1] += finished
+        pending = _peekable(s for i, s in enumerate(task.samples(settings.limit))
+                            if parallel.mine(i) and s.id not in done)
+        # rank 0 decides the task's status, so it looks at the model whenever any rank has work
+        if pending.has_more() or (parallel.primary and any_left):
+            missing = model.get().missing_modalities(task.modalities)
+            if missing:
+                reason = f"{model.spec.label} does not take {', '.join(sorted(m.value for m in missing))} input"
+                outcome = {**header, "status": NOT_APPLICABLE, "reason": reason}
+            elif pending.has_more():
+                report.resumed[task.name] = mine[1]
+                progress.start(task.name, mine[0], mine[1])
+                try:
+                    _generate(task, model.get(), pending, log, settings, progress, judges)
+                finally:
+                    log.close()
+                    progress.finish()
+    except DataFileError as exc:
+        outcome = {**header, "status": ERROR, "reason": str(exc)}
+    parallel.barrier()  # every shard is durable
+    if not parallel.primary or outcome["status"] == NOT_APPLICABLE:
+        return outcome
+    main = run_dir.samples(task.name)
+    try:
+        run_dir.merge_shards(task.name, (s.id for s in task.samples(settings.limit)))
+    except DataFileError:
+        run_dir.merge_shards(task.name, ())
+    return {**outcome, **_summary(task, main, judges)}
+
+
 def _summary(task: Task, log: SampleLog, judges: JudgeEngine | None) -> dict[str, Any]:
-    summary = aggregate(task, log.completed().values())
+    summary = aggregate(task, _records(log))
     if "judge" in summary and judges is not None:
         summary["judge"].update(judge_cost(summary["judge"], judges.settings.price_per_million))
         summary["judge"]["weak_default"] = judges.settings.weak_default
     return summary
+
+
+def _records(log: SampleLog) -> Iterable[dict[str, Any]]:
+    """The finished records, read a line at a time so that a task's prompts and outputs never sit
+    in memory together; a log that holds a sample twice (never written so by the runner) is read
+    whole, as `SampleLog.completed()` reads it."""
+    if not log.path.exists():
+        return ()
+    seen: set[str] = set()
+    for record in _log_lines(log.path):
+        if record["id"] in seen:
+            return log.completed().values()
+        seen.add(record["id"])
+    del seen
+    return _log_lines(log.path)
+
+
+def _log_lines(path: Path) -> Iterator[dict[str, Any]]:
+    with path.open("rb") as handle:
+        for line in handle:
+            if not line.endswith(b"\n"):
+                return
+            try:
+                yield json.loads(line)
+            except json.JSONDecodeError:  # a torn last line, as SampleLog.completed() reads it
+                return
 
 
 def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLog, settings: RunSettings,

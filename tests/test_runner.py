@@ -126,3 +126,11 @@ def test_bad_predictions_file_names_the_line(tmp_path, catalog):
     path.write_text('{"id": "a", "text": "1"}\n{"text": "no id"}\n')
     with pytest.raises(ValueError, match=r"p.jsonl:2: each line needs an object with an 'id'"):
         run(tmp_path, path, "arith_mini", catalog)
+
+
+def test_manifest_records_each_tasks_prompt_and_generation_settings(tmp_path, catalog):
+    rows = arith_predictions(catalog.tasks["arith_mini"])
+    report = run(tmp_path, write_predictions(tmp_path / "p.jsonl", rows), "arith_mini", catalog, limit=2)
+    (task,) = json.loads((report.run_dir / "manifest.json").read_text())["tasks"]
+    assert task["prompt"] == "{{ question }} Answer with the number only."
+    assert task["generation"] == {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "stop": ["\n"]}

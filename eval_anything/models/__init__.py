@@ -11,6 +11,7 @@ backends.register("hf", "eval_anything.models.hf:HFModel")
 backends.register("embedded", "eval_anything.models.embedded:load_embedded")
 backends.register("openai", "eval_anything.models.openai_api:OpenAIModel")
 backends.register("replay", "eval_anything.models.replay:ReplayModel")
+backends.register("vllm", "eval_anything.models.vllm_backend:VLLMModel")
 
 
 def resolve_spec(text: str | None, args: Mapping[str, Any] | None = None) -> ModelSpec:

@@ -1,6 +1,7 @@
 """Local transformers models: chat templates, length-sorted batches, multimodal processors."""
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -156,6 +157,8 @@ class HFModel(Model):
         device = args.pop("device", "cpu")
         if device == AUTO:
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and int(os.environ.get("WORLD_SIZE") or 1) > 1:
+            device = f"cuda:{int(os.environ.get('LOCAL_RANK') or 0)}"  # data-parallel: this rank's GPU
         self.device = torch.device(device)
         dtype_name = str(args.pop("dtype", "float32"))
         dtype = dtype_name if dtype_name == AUTO else getattr(torch, dtype_name)

@@ -84,6 +84,10 @@ class Catalog:
             return [self.tasks[name]]
         if name.endswith((".yaml", ".yml")) and Path(name).exists():
             return [self._load(Path(name))]
+        from eval_anything.tasks.inference import is_data_file, load_data_task  # a zero-code task: a data file
+
+        if is_data_file(name) and Path(name).is_file():
+            return [load_data_task(Path(name))]
         known = [ALL, *self.tasks, *groups]
         near = difflib.get_close_matches(name, known, n=3)
         hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""

@@ -170,7 +170,9 @@ class Task:
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "hash": self.content_hash,
-                "source": self.source, "modalities": sorted(m.value for m in self.modalities)}
+                "source": self.source, "modalities": sorted(m.value for m in self.modalities),
+                "generation": self.config.generation.model_dump(), "prompt": self.config.prompt,
+                "system": self.config.system}
 
 
 MEDIA_SUFFIXES = {Modality.IMAGE: (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"),
