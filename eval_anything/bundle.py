@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import hashlib
 import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
+
+from eval_anything.files import file_sha256
 
 # The published names (eval_anything.suite.published, which imports the task schema, is kept out of
 # the command line's start-up; a test checks that these agree with it).
@@ -49,13 +50,6 @@ def required_files(part: str) -> list[str]:
         return [SELECTION_FILE]
     return [f"data/{m}_instruct/test.json" for m in IF_MODALITIES]
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _bundle_files(root: Path) -> list[Path]:
@@ -101,7 +95,7 @@ def build(suite: str, target: Path, from_dir: Path | None = None, revision: str 
     for part in parts:
         folder = target / ALL_LAYOUT[part]
         for path in _bundle_files(folder):
-            files[path.relative_to(target).as_posix()] = {"size": path.stat().st_size, "sha256": _sha256(path)}
+            files[path.relative_to(target).as_posix()] = {"size": path.stat().st_size, "sha256": file_sha256(path)}
     manifest = {"format": MANIFEST_FORMAT, "suite": suite,
                 "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                 "datasets": datasets, "files": files}
@@ -148,7 +142,7 @@ def check(target: Path) -> list[str]:
         elif file.stat().st_size != meta["size"]:
             problems.append(f"{name}: size {file.stat().st_size} bytes, {meta['size']} in the manifest (corrupted "
                             "or truncated)")
-        elif _sha256(file) != meta["sha256"]:
+        elif file_sha256(file) != meta["sha256"]:
             problems.append(f"{name}: sha256 differs from the manifest (corrupted)")
     return problems
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import io
 import json
 import os
@@ -22,6 +21,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from eval_anything.files import file_sha256
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"
@@ -48,13 +49,6 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"  note: {note}")
     return 0
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _task_files(task: Any, limit: int | None) -> tuple[list[Path], Path]:
@@ -125,7 +119,7 @@ def export_run(run_dir: Path, output: Path) -> dict[str, Any]:
     info = {"format": BUNDLE_FORMAT, "run_id": manifest.get("run_id"), "command": manifest.get("command"),
             "model": {k: model.get(k) for k in ("backend", "reference", "args")}, "model_file": model_file,
             "settings": manifest.get("settings"), "tasks": tasks,
-            "files": {name: {"size": p.stat().st_size, "sha256": _sha256(p)} for name, p in members.items()},
+            "files": {name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for name, p in members.items()},
             "notes": notes}
     output.parent.mkdir(parents=True, exist_ok=True)
     with tarfile.open(output, "w:gz") as tar:
@@ -141,7 +135,7 @@ def export_run(run_dir: Path, output: Path) -> dict[str, Any]:
 def unpack(archive: Path, into: Path | None = None) -> Path:
     """Extract a bundle safely (no links or paths leaving the folder) and check every file's hash."""
     archive = Path(archive)
-    digest = _sha256(archive)[:16]
+    digest = file_sha256(archive)[:16]
     target = Path(into) if into is not None else Path(tempfile.gettempdir()) / f"eval-anything-bundle-{digest}"
     if (target / BUNDLE_FILE).is_file() and (target / ".complete").is_file():
         return target
@@ -154,7 +148,7 @@ def unpack(archive: Path, into: Path | None = None) -> Path:
     info = read_info(target)
     for name, meta in info["files"].items():
         path = target / name
-        if not path.is_file() or _sha256(path) != meta["sha256"]:
+        if not path.is_file() or file_sha256(path) != meta["sha256"]:
             raise BundleError(f"{archive}: {name} is missing or differs from its recorded sha256")
     (target / ".complete").write_text("ok\n")
     return target
@@ -180,7 +174,7 @@ def apply_bundle(args: argparse.Namespace) -> None:
     """Turn `run --from BUNDLE` into the original run's arguments, with the bundled task files."""
     from eval_anything.cli import build_parser
 
-    folder = unpack(args.from_bundle, Path(args.output_dir) / ".bundles" / _sha256(Path(args.from_bundle))[:16])
+    folder = unpack(args.from_bundle, Path(args.output_dir) / ".bundles" / file_sha256(Path(args.from_bundle))[:16])
     info = read_info(folder)
     command = list(info.get("command") or [])[1:]
     original = build_parser().parse_args(command) if command else None

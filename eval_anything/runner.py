@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from eval_anything.datamodel import Sample, SampleResult, Score
 from eval_anything.judges.engine import JudgeEngine, JudgeSettings
+from eval_anything.files import read_log
 from eval_anything.manifest import build_manifest, read_lineage
 from eval_anything.models import LazyModel, Model, ModelSpec
 from eval_anything.models.embedded import NAME as EMBEDDED_NAME, cache_root
@@ -334,23 +335,14 @@ def _records(log: SampleLog) -> Iterable[dict[str, Any]]:
     if not log.path.exists():
         return ()
     seen: set[str] = set()
-    for record in _log_lines(log.path):
+    for record in read_log(log.path):
         if record["id"] in seen:
             return log.completed().values()
         seen.add(record["id"])
     del seen
-    return _log_lines(log.path)
+    return read_log(log.path)
 
 
-def _log_lines(path: Path) -> Iterator[dict[str, Any]]:
-    with path.open("rb") as handle:
-        for line in handle:
-            if not line.endswith(b"\n"):
-                return
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:  # a torn last line, as SampleLog.completed() reads it
-                return
 
 
 def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLog, settings: RunSettings,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from eval_anything import __version__
+from eval_anything.files import file_sha256
 from eval_anything.rundir import SampleLog, read_json, write_json_atomic
 
 FORMAT_VERSION = 1
@@ -32,14 +33,6 @@ class ArtifactMismatch(ValueError):
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as handle:
-        for block in iter(lambda: handle.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fingerprint(path: str | Path) -> dict[str, Any]:

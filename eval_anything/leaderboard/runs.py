@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from eval_anything.files import read_log
+
 MANIFEST, RESULTS, SAMPLES_DIR = "manifest.json", "results.json", "samples"
 
 
@@ -62,14 +64,7 @@ class Run:
         path = self.samples_path(task)
         if not path.exists():
             return
-        with path.open("rb") as handle:
-            for line in handle:
-                if not line.endswith(b"\n"):
-                    return
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError:
-                    return
+        yield from read_log(path)
 
     def resolve_media(self, reference: str) -> Path | None:
         """A media path from a sample log: absolute, or relative to the run directory or the cwd."""
