@@ -253,18 +253,12 @@ def _run_task(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir:
     try:
         pending = _peekable(s for s in task.samples(settings.limit) if s.id not in done)
         if pending.has_more():
-            missing = model.get().missing_modalities(task.modalities)
-            if missing:
-                reason = f"{model.spec.label} does not take {', '.join(sorted(m.value for m in missing))} input"
+            reason = _inapplicable(task, model)
+            if reason:
                 return {**header, "status": NOT_APPLICABLE, "reason": reason}
             report.resumed[task.name] = len(done)
             total = task.count() if settings.limit is None else min(task.count(), settings.limit)
-            progress.start(task.name, total, len(done))
-            try:
-                _generate(task, model.get(), pending, log, settings, progress, judges)
-            finally:
-                log.close()
-                progress.finish()
+            _generate_with_progress(task, model, pending, log, settings, progress, judges, total, len(done))
     except DataFileError as exc:
         return {**header, "status": ERROR, "reason": str(exc), **_summary(task, log, judges)}
     return {**header, "status": COMPLETE, **_summary(task, log, judges)}
@@ -295,18 +289,12 @@ def _run_shard(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir
                             if parallel.mine(i) and s.id not in done)
         # rank 0 decides the task's status, so it looks at the model whenever any rank has work
         if pending.has_more() or (parallel.primary and any_left):
-            missing = model.get().missing_modalities(task.modalities)
-            if missing:
-                reason = f"{model.spec.label} does not take {', '.join(sorted(m.value for m in missing))} input"
+            reason = _inapplicable(task, model)
+            if reason:
                 outcome = {**header, "status": NOT_APPLICABLE, "reason": reason}
             elif pending.has_more():
                 report.resumed[task.name] = mine[1]
-                progress.start(task.name, mine[0], mine[1])
-                try:
-                    _generate(task, model.get(), pending, log, settings, progress, judges)
-                finally:
-                    log.close()
-                    progress.finish()
+                _generate_with_progress(task, model, pending, log, settings, progress, judges, mine[0], mine[1])
     except DataFileError as exc:
         outcome = {**header, "status": ERROR, "reason": str(exc)}
     parallel.barrier()  # every shard is durable
@@ -343,6 +331,25 @@ def _records(log: SampleLog) -> Iterable[dict[str, Any]]:
     return read_log(log.path)
 
 
+
+
+def _inapplicable(task: Task, model: LazyModel) -> str | None:
+    """Why the model cannot take this task's inputs, or None when it can."""
+    missing = model.get().missing_modalities(task.modalities)
+    if not missing:
+        return None
+    return f"{model.spec.label} does not take {', '.join(sorted(m.value for m in missing))} input"
+
+
+def _generate_with_progress(task: Task, model: LazyModel, pending: Iterable[Sample], log: SampleLog,
+                            settings: RunSettings, progress: ProgressSink, judges: JudgeEngine | None,
+                            total: int, done: int) -> None:
+    progress.start(task.name, total, done)
+    try:
+        _generate(task, model.get(), pending, log, settings, progress, judges)
+    finally:
+        log.close()
+        progress.finish()
 
 
 def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLog, settings: RunSettings,
