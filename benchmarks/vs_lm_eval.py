@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import timed  # benchmarks/timing.py, beside this script
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "eval_anything" / "tasks" / "builtin" / "data" / "arith_mini.jsonl"
 
@@ -55,15 +57,6 @@ metric_list:
 metadata:
   version: 1
 """
-
-
-def timed(command: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
-    done = subprocess.run(command, env=env, capture_output=True, text=True)
-    elapsed = time.perf_counter() - started
-    if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return elapsed
 
 
 def lm_eval_side(python: str, model_dir: Path, work: Path, batch: int, max_new: int, env: dict) -> tuple[float, float]:
