@@ -6,16 +6,19 @@ import dataclasses
 import importlib
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from eval_anything.judges.engine import JudgeSettings
+    from eval_anything.models import ModelSpec
+    from eval_anything.runner import RunSettings
+    from eval_anything.tasks import Task
 
 from eval_anything import __version__
 
 COMMAND_MODULES: tuple[str, ...] = ("eval_anything.leaderboard.command", "eval_anything.gate",
                                    "eval_anything.align.command", "eval_anything.validate", "eval_anything.verify",
-                                   "eval_anything.export", "eval_anything.bundle")
+                                   "eval_anything.export", "eval_anything.bundle", "eval_anything.noise")
 """Modules adding further subcommands: each has `add_command(subparsers)`, which adds its parser
 and sets `handler` (a function of the parsed args returning the exit code). Keep them light to
 import: heavy libraries load inside the handler."""
@@ -41,41 +44,38 @@ def _add_task_source(parser: argparse.ArgumentParser) -> None:
                         help="also load task YAML files from DIR (repeatable)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="eval-anything", description="Evaluate all-modality models.")
-    parser.add_argument("--version", action="version", version=f"eval-anything {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    run = commands.add_parser("run", help="evaluate a model on tasks", epilog=RUN_EXAMPLES,
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              description="Evaluate a model on tasks and write a run directory.")
-    run.add_argument("--model", metavar="[BACKEND:]REF",
-                     help="backend and model: hf:DIR, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; "
-                          "a directory alone means hf, a .jsonl file replay (default: the embedded SmolLM2-135M-Instruct)")
-    run.add_argument("--model-args", metavar="K=V,...", default="",
-                     help="backend arguments, e.g. base_url=http://127.0.0.1:8000/v1,concurrency=8 (openai), "
-                          "dtype=bfloat16,device=auto,video_frames=8 (hf). API keys come from environment "
-                          "variables (api_key_env=NAME), never from here")
-    run.add_argument("--tasks", default="all", metavar="all|NAME,...",
-                     help="comma-separated task names, group names, task YAML paths, data files (.jsonl, .csv, .parquet: a task "
-                          "inferred from column names), or 'all' (default: all)")
-    run.add_argument("--limit", type=int, metavar="N", help="only the first N items of each task")
-    run.add_argument("--output-dir", type=Path, default=Path("runs"), metavar="DIR",
-                     help="where run directories go (default: runs)")
-    run.add_argument("--batch-size", default=None, metavar="N|auto",
-                     help="hf backends: requests per forward pass; 'auto' starts at 32 and halves on out-of-memory "
-                          "(default: auto)")
-    run.add_argument("--seed", type=int, default=1234, help="seed for sampling and anything random (default: 1234)")
-    run.add_argument("--max-new-tokens", type=int, metavar="N", help="override every task's generation length")
-    run.add_argument("--data-dir", type=Path, metavar="DIR",
-                     help="run the AMU/AMG suite on a local copy of the published datasets in DIR (folders "
-                          "EvalAnything-AMU, EvalAnything-Selection_Synergy, EvalAnything-InstructionFollowing) "
-                          "instead of the embedded mini-suite")
-    run.add_argument("--generator", default=None, metavar="MODALITY=NAME,...",
-                     help="render media instructions of any-to-any answers (AMG tasks), e.g. audio=espeak "
-                          "(default: audio=espeak when espeak-ng is installed; '' for none). A modality "
-                          "nothing renders is not applicable for the scores that need it")
-    judge = run.add_argument_group("judges", "for tasks scored by a model judge")
+def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
+    """What says which model to evaluate on which tasks, how, and who judges: shared by `run` and
+    the commands that run evaluations (`noise`)."""
+    parser.add_argument("--model", metavar="[BACKEND:]REF",
+                        help="backend and model: hf:DIR, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; "
+                             "a directory alone means hf, a .jsonl file replay (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--model-args", metavar="K=V,...", default="",
+                        help="backend arguments, e.g. base_url=http://127.0.0.1:8000/v1,concurrency=8 (openai), "
+                             "dtype=bfloat16,device=auto,video_frames=8 (hf). API keys come from environment "
+                             "variables (api_key_env=NAME), never from here")
+    parser.add_argument("--tasks", default="all", metavar="all|NAME,...",
+                        help="comma-separated task names, group names, task YAML paths, data files (.jsonl, .csv, .parquet: a task "
+                             "inferred from column names), or 'all' (default: all)")
+    parser.add_argument("--limit", type=int, metavar="N", help="only the first N items of each task")
+    parser.add_argument("--output-dir", type=Path, default=Path("runs"), metavar="DIR",
+                        help="where run directories go (default: runs)")
+    parser.add_argument("--batch-size", default=None, metavar="N|auto",
+                        help="hf backends: requests per forward pass; 'auto' starts at 32 and halves on out-of-memory "
+                             "(default: auto)")
+    parser.add_argument("--seed", type=int, default=1234, help="seed for sampling and anything random (default: 1234)")
+    parser.add_argument("--max-new-tokens", type=int, metavar="N", help="override every task's generation length")
+    parser.add_argument("--temperature", type=float, metavar="T",
+                        help="override every task's sampling temperature (0 = greedy, the tasks' usual setting)")
+    parser.add_argument("--data-dir", type=Path, metavar="DIR",
+                        help="run the AMU/AMG suite on a local copy of the published datasets in DIR (folders "
+                             "EvalAnything-AMU, EvalAnything-Selection_Synergy, EvalAnything-InstructionFollowing) "
+                             "instead of the embedded mini-suite")
+    parser.add_argument("--generator", default=None, metavar="MODALITY=NAME,...",
+                        help="render media instructions of any-to-any answers (AMG tasks), e.g. audio=espeak "
+                             "(default: audio=espeak when espeak-ng is installed; '' for none). A modality "
+                             "nothing renders is not applicable for the scores that need it")
+    judge = parser.add_argument_group("judges", "for tasks scored by a model judge")
     judge.add_argument("--judge", metavar="[BACKEND:]REF",
                        help="the judge model, any backend: openai:gpt-4o, hf:DIR, ... (default: the embedded "
                             "SmolLM2, labelled a weak judge in the results)")
@@ -94,10 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
                        help="USD per million input and output judge tokens, to report cost (e.g. 2.5,10)")
     judge.add_argument("--judge-cache", default=None, metavar="PATH|off",
                        help="the judge cache shared across runs (default: ~/.cache/eval-anything/judge-cache.sqlite)")
+    _add_task_source(parser)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="eval-anything", description="Evaluate all-modality models.")
+    parser.add_argument("--version", action="version", version=f"eval-anything {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="evaluate a model on tasks", epilog=RUN_EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              description="Evaluate a model on tasks and write a run directory.")
+    add_evaluation_arguments(run)
+    run.add_argument("--repeats", type=int, default=1, metavar="K",
+                     help="generate each item K times (repeat r with seed + r) and score the mean per item; results "
+                          "add a 95%% interval over items and repeats and how much repeats of one item vary "
+                          "(default: 1). Greedy tasks vary little: sample with --temperature")
     run.add_argument("--from", dest="from_bundle", type=Path, metavar="BUNDLE.tar.gz",
                      help="rerun exactly the evaluation packed by `eval-anything export` (its tasks, settings "
                           "and command; --model, --data-dir and --output-dir given here win)")
-    _add_task_source(run)
     run.set_defaults(handler=_run)
 
     listing = commands.add_parser("list", help="list tasks and groups",
@@ -173,16 +188,12 @@ def _judge_settings(args: argparse.Namespace) -> "JudgeSettings":
                          parse_retries=args.judge_retries if args.judge_retries is not None else retries)
 
 
-def _run(args: argparse.Namespace) -> int:
-    from eval_anything.console import RichProgress, results_table, stdout_console
+def evaluation_from_args(args: argparse.Namespace, **overrides: Any) -> tuple["ModelSpec", list["Task"], "RunSettings"]:
+    """The model, tasks and run settings that `add_evaluation_arguments` describe."""
     from eval_anything.models import parse_model_args, resolve_spec
-    from eval_anything.runner import RunSettings, evaluate
+    from eval_anything.runner import RunSettings
     from eval_anything.tasks import Catalog
 
-    if args.from_bundle is not None:  # rerun an exported run: its tasks, settings and command
-        from eval_anything.export import apply_bundle
-
-        apply_bundle(args)
     if args.data_dir is not None:  # local published data: nothing may reach the network
         import os
 
@@ -190,11 +201,7 @@ def _run(args: argparse.Namespace) -> int:
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     spec = resolve_spec(args.model, parse_model_args(args.model_args))
     if args.batch_size is not None:
-        if spec.backend not in ("hf", "embedded"):
-            raise ValueError(f"--batch-size applies to hf models; the {spec.backend} backend sets its own "
-                             "(e.g. --model-args concurrency=N for openai)")
-        batch_size = args.batch_size if args.batch_size == "auto" else int(args.batch_size)
-        spec = dataclasses.replace(spec, args={**spec.args, "batch_size": batch_size})
+        spec = with_batch_size(spec, args.batch_size)
     tasks = Catalog(args.include_path).resolve(args.tasks)
     if args.data_dir is not None:
         from eval_anything.suite.data_dir import with_published_data
@@ -202,9 +209,30 @@ def _run(args: argparse.Namespace) -> int:
         tasks = with_published_data(tasks, args.data_dir)
     settings = RunSettings(output_dir=args.output_dir, limit=args.limit, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, command=("eval-anything", *args.argv),
-                           judge=_judge_settings(args), generators=args.generator)
+                           judge=_judge_settings(args), generators=args.generator,
+                           temperature=args.temperature, **overrides)
     if any(t.config.output_format == "tagged" for t in tasks):
         settings.generator_table()  # a misspelt generator fails here, before any model loads
+    return spec, tasks, settings
+
+
+def with_batch_size(spec: "ModelSpec", batch_size: str | int) -> "ModelSpec":
+    if spec.backend not in ("hf", "embedded"):
+        raise ValueError(f"--batch-size applies to hf models; the {spec.backend} backend sets its own "
+                         "(e.g. --model-args concurrency=N for openai)")
+    value = batch_size if batch_size == "auto" else int(batch_size)
+    return dataclasses.replace(spec, args={**spec.args, "batch_size": value})
+
+
+def _run(args: argparse.Namespace) -> int:
+    from eval_anything.console import RichProgress, results_table, stdout_console
+    from eval_anything.runner import evaluate
+
+    if args.from_bundle is not None:  # rerun an exported run: its tasks, settings and command
+        from eval_anything.export import apply_bundle
+
+        apply_bundle(args)
+    spec, tasks, settings = evaluation_from_args(args, repeats=args.repeats)
     report = evaluate(spec, tasks, settings, RichProgress())
     if not report.primary:  # another rank of a data-parallel run: rank 0 merges and reports
         return 0 if report.ok else 1

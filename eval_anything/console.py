@@ -43,7 +43,12 @@ def _format_value(metric: dict[str, Any]) -> str:
     value, stderr = metric.get("value"), metric.get("stderr")
     if value is None:
         return "—"
-    return f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
+    text = f"{value:.4f} ± {stderr:.4f}" if stderr is not None else f"{value:.4f}"
+    repeats = metric.get("repeats")
+    if repeats and None not in repeats["ci95"]:
+        low, high = repeats["ci95"]
+        text += f" ({repeats['k']} repeats, 95% CI {low:.3f}–{high:.3f})"
+    return text
 
 
 def results_table(results: dict[str, Any]) -> Table:

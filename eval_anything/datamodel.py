@@ -135,6 +135,8 @@ class Request:
     """The choices in the order this variant presents them."""
     system: str | None = None
     """An optional system message."""
+    repeat: int = 0
+    """Which of a sample's repeated generations (`--repeats K`) this is; each has its own seed."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parts", tuple(self.parts))
@@ -286,6 +288,7 @@ class SampleResult:
             "requests": [
                 {
                     "variant": r.variant,
+                    **({"repeat": r.repeat} if r.repeat else {}),
                     "input": [p.reference() for p in r.parts],
                     "prompt": r.prompt_text,
                     "choices": list(r.choices),

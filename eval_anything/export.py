@@ -104,7 +104,8 @@ def export_run(run_dir: Path, output: Path) -> dict[str, Any]:
             members[f"{prefix}/{f.relative_to(root).as_posix()}"] = f
         entry = (Path(task.source).resolve() if task.source.endswith((".yaml", ".yml")) else task.data_path)
         settings = manifest.get("settings") or {}
-        generation = task.generation(settings.get("seed", 1234), settings.get("max_new_tokens"))
+        generation = task.generation(settings.get("seed", 1234), settings.get("max_new_tokens"),
+                                     settings.get("temperature"))
         tasks.append({"name": task.name, "version": task.version, "hash": task.content_hash,
                       "file": f"{prefix}/{entry.relative_to(root).as_posix()}",
                       "generation": {**dataclasses.asdict(generation), "stop": list(generation.stop)},

@@ -24,6 +24,8 @@ from xml.sax.saxutils import escape as xml_escape, quoteattr
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
 """Exit codes."""
 AGGREGATE = "all tasks"
+DEFAULT_MAX_DROP = 0.01
+"""--max-drop when neither given nor measured (`eval-anything noise` on the baseline)."""
 
 
 class NotComparable(Exception):
@@ -56,11 +58,44 @@ class Comparison:
         return self.task if self.task == AGGREGATE else f"{self.task}/{self.metric}"
 
 
+@dataclass(frozen=True)
+class MaxDrop:
+    """The drop tolerated per task and metric: one value given, or the baseline's noise floor."""
+
+    default: float = DEFAULT_MAX_DROP
+    measured: dict[tuple[str, str], float] = field(default_factory=dict)
+    source: str = ""
+    """Where the values come from, said in every report."""
+
+    def of(self, task: str, metric: str) -> float:
+        return self.measured.get((task, metric), self.default)
+
+    @classmethod
+    def from_noise(cls, baseline: Path) -> "MaxDrop":
+        """The noise floor `eval-anything noise` stored in the baseline run, else the default."""
+        from eval_anything.noise import NOISE_FILE, read_noise
+
+        noise = read_noise(baseline)
+        if noise is None:
+            return cls(source=f"the default: no {NOISE_FILE} in the baseline, which `eval-anything noise` measures")
+        measured = {(task, metric): float(entry["floor"])
+                    for task, metrics in noise["tasks"].items() for metric, entry in metrics.items()}
+        varied = " and ".join(noise.get("varied", ["seed"]))
+        return cls(measured=measured, source=f"the baseline's noise floor ({baseline / NOISE_FILE}: range over "
+                                             f"{len(noise.get('configurations', []))} runs varying {varied}), "
+                                             f"per task; {DEFAULT_MAX_DROP:g} where none was measured")
+
+    def describe(self) -> str:
+        if self.measured:
+            return f"max-drop from {self.source}"
+        return f"max-drop {self.default:g}" + (f" ({self.source})" if self.source else "")
+
+
 @dataclass
 class GateReport:
     baseline: str
     candidate: str
-    max_drop: float
+    max_drop: MaxDrop
     alpha: float
     comparisons: list[Comparison] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -199,7 +234,7 @@ def _compare_metric(task: str, metric: str, aggregate: str, base_run, cand_run, 
         comparison.notes.append(f"the candidate errored on {len(new_errors)} samples the baseline scored ("
                                 + ("counted as 0: --errors-as-wrong" if args.errors_as_wrong else
                                    "left out; --errors-as-wrong counts them as 0") + ")")
-    _decide(comparison, args.max_drop, args.alpha)
+    _decide(comparison, args.max_drop.of(task, metric), args.alpha)
     return comparison
 
 
@@ -212,7 +247,7 @@ def _aggregate(firsts: list[Comparison], args) -> Comparison:
                             float(np.mean([c.baseline for c in firsts])), float(np.mean([c.candidate for c in firsts])),
                             _percentile_ci(draws, args.alpha), p_value,
                             f"paired bootstrap within tasks ({args.resamples} resamples)")
-    _decide(comparison, args.max_drop, args.alpha)
+    _decide(comparison, args.max_drop.of(AGGREGATE, "macro mean"), args.alpha)
     return comparison
 
 
@@ -258,12 +293,18 @@ def _compare_task(task: str, base_run, cand_run, args, report: GateReport) -> li
 def compare(args: argparse.Namespace) -> GateReport:
     from eval_anything.leaderboard.runs import RunDirError, load_run
 
-    report = GateReport(str(args.baseline), str(args.candidate), args.max_drop, args.alpha)
+    report = GateReport(str(args.baseline), str(args.candidate), MaxDrop(), args.alpha)
     try:
         if not 0 < args.alpha < 1:
             raise NotComparable(f"--alpha must be between 0 and 1, not {args.alpha}")
-        if args.max_drop < 0:
+        if args.max_drop is not None and args.max_drop < 0:
             raise NotComparable(f"--max-drop must be 0 or more, not {args.max_drop}")
+        try:
+            max_drop = MaxDrop(args.max_drop) if args.max_drop is not None else MaxDrop.from_noise(Path(args.baseline))
+        except ValueError as exc:
+            raise NotComparable(str(exc)) from exc
+        args = argparse.Namespace(**{**vars(args), "max_drop": max_drop})
+        report.max_drop = max_drop
         if args.resamples < 100:
             raise NotComparable(f"--resamples must be at least 100, not {args.resamples}")
         try:
@@ -293,7 +334,7 @@ def compare(args: argparse.Namespace) -> GateReport:
 
 def to_text(report: GateReport) -> str:
     lines = [f"gate: baseline {report.baseline}", f"      candidate {report.candidate}",
-             f"      max-drop {report.max_drop:g}, alpha {report.alpha:g}"]
+             f"      {report.max_drop.describe()}, alpha {report.alpha:g}"]
     for c in report.comparisons:
         lines.append(f"  {c.name}: {c.reason}")
         lines.extend(f"      note: {n}" for n in c.notes)
@@ -311,7 +352,7 @@ def to_markdown(report: GateReport) -> str:
     icon = {PASS: "✅", REGRESSION: "❌", NOT_COMPARABLE: "⚠️"}[report.exit_code]
     lines = [f"### {icon} eval-anything gate: {report.verdict}", "",
              f"Baseline `{md(report.baseline)}` vs candidate `{md(report.candidate)}`; fails on a drop larger than "
-             f"{report.max_drop:g} that is significant at alpha {report.alpha:g} (paired on shared samples).", ""]
+             f"the {md(report.max_drop.describe())} that is significant at alpha {report.alpha:g} (paired on shared samples).", ""]
     if report.error:
         lines += [f"**{md(report.error)}**", ""]
     if report.comparisons:
@@ -364,8 +405,9 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--baseline", required=True, type=Path, metavar="RUN", help="the reference run directory")
     parser.add_argument("--candidate", required=True, type=Path, metavar="RUN", help="the run directory to gate")
     parser.add_argument("--tasks", metavar="NAME,...", help="gate only these tasks (default: every task of the baseline)")
-    parser.add_argument("--max-drop", type=float, default=0.01, metavar="X",
-                        help="largest drop tolerated, in the metric's units (default: 0.01)")
+    parser.add_argument("--max-drop", type=float, default=None, metavar="X",
+                        help="largest drop tolerated, in the metric's units (default: the baseline's noise floor "
+                             f"per task when `eval-anything noise` stored one in it, else {DEFAULT_MAX_DROP:g})")
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
     parser.add_argument("--errors-as-wrong", action="store_true",
                         help="count samples the candidate errored on (and the baseline scored) as 0 instead of "

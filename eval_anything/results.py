@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable
 
+from eval_anything.repeats import spread
 from eval_anything.stats import AGGREGATES, agreement
 from eval_anything.tasks import Task
 
@@ -73,6 +74,9 @@ def _metric(scores: list[dict[str, Any]], aggregate_name: str) -> dict[str, Any]
         "errors": sum(1 for s in scores if s["error"] is not None),
         "extraction_failures": sum(1 for s in scores if s.get("extraction_failed")),
     }
+    repeats = [s["details"]["repeats"] for s in scores if s["value"] is not None and "repeats" in s.get("details", {})]
+    if repeats:
+        metric["repeats"] = spread(values, repeats, stderr(values)).to_json()
     reasons = [s["not_applicable"] for s in scores if s.get("not_applicable")]
     if reasons:
         metric["not_applicable"] = {"count": len(reasons), "reasons": sorted(set(reasons))[:5]}

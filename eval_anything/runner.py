@@ -1,6 +1,7 @@
 """The runner: task -> backend -> scorers -> run directory, resumable at sample granularity."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -14,12 +15,13 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
-from eval_anything.datamodel import Sample, SampleResult, Score
+from eval_anything.datamodel import GenerationConfig, Request, Sample, SampleResult, Score
 from eval_anything.judges.engine import JudgeEngine, JudgeSettings
 from eval_anything.files import read_log
 from eval_anything.manifest import build_manifest, read_lineage
 from eval_anything.models import LazyModel, Model, ModelSpec
 from eval_anything.models.embedded import NAME as EMBEDDED_NAME, cache_root
+from eval_anything.repeats import combine
 from eval_anything.rundir import RunDirectory, SampleLog
 from eval_anything.scorers import Attempt
 from eval_anything.results import JUDGE_COUNTS, aggregate, judge_cost
@@ -48,9 +50,28 @@ class RunSettings:
     generators: str | None = None
     """Which generator renders each modality of tagged answers, e.g. "audio=espeak"; None: espeak
     for audio when espeak-ng is installed."""
+    repeats: int = 1
+    """Generations per sample, repeat r seeded with seed + r; a sample scores the mean of its repeats."""
+    temperature: float | None = None
+    """Override every task's sampling temperature (repeats of greedy decoding differ little)."""
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1:
+            raise ValueError(f"--repeats must be at least 1, not {self.repeats}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"--temperature must be 0 or more, not {self.temperature}")
 
     def identity(self) -> dict[str, Any]:
-        return {"limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+        identity: dict[str, Any] = {"limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
+        if self.repeats != 1:  # only when set, so that the run ids of earlier runs stay as they were
+            identity["repeats"] = self.repeats
+        if self.temperature is not None:
+            identity["temperature"] = self.temperature
+        return identity
+
+    def generations(self, task: Task) -> list[GenerationConfig]:
+        """The generation settings of each repeat of a task's samples."""
+        return [task.generation(self.seed + r, self.max_new_tokens, self.temperature) for r in range(self.repeats)]
 
     def generator_spec(self) -> str:
         if self.generators is not None:
@@ -359,6 +380,8 @@ def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLo
     if task.judge_scorers:
         assert judges is not None
         finished = judges.score(task.judge_scorers, task.name, finished)
+    if settings.repeats > 1:
+        finished = _combined_repeats(finished, settings.repeats)
     since_commit, last_commit = 0, time.monotonic()
     for sample, attempts, scores in finished:
         record = SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
@@ -381,7 +404,10 @@ def _answer_renderer(task: Task, settings: RunSettings, media_dir: Path) -> Call
     from eval_anything.suite.outputs import render_answer
 
     generators = settings.generator_table()
-    return lambda a: Attempt(a.request, render_answer(a.output, generators, media_dir, f"{a.request.sample_id}_{a.request.variant}"))
+    def stem(request: Request) -> str:
+        return f"{request.sample_id}_{request.variant}" + (f"_r{request.repeat}" if request.repeat else "")
+
+    return lambda a: Attempt(a.request, render_answer(a.output, generators, media_dir, stem(a.request)))
 
 
 def _breakdown_key(columns: Sequence[str], sample: Sample, attempts: Sequence[Attempt]) -> str:
@@ -395,21 +421,36 @@ def _breakdown_key(columns: Sequence[str], sample: Sample, attempts: Sequence[At
 
 def _generated(task: Task, model: Model, pending: Iterable[Sample], settings: RunSettings,
                render: Callable[[Attempt], Attempt]) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
-    """Samples as their generations complete, with their rule-based scores."""
-    generation = task.generation(settings.seed, settings.max_new_tokens)
+    """Samples' repeats as their generations complete, with their rule-based scores (one repeat
+    unless `settings.repeats` says more)."""
+    generations = settings.generations(task)
     window = max(256, model.batch_size * 16)
     for chunk in _batched(pending, window):
         samples = {s.id: s for s in chunk}
-        requests = [r for s in chunk for r in task.requests(s, generation)]
-        expected = {sid: sum(1 for r in requests if r.sample_id == sid) for sid in samples}
+        requests = [dataclasses.replace(r, repeat=k) if k else r
+                    for s in chunk for k, generation in enumerate(generations) for r in task.requests(s, generation)]
+        expected = defaultdict(int)
+        for request in requests:
+            expected[request.sample_id, request.repeat] += 1
         requests.sort(key=lambda r: -len(r.prompt_text))  # similar lengths batch together
-        attempts: dict[str, list[Attempt]] = defaultdict(list)
+        attempts: dict[tuple[str, int], list[Attempt]] = defaultdict(list)
         for request, output in model.stream(requests):
-            sid = request.sample_id
-            attempts[sid].append(render(Attempt(request, output)))
-            if len(attempts[sid]) == expected[sid]:
-                done = sorted(attempts.pop(sid), key=lambda a: a.request.variant)
-                yield samples[sid], done, task.score(samples[sid], done)
+            key = request.sample_id, request.repeat
+            attempts[key].append(render(Attempt(request, output)))
+            if len(attempts[key]) == expected[key]:
+                done = sorted(attempts.pop(key), key=lambda a: a.request.variant)
+                yield samples[key[0]], done, task.score(samples[key[0]], done)
+
+
+def _combined_repeats(finished: Iterable[tuple[Sample, list[Attempt], dict[str, Score]]], repeats: int
+                      ) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
+    """Each sample once all its repeats are scored: every repeat's attempts, and scores averaged."""
+    waiting: dict[str, list[tuple[int, list[Attempt], dict[str, Score]]]] = defaultdict(list)
+    for sample, attempts, scores in finished:
+        waiting[sample.id].append((attempts[0].request.repeat, attempts, scores))
+        if len(waiting[sample.id]) == repeats:
+            done = sorted(waiting.pop(sample.id), key=lambda item: item[0])
+            yield sample, [a for _, attempts_r, _ in done for a in attempts_r], combine([s for _, _, s in done])
 
 
 def _batched(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:

@@ -150,9 +150,11 @@ class Task:
         except jinja2.UndefinedError as exc:
             raise DataFileError(f"task {self.name}: sample {sample.id!r}: prompt template: {exc.message}") from None
 
-    def generation(self, seed: int, max_new_tokens: int | None = None) -> GenerationConfig:
+    def generation(self, seed: int, max_new_tokens: int | None = None,
+                   temperature: float | None = None) -> GenerationConfig:
         g = self.config.generation
-        return GenerationConfig(max_new_tokens=max_new_tokens or g.max_new_tokens, temperature=g.temperature,
+        return GenerationConfig(max_new_tokens=max_new_tokens or g.max_new_tokens,
+                                temperature=g.temperature if temperature is None else temperature,
                                 top_p=g.top_p, stop=tuple(g.stop), seed=seed)
 
     @property
