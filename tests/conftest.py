@@ -53,3 +53,11 @@ def tiny_qwen2_audio_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: 
     from tiny_models import make_tiny_qwen2_audio
 
     return make_tiny_qwen2_audio(tmp_path_factory.mktemp("tiny-qwen2-audio"), smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2_5_omni_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) -> Path:
+    """A tiny random Qwen2.5-Omni thinker: image, audio and video (as frames) in one prompt."""
+    from tiny_models import make_tiny_qwen2_5_omni
+
+    return make_tiny_qwen2_5_omni(tmp_path_factory.mktemp("tiny-qwen2.5-omni"), smollm2_dir)

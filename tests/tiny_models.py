@@ -122,3 +122,64 @@ def make_tiny_llama(target_dir: str | Path, tokenizer_dir: str | Path | None = N
     torch.manual_seed(0)
     model = LlamaForCausalLM(config).eval()
     return _finish(model, tokenizer, tokenizer, target)
+
+
+# Qwen2.5-Omni's own template (from the hub) is not available offline; this one places the
+# modality markers the processor expands: one <|IMAGE|>/<|VIDEO|>/<|AUDIO|> per part.
+OMNI_CHAT_TEMPLATE = LLAVA_CHAT_TEMPLATE.replace(
+    "{% if part['type'] == 'image' %}{{ '<image>' }}",
+    "{% if part['type'] == 'image' %}{{ '<|vision_bos|><|IMAGE|><|vision_eos|>' }}"
+    "{% elif part['type'] == 'video' %}{{ '<|vision_bos|><|VIDEO|><|vision_eos|>' }}"
+    "{% elif part['type'] == 'audio' %}{{ '<|audio_bos|><|AUDIO|><|audio_eos|>' }}")
+OMNI_SPECIAL_TOKENS = {
+    "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "audio_token": "<|AUDIO|>",
+    "vision_bos_token": "<|vision_bos|>", "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+}
+OMNI_IMAGE_PIXELS = 56 * 56  # Qwen-VL patches of 14 merged 2x2: at most 4 image tokens per image
+
+
+def make_tiny_qwen2_5_omni(target_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """A random Qwen2.5-Omni thinker (2-layer vision and audio encoders, 2-layer text model) taking
+    images, audio and (as frames) video in one prompt, saved with a Qwen2_5OmniProcessor config.
+
+    Only the thinker: the talker and token2wav speak, and evaluation reads text. The processor's
+    video processor needs torchvision, so the processor is built and saved without one, as `hf:`
+    loads it (video then goes in as frames).
+    """
+    import torch
+    from transformers import (AutoTokenizer, Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig,
+                              Qwen2_5OmniThinkerForConditionalGeneration, Qwen2VLImageProcessorPil,
+                              WhisperFeatureExtractor)
+
+    from eval_anything.models.hf import _accepting_no_video
+
+    target = Path(target_dir)
+    if tokenizer_dir is None:
+        from eval_anything.models.embedded import embedded_model_dir
+
+        tokenizer_dir = embedded_model_dir()
+    # named special tokens: the processor reads tokenizer.image_token, tokenizer.audio_token_id...
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, extra_special_tokens=OMNI_SPECIAL_TOKENS)
+    tokenizer.add_tokens(list(OMNI_SPECIAL_TOKENS.values()), special_tokens=True)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in OMNI_SPECIAL_TOKENS.items()}
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(num_mel_bins=128, d_model=32, encoder_layers=2, encoder_attention_heads=2,
+                          encoder_ffn_dim=64, output_dim=64),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64,
+                           fullatt_block_indexes=[1], window_size=56),
+        # mrope_section splits head_dim / 2 = 8 rotary pairs over time, height and width
+        text_config={**_text_config(dict, len(tokenizer), tokenizer),
+                     "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}},
+        audio_token_index=ids["audio_token"], image_token_index=ids["image_token"],
+        video_token_index=ids["video_token"], audio_start_token_id=ids["audio_bos_token"],
+        audio_end_token_id=ids["audio_eos_token"], vision_start_token_id=ids["vision_bos_token"],
+        vision_end_token_id=ids["vision_eos_token"], user_token_id=tokenizer.convert_tokens_to_ids("user"))
+    torch.manual_seed(0)
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=OMNI_IMAGE_PIXELS)
+    extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=AUDIO_SAMPLING_RATE)
+    processor = _accepting_no_video(Qwen2_5OmniProcessor)(
+        image_processor=image_processor, video_processor=None, feature_extractor=extractor, tokenizer=tokenizer,
+        chat_template=OMNI_CHAT_TEMPLATE)
+    return _finish(model, processor, tokenizer, target)

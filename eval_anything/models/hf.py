@@ -1,6 +1,7 @@
 """Local transformers models: chat templates, length-sorted batches, multimodal processors."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -13,6 +14,9 @@ from eval_anything.models.base import Model, ModelSpec, cut_at_stop
 
 AUTO = "auto"
 AUTO_START_BATCH = 32
+PART_LOADERS = {"image_processor": "AutoImageProcessor", "feature_extractor": "AutoFeatureExtractor",
+                "tokenizer": "AutoTokenizer"}
+"""Processor part -> the Auto class that loads it from a model folder."""
 
 
 @dataclass
@@ -289,8 +293,63 @@ def _load_processor(transformers: Any, path: Path) -> Any:
         try:
             return transformers.AutoProcessor.from_pretrained(path)
         except (ImportError, AttributeError, ValueError, OSError):
-            pass  # e.g. a video processor that needs torchvision; fall back to the tokenizer
+            # e.g. a video processor that needs torchvision: keep the other parts, else the tokenizer
+            processor = _processor_without_video(transformers, path)
+            if processor is not None:
+                return processor
     return transformers.AutoTokenizer.from_pretrained(path)
+
+
+def _processor_class_name(path: Path) -> str | None:
+    for name in ("processor_config.json", "preprocessor_config.json"):
+        file = path / name
+        if file.exists():
+            found = json.loads(file.read_text()).get("processor_class")
+            if found:
+                return found
+    return None
+
+
+def _processor_without_video(transformers: Any, path: Path) -> Any:
+    """An omni processor (Qwen2.5-Omni: images, audio, video) built from its parts but its video
+    processor, which needs torchvision; video then goes in as frames, as for image-only models."""
+    processor_class = getattr(transformers, _processor_class_name(path) or "", None)
+    if processor_class is None or "video_processor" not in processor_class.get_attributes():
+        return None
+    others = [name for name in processor_class.get_attributes() if name != "video_processor"]
+    if any(name not in PART_LOADERS for name in others):
+        return None
+    try:
+        parts = {name: getattr(transformers, PART_LOADERS[name]).from_pretrained(path) for name in others}
+    except (ImportError, AttributeError, ValueError, OSError):
+        return None
+    template = getattr(parts["tokenizer"], "chat_template", None)  # the tokenizer reads chat_template.jinja too
+    return _accepting_no_video(processor_class)(**parts, video_processor=None, chat_template=template)
+
+
+def _accepting_no_video(processor_class: type) -> type:
+    """`processor_class` that takes and saves None for its video processor: the base class's type
+    check looks the video base class up, which fails without torchvision, and its save_pretrained
+    saves every part it names."""
+
+    def check_argument_for_proper_class(self: Any, name: str, argument: Any) -> Any:
+        if name == "video_processor" and argument is None:
+            return None
+        return processor_class.check_argument_for_proper_class(self, name, argument)
+
+    def save_pretrained(self: Any, save_directory: str | os.PathLike, **kwargs: Any) -> list[str]:
+        target = Path(save_directory)
+        target.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save_pretrained(target)
+        if isinstance(self.chat_template, str):
+            (target / "chat_template.jinja").write_text(self.chat_template)
+        config = {k: v for k, v in self.to_dict().items() if k != "video_processor"}
+        (target / "processor_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        return [str(target / "processor_config.json")]
+
+    return type(processor_class.__name__, (processor_class,),
+                {"check_argument_for_proper_class": check_argument_for_proper_class,
+                 "save_pretrained": save_pretrained})
 
 
 def _load_model(transformers: Any, path: Path, dtype: Any, args: dict[str, Any],
