@@ -9,8 +9,12 @@ import hashlib
 import json
 import sqlite3
 import threading
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from eval_anything.datamodel import Part
+from eval_anything.files import file_sha256
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS replies (
     key TEXT PRIMARY KEY, judge TEXT NOT NULL, text TEXT NOT NULL,
@@ -22,6 +26,24 @@ def cache_key(judge: dict[str, Any], rubric_hash: str, text: str, media: list[di
     """What makes a judge reply reusable: judge identity, template, rendered prompt, media, sampling."""
     material = json.dumps([judge, rubric_hash, text, media, sampling, attempt], sort_keys=True, default=str)
     return hashlib.sha256(material.encode()).hexdigest()
+
+
+def media_key(part: Part) -> dict[str, Any]:
+    """A media part by modality and content, so the same bytes anywhere (another run directory's
+    generated media, a copied dataset) hit the cache; a missing file falls back to its path."""
+    if part.data is not None:
+        return {"modality": part.modality.value, "sha256": hashlib.sha256(part.data).hexdigest()}
+    try:
+        stat = Path(part.path).stat()
+    except (OSError, TypeError):
+        return part.reference()
+    return {"modality": part.modality.value, "sha256": _content_hash(part.path, stat.st_size, stat.st_mtime_ns)}
+
+
+@lru_cache(maxsize=4096)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
+    # size and mtime in the memo key: a file rewritten in place is hashed again
+    return file_sha256(Path(path))
 
 
 class JudgeCache:

@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 
 from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Part, Request, Sample, Score
 from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict
-from eval_anything.judges.cache import JudgeCache, cache_key
+from eval_anything.judges.cache import JudgeCache, cache_key, media_key
 from eval_anything.judges.parsers import JudgeParseError
 from eval_anything.models import LazyModel, ModelSpec
 from eval_anything.scorers.base import Attempt
@@ -185,7 +185,7 @@ class JudgeEngine:
                        system=query.query.system)
 
     def _key(self, query: _Query, request: Request) -> str:
-        media = [p.reference() for p in request.parts if p.modality is not Modality.TEXT]
+        media = [media_key(p) for p in request.parts if p.modality is not Modality.TEXT]
         sampling = {"max_new_tokens": request.generation.max_new_tokens, "temperature": request.generation.temperature,
                     "seed": request.generation.seed, "system": request.system}
         return cache_key(self._identity["judge"], query.rubric_hash, query.query.text, media, sampling, query.attempt)
