@@ -6,6 +6,9 @@ local OpenAI-compatible server that answers every request after a fixed latency.
 
 The server runs in its own process. For each concurrency level prints wall time over the ideal (N x latency / concurrency).
 Goal: <= 1.05 at every level. The judge cache is off so every judgement is a real call.
+
+Also printed: the harness process's CPU time per judgement (all threads). At concurrency C every
+judgement's share of the harness's work must fit well inside latency / C, or replies queue for the GIL.
 """
 from __future__ import annotations
 
@@ -56,15 +59,16 @@ def serve(latency: float, port_out: "multiprocessing.Queue", stats_in: "multipro
             server.calls = server.max_in_flight = 0
 
 
-def one_level(base_url: str, folder: Path, predictions: Path, concurrency: int) -> tuple[float, int]:
+def one_level(base_url: str, folder: Path, predictions: Path, concurrency: int) -> tuple[float, float, int]:
+    """Wall seconds, CPU seconds of this process, judgements scored."""
     with tempfile.TemporaryDirectory() as output:
         spec = ModelSpec("openai", "bench-judge", {"base_url": base_url, "concurrency": concurrency})
         settings = RunSettings(output_dir=Path(output), judge=JudgeSettings(spec, cache_path=None))
         tasks = Catalog([folder]).resolve("judged_bench")
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         report = evaluate(resolve_spec(str(predictions)), tasks, settings)
-        elapsed = time.perf_counter() - started
-        return elapsed, report.results["tasks"]["judged_bench"]["metrics"]["judge_rating"]["n"]
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
+        return elapsed, cpu, report.results["tasks"]["judged_bench"]["metrics"]["judge_rating"]["n"]
 
 
 def main() -> None:
@@ -84,12 +88,13 @@ def main() -> None:
             queues[1].put("stats"), queues[2].get()
             print(f"{args.n} judgements, {args.latency:.3f} s per request, server in its own process")
             for level in (int(x) for x in args.levels.split(",")):
-                elapsed, scored = one_level(base_url, folder, predictions, level)
+                elapsed, cpu, scored = one_level(base_url, folder, predictions, level)
                 queues[1].put("stats")
                 calls, in_flight = queues[2].get()
                 ideal = args.n * args.latency / level
                 print(f"concurrency {level:>3}: {elapsed:7.2f} s wall, ideal {ideal:6.2f} s, "
-                      f"ratio {elapsed / ideal:.3f} (scored {scored}, calls {calls}, most in flight {in_flight})")
+                      f"ratio {elapsed / ideal:.3f} (scored {scored}, calls {calls}, most in flight {in_flight}, "
+                      f"harness CPU {cpu / args.n * 1000:.2f} ms per judgement)")
     finally:
         queues[1].put("stop")
         server.join(timeout=10)
