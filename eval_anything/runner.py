@@ -233,6 +233,7 @@ def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = Run
         report.generated = model.generated
         if status == COMPLETE and parallel.world > 1:  # every rank is here: count all ranks' requests
             report.generated = parallel.total(model.generated)
+            report.judge_calls = parallel.total(report.judge_calls)
         report.results = _results(manifest, outcomes, status, judges)
         if parallel.primary:
             run_dir.write_results(report.results)
