@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import re
 import subprocess
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from eval_anything.runner import RunSettings
     from eval_anything.tasks import Task
 
-PACKAGES = ("eval-anything", "torch", "transformers", "accelerate", "datasets", "openai", "numpy",
+PACKAGES = ("eval-anything", "torch", "transformers", "accelerate", "datasets", "aiohttp", "numpy",
             "pillow", "soundfile", "av", "jinja2", "pydantic")
 _SECRET_ASSIGNMENT = re.compile(r"((?:[\w-]*(?:key|token|secret|password)[\w-]*)=)[^,\s]+", re.IGNORECASE)
 
@@ -27,6 +28,7 @@ def redact_command(argv: Sequence[str]) -> list[str]:
                                    else m.group(0), arg) for arg in argv]
 
 
+@functools.lru_cache(maxsize=1)  # once per process: installed software does not change under a run
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for name in PACKAGES:
@@ -37,6 +39,7 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+@functools.lru_cache(maxsize=1)
 def git_revision() -> str | None:
     source = Path(__file__).resolve().parent.parent
     try:
@@ -73,7 +76,7 @@ def build_manifest(spec: ModelSpec, tasks: Sequence["Task"], settings: "RunSetti
         "model": spec.describe(),
         "tasks": [task.describe() for task in tasks],
         "settings": settings.identity(),
-        "packages": package_versions(),
+        "packages": dict(package_versions()),
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "git_revision": git_revision(),

@@ -60,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
 }
 
 K = TypeVar("K")
+PREFETCH = 2
+"""Requests handed to the event loop per slot of `concurrency` (see `_completions`)."""
 _log = logging.getLogger(__name__)
 
 
@@ -242,7 +244,9 @@ class OpenAIModel(Model):
     # ----------------------------------------------------------------- scheduling
 
     def _completions(self, items: Iterable[tuple[K, Request]]) -> Iterator[tuple[K, Request, ModelOutput]]:
-        """Outputs in completion order; at most `concurrency` requests pulled ahead of the consumer."""
+        """Outputs in completion order. `PREFETCH` x `concurrency` requests are handed to the event
+        loop ahead of the consumer and wait there for one of `concurrency` slots, so a finished
+        request's slot is taken at once, without waiting for this thread to pull the next one."""
         runner = self._started()
         done: queue.Queue = queue.Queue()
         pending: set[concurrent.futures.Future] = set()
@@ -251,7 +255,7 @@ class OpenAIModel(Model):
 
         def refill() -> None:
             nonlocal exhausted
-            while not exhausted and len(pending) < self.concurrency:
+            while not exhausted and len(pending) < PREFETCH * self.concurrency:
                 try:
                     key, request = next(source)
                 except StopIteration:

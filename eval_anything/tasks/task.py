@@ -66,6 +66,10 @@ class Task:
 
     @property
     def data_path(self) -> Path:
+        return self._data_path
+
+    @cached_property
+    def _data_path(self) -> Path:  # resolved once: every row's error context names it
         return (self.base_dir / self.config.dataset.path).resolve()
 
     @cached_property
