@@ -92,7 +92,10 @@ class JudgeEngine:
         self.model = LazyModel(settings.spec)
         self.cache = JudgeCache(settings.cache_path) if settings.cache_path else None
         self._identity = settings.identity()
-        self._inflight: dict[int, tuple[Request, _Query]] = {}
+        self._inflight: dict[int, tuple[Request, _Query, str]] = {}
+        self._sharing: dict[str, list[_Query]] = {}
+        """Cache key of a request in flight -> the other queries asking exactly the same (e.g. the
+        repeats of a greedy sample): one call answers them all."""
         self._warned = False
         self._loaded: dict[str, Any] | None = None
 
@@ -166,8 +169,12 @@ class JudgeEngine:
             request = self._request(task_name, query)
             key = self._key(query, request)
             hit = self.cache.get(key) if self.cache else None
+            if hit is None and key in self._sharing:  # the same question is on its way: share its reply
+                self._sharing[key].append(query)
+                return
             if hit is None:
-                self._inflight[id(request)] = (request, query)
+                self._inflight[id(request)] = (request, query, key)
+                self._sharing[key] = []
                 yield request
                 return
             query.record(*hit, cached=True)
@@ -191,17 +198,20 @@ class JudgeEngine:
         return cache_key(self._identity["judge"], query.rubric_hash, query.query.text, media, sampling, query.attempt)
 
     def _receive(self, request: Request, output: ModelOutput, retries: list[_Query]) -> None:
-        _, query = self._inflight.pop(id(request))
+        _, query, key = self._inflight.pop(id(request))
+        sharing = self._sharing.pop(key)
         if output.error:
-            query.raws.append("")
-            query.calls += 1
-            query.settle(error=f"judge call failed: {output.error}")
+            for asker in (query, *sharing):
+                asker.raws.append("")
+                asker.calls += asker is query
+                asker.settle(error=f"judge call failed: {output.error}")
             return
-        query.record(output.text, output.usage.input_tokens, output.usage.output_tokens, cached=False)
         if self.cache is not None:
-            self.cache.put(self._key(query, request), self.settings.spec.label, output.text,
-                           output.usage.input_tokens, output.usage.output_tokens)
-        self._judge_reply(query, output.text, retries, inline=False)
+            self.cache.put(key, self.settings.spec.label, output.text, output.usage.input_tokens,
+                           output.usage.output_tokens)
+        for asker in (query, *sharing):  # those sharing the reply count it as cached, not as a call
+            asker.record(output.text, output.usage.input_tokens, output.usage.output_tokens, cached=asker is not query)
+            self._judge_reply(asker, output.text, retries, inline=False)
 
     def _judge_reply(self, query: _Query, text: str, retries: list[_Query], inline: bool) -> None:
         try:
