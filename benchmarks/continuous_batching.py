@@ -1,27 +1,25 @@
-"""The hf backend's static batches against transformers' continuous batching (`generate_batch`),
-side by side in one process: same model object, same prompts, greedy, same generation length.
+"""The hf backend's two batchings side by side in one process: same model object, same prompts,
+greedy, same generation length, each as `eval-anything run` drives it (`HFModel.stream` over the
+runner's length-sorted window of requests).
 
     python benchmarks/continuous_batching.py [--rounds 2] [--batch-size 8] [--max-new-tokens 32] [--threads 1]
 
 Prompts: `arith_mini` (the 40 items `benchmarks/vs_lm_eval.py` uses), rendered by the hf backend
 itself (chat template), on the embedded SmolLM2-135M-Instruct in fp32 on the CPU.
 
-- static: `HFModel.generate` as `eval-anything run` calls it (length-sorted batches of
-  --batch-size, each row stopped at the task's stop string or EOS).
-- continuous: `model.generate_batch(token_ids, ...)` on the same loaded model, with a paged cache
-  sized for the workload, once with at most --batch-size requests in flight (the same
-  concurrency), once with every request in flight, and once per --batch-size requests (one call
-  each, as `Model.stream` hands `generate` its requests); with --default-sizing also with
-  transformers' own sizing, which on a CPU takes 80-90 % of the machine's free RAM for the cache.
-  It has no stop strings, so the stop is given as end tokens: EOS plus every vocabulary token
-  whose text contains a stop string (exact for a one-character stop such as arith_mini's
-  newline; a stop spanning tokens would only be cut afterwards). Answers are cut and stripped
-  as the hf backend cuts them.
+- static (`batching=static`): length-sorted batches of --batch-size, each row stopped at the
+  task's stop string or EOS.
+- continuous (`batching=continuous`, the default): transformers' continuous batching over the
+  whole window, a paged cache sized for it, at most --batch-size requests in flight (and once
+  with every request in flight). The stop is given as end tokens (EOS plus every vocabulary token
+  whose text contains a stop string) and cut afterwards.
+- with --default-sizing also `generate_batch` with transformers' own cache sizing, which on a CPU
+  takes 80-90 % of the machine's free RAM for the cache (5-6x slower).
 
 Model loading is not timed; the continuous side's time includes setting up its manager and
-paged cache on every call, as an hf backend using it would. Rounds alternate the sides; the best
-round of each is compared. Prints wall times, the ratio continuous / static, and how many
-answers are identical to the static ones.
+paged cache for the window, not finding the end tokens (the backend does that once per stop
+tuple and caches it; it is done before the rounds here). Rounds alternate the sides; the best round of each is compared. Prints wall times,
+generated tokens, the ratio continuous / static, and how many answers are identical.
 """
 from __future__ import annotations
 
@@ -34,83 +32,37 @@ import torch
 from eval_anything.models import ModelSpec
 from eval_anything.models.base import cut_at_stop
 from eval_anything.models.embedded import embedded_model_dir
-from eval_anything.models.hf import HFModel
+from eval_anything.models.hf import CONTINUOUS, STATIC, HFModel
 from eval_anything.tasks import Catalog
 
 
-def static_side(model: HFModel, requests: list) -> tuple[float, list[str], int]:
+def backend_side(model: HFModel, requests: list, batching: str, in_flight: int) -> tuple[float, list[str], int]:
+    """`HFModel.stream` with `batching` and `in_flight` requests at a time; answers in request order."""
+    model.batching, model._batch_size = batching, in_flight
     started = time.perf_counter()
-    outputs = model.generate(requests)
+    outputs = {id(request): output for request, output in model.stream(requests)}
     elapsed = time.perf_counter() - started
-    return elapsed, [o.text for o in outputs], sum(o.usage.output_tokens for o in outputs)
+    failed = [o.error for o in outputs.values() if o.error]
+    if failed or len(outputs) != len(requests):
+        raise SystemExit(f"{batching} batching failed: {failed[:1]}, {len(outputs)} of {len(requests)} answers")
+    return elapsed, [outputs[id(r)].text for r in requests], sum(o.usage.output_tokens for o in outputs.values())
 
 
-def end_tokens(model: HFModel, stops: tuple[str, ...]) -> list[int]:
-    """EOS/pad and every token whose text contains a stop string: per-row stops as end tokens."""
-    tokenizer = model.tokenizer
-    texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
-    ends = {tokenizer.eos_token_id, tokenizer.pad_token_id, *_generation_eos(model)}
-    ends.update(i for i, text in enumerate(texts) if any(stop in text for stop in stops))
-    return sorted(e for e in ends if e is not None)
-
-
-def _generation_eos(model: HFModel) -> list[int]:
-    eos = model.model.generation_config.eos_token_id
-    return [] if eos is None else list(eos) if isinstance(eos, (list, tuple)) else [eos]
-
-
-PAGE_SIZE = 32
-"""Tokens per cache page for the workload-sized cache (transformers' default is 256)."""
-
-
-def workload_cache(inputs: list[list[int]], max_new_tokens: int, in_flight: int) -> dict[str, int]:
-    """A paged cache for this workload only: `in_flight` requests of the longest prompt plus the
-    generation, and prefill of that many prompts in one step. Left to itself, transformers sizes
-    the cache from free device memory, which on a CPU means 80-90 % of the machine's free RAM."""
-    pages = -(-(max(map(len, inputs)) + max_new_tokens) // PAGE_SIZE)
-    return {"page_size": PAGE_SIZE, "num_blocks": in_flight * (pages + 1), "max_requests_per_batch": in_flight,
-            "max_batch_tokens": min(4096, in_flight * max(map(len, inputs)))}
-
-
-def continuous_side(model: HFModel, requests: list, ends: list[int], in_flight: int | None
-                    ) -> tuple[float, list[str], int]:
-    """`in_flight` None: transformers' own cache sizing; otherwise a cache sized for the workload."""
+def default_sizing_side(model: HFModel, requests: list) -> tuple[float, list[str], int]:
+    """`generate_batch` left to size its own cache (no ContinuousBatchingConfig)."""
     from transformers import GenerationConfig
-    from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
     generation = requests[0].generation
-    tokenizer = model.tokenizer
     started = time.perf_counter()
-    inputs = [tokenizer(model._render(r, model._prepare(r)), add_special_tokens=False).input_ids for r in requests]
-    config = GenerationConfig(max_new_tokens=generation.max_new_tokens, do_sample=False, eos_token_id=ends,
-                              pad_token_id=tokenizer.pad_token_id)
-    sizing = {} if in_flight is None else workload_cache(inputs, generation.max_new_tokens, in_flight)
-    results = model.model.generate_batch(inputs, generation_config=config,
-                                         continuous_batching_config=ContinuousBatchingConfig(**sizing))
-    texts, tokens = [], 0
-    for result in results.values():  # in the order of `inputs`
-        if result.error is not None:
-            raise SystemExit(f"continuous batching failed: {result.error}")
-        raw = tokenizer.decode(result.generated_tokens, skip_special_tokens=True)
-        texts.append(cut_at_stop(raw, generation.stop).strip())
-        tokens += len(result.generated_tokens)
-    if len(texts) != len(requests):
-        raise SystemExit(f"continuous batching returned {len(texts)} of {len(requests)} answers")
-    return time.perf_counter() - started, texts, tokens
-
-
-def chunked(model: HFModel, requests: list, ends: list[int], size: int) -> tuple[float, list[str], int]:
-    """One `generate_batch` call per `size` requests, as `Model.stream` hands `generate` its requests:
-    what continuous batching inside `HFModel.generate` alone would do."""
-    order = sorted(range(len(requests)), key=lambda i: -len(requests[i].prompt_text))  # as the runner sorts
-    elapsed, texts, tokens = 0.0, [""] * len(requests), 0
-    for start in range(0, len(order), size):
-        chunk = order[start : start + size]
-        seconds, more, count = continuous_side(model, [requests[i] for i in chunk], ends, size)
-        elapsed, tokens = elapsed + seconds, tokens + count
-        for index, text in zip(chunk, more):
-            texts[index] = text
-    return elapsed, texts, tokens
+    inputs = [model._token_ids(r) for r in requests]
+    config = GenerationConfig(max_new_tokens=generation.max_new_tokens, do_sample=False,
+                              eos_token_id=model._stop_tokens(generation.stop), pad_token_id=model.tokenizer.pad_token_id)
+    results = list(model.model.generate_batch(inputs, generation_config=config).values())
+    if len(results) != len(requests) or any(r.error for r in results):
+        raise SystemExit("continuous batching with default sizing failed")
+    texts = [cut_at_stop(model.tokenizer.decode(r.generated_tokens, skip_special_tokens=True), generation.stop).strip()
+             for r in results]
+    return time.perf_counter() - started, texts, sum(len(r.generated_tokens) for r in results)
 
 
 def main() -> None:
@@ -135,14 +87,15 @@ def main() -> None:
     generation = task.generation(seed=1234, max_new_tokens=args.max_new_tokens)
     assert generation.greedy, "the comparison is for greedy decoding"
     requests = [r for s in task.samples(args.limit) for r in task.requests(s, generation)]
-    ends = end_tokens(model, generation.stop)
-    sides = {"static": lambda: static_side(model, requests),
-             f"continuous, {args.batch_size} in flight": lambda: continuous_side(model, requests, ends,
-                                                                              args.batch_size),
-             f"continuous, {len(requests)} in flight": lambda: continuous_side(model, requests, ends, len(requests)),
-             f"continuous, calls of {args.batch_size}": lambda: chunked(model, requests, ends, args.batch_size)}
+    requests.sort(key=lambda r: -len(r.prompt_text))  # as the runner hands them to the backend
+    ends = model._stop_tokens(generation.stop)
+    sides = {"static": lambda: backend_side(model, requests, STATIC, args.batch_size),
+             f"continuous, {args.batch_size} in flight": lambda: backend_side(model, requests, CONTINUOUS,
+                                                                           args.batch_size),
+             f"continuous, {len(requests)} in flight": lambda: backend_side(model, requests, CONTINUOUS,
+                                                                         len(requests))}
     if args.default_sizing:
-        sides["continuous, default sizing"] = lambda: continuous_side(model, requests, ends, None)
+        sides["continuous, default sizing"] = lambda: default_sizing_side(model, requests)
     print(f"{len(requests)} prompts from {args.task}, {model_dir.name} fp32 cpu, static batch {args.batch_size}, "
           f"{args.max_new_tokens} new tokens max, stop {generation.stop!r} ({len(ends)} end tokens for continuous), "
           f"torch threads {torch.get_num_threads()}, transformers {__import__('transformers').__version__}")
@@ -153,15 +106,15 @@ def main() -> None:
             print(f"round {round_index + 1} {name:>28}: {elapsed:7.2f} s, {tokens} generated tokens", flush=True)
             if name not in best or elapsed < best[name][0]:
                 best[name] = (elapsed, texts, tokens)
-    static_s, static_texts, _ = best["static"]
+    static_s, static_texts, static_tokens = best["static"]
     print(f"best of {args.rounds}:")
-    print(f"{'static (hf backend)':>28}: {static_s:7.2f} s")
-    for name, (elapsed, texts, _) in best.items():
+    print(f"{'static (hf backend)':>28}: {static_s:7.2f} s  {static_tokens} generated tokens")
+    for name, (elapsed, texts, tokens) in best.items():
         if name == "static":
             continue
         same = sum(a == b for a, b in zip(texts, static_texts))
-        print(f"{name:>28}: {elapsed:7.2f} s  ratio continuous / static {elapsed / static_s:.2f}  "
-              f"identical answers {same}/{len(requests)}")
+        print(f"{name:>28}: {elapsed:7.2f} s  {tokens} generated tokens  ratio continuous / static "
+              f"{elapsed / static_s:.2f}  identical answers {same}/{len(requests)}")
         for index, (a, b) in enumerate(zip(texts, static_texts)):
             if a != b:
                 print(f"    differs at {requests[index].sample_id}: static {b!r} vs continuous {a!r}")

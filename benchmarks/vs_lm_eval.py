@@ -11,7 +11,8 @@ lm-eval runs in its own venv. Each side is one end-to-end subprocess (imports, m
 generation, scoring, writing results), timed from outside, rounds alternating. lm-eval scores
 with `exact_match` after a regex filter that takes the last number of the answer; eval-anything
 with its `numeric` scorer (last number, compared as a number). Prints both wall times (best
-round), their ratio (goal <= 0.5) and both scores.
+round), their ratio (goal <= 0.5) and both scores. Without lm-eval's venv only the eval-anything side
+runs (`--batching static|continuous` picks the hf backend's batching; default: its default).
 """
 from __future__ import annotations
 
@@ -74,10 +75,13 @@ def lm_eval_side(python: str, model_dir: Path, work: Path, batch: int, max_new: 
     return elapsed, result["exact_match,last_number"]
 
 
-def eval_anything_side(model_dir: Path, work: Path, batch: int, max_new: int, env: dict) -> tuple[float, float]:
+def eval_anything_side(model_dir: Path, work: Path, batch: int, max_new: int, env: dict, batching: str | None
+                       ) -> tuple[float, float]:
     out = work / f"ea_out_{time.monotonic_ns()}"
     command = [sys.executable, "-m", "eval_anything", "run", "--model", f"hf:{model_dir}", "--tasks", "arith_mini",
                "--batch-size", str(batch), "--max-new-tokens", str(max_new), "--output-dir", str(out)]
+    if batching:
+        command += ["--model-args", f"batching={batching}"]
     elapsed = timed(command, env)
     (run_dir,) = out.iterdir()
     result = json.loads((run_dir / "results.json").read_text())["tasks"]["arith_mini"]
@@ -91,7 +95,12 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
+    parser.add_argument("--batching", choices=("continuous", "static"), default=None,
+                        help="the hf backend's batching (default: the backend's default)")
     args = parser.parse_args()
+    with_lm_eval = Path(args.lm_eval_python).exists()
+    if not with_lm_eval:
+        print(f"no lm-eval venv at {args.lm_eval_python}: timing the eval-anything side only")
 
     from eval_anything.models.embedded import embedded_model_dir
 
@@ -102,16 +111,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for _ in range(args.rounds):
-            seconds, lm_score = lm_eval_side(args.lm_eval_python, model_dir, work, args.batch_size,
-                                             args.max_new_tokens, env)
-            lm_times.append(seconds)
-            seconds, ea_score = eval_anything_side(model_dir, work, args.batch_size, args.max_new_tokens, env)
+            if with_lm_eval:
+                seconds, lm_score = lm_eval_side(args.lm_eval_python, model_dir, work, args.batch_size,
+                                                 args.max_new_tokens, env)
+                lm_times.append(seconds)
+            seconds, ea_score = eval_anything_side(model_dir, work, args.batch_size, args.max_new_tokens, env,
+                                                   args.batching)
             ea_times.append(seconds)
-    lm, ea = min(lm_times), min(ea_times)
+    ea = min(ea_times)
     print(f"model {model_dir.name}, arith_mini (40 items), batch {args.batch_size}, {args.max_new_tokens} new tokens, "
-          f"{args.threads} threads, best of {args.rounds}")
-    print(f"lm-eval:       {lm:7.2f} s  exact_match (last number) {lm_score:.4f}")
+          f"{args.threads} threads, batching {args.batching or 'default'}, best of {args.rounds}")
     print(f"eval-anything: {ea:7.2f} s  numeric {ea_score:.4f}")
+    if not with_lm_eval:
+        return
+    lm = min(lm_times)
+    print(f"lm-eval:       {lm:7.2f} s  exact_match (last number) {lm_score:.4f}")
     print(f"wall-time ratio eval-anything / lm-eval: {ea / lm:.2f} (goal <= 0.5)  ·  scores equal: {lm_score == ea_score}")
 
 

@@ -52,7 +52,8 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                              "a directory alone means hf, a .jsonl file replay (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--model-args", metavar="K=V,...", default="",
                         help="backend arguments, e.g. base_url=http://127.0.0.1:8000/v1,concurrency=8 (openai), "
-                             "dtype=bfloat16,device=auto,video_frames=8 (hf). API keys come from environment "
+                             "dtype=bfloat16,device=auto,video_frames=8,batching=static (hf; batching=continuous, the default, "
+                             "runs greedy text-only requests through transformers' continuous batching). API keys come from environment "
                              "variables (api_key_env=NAME), never from here")
     parser.add_argument("--tasks", default="all", metavar="all|NAME,...",
                         help="comma-separated task names, group names, task YAML paths, data files (.jsonl, .csv, .parquet: a task "

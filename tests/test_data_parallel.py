@@ -51,8 +51,8 @@ def _only_dir(root: Path) -> Path:
     return path
 
 
-def _records(run_dir: Path) -> list[dict]:
-    records = list(SampleLog(run_dir / "samples" / f"{TASK}.jsonl"))
+def _records(run_dir: Path, task: str = TASK) -> list[dict]:
+    records = list(SampleLog(run_dir / "samples" / f"{task}.jsonl"))
     for record in records:
         for output in record["outputs"]:
             output.pop("latency_s", None)  # wall time differs between runs

@@ -19,9 +19,8 @@ import pytest
 from eval_anything.cli import main
 from eval_anything.judges.cache import JudgeCache
 from eval_anything.results import JUDGE_COUNTS
-from eval_anything.rundir import SampleLog
 from stub_openai import StubServer, completion, user_text
-from test_data_parallel import _only_dir, _run_two, _untimed
+from test_data_parallel import _only_dir, _records as _task_records, _run_two, _untimed
 
 TASK = "judged_dp"
 KEY_ENV = "EVAL_ANYTHING_TEST_DP_JUDGE_KEY"
@@ -86,11 +85,7 @@ def _args(judged: dict[str, Path], judge: Judge, cache: Path, output: Path) -> l
 
 
 def _records(run_dir: Path) -> list[dict]:
-    records = list(SampleLog(run_dir / "samples" / f"{TASK}.jsonl"))
-    for record in records:
-        for output in record["outputs"]:
-            output.pop("latency_s", None)  # wall time differs between runs
-    return records
+    return _task_records(run_dir, TASK)
 
 
 def _accounting(judge: dict[str, Any]) -> dict[str, Any]:

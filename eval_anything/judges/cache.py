@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import sqlite3
 import threading
+import time
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -46,14 +48,31 @@ def _content_hash(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(Path(path))
 
 
+OPEN_TIMEOUT_S = 30.0
+
+
+def _execute_while_locked(db: sqlite3.Connection, statement: str) -> None:
+    """Run `statement`, waiting out other processes that hold the file: switching a fresh file to
+    WAL answers "database is locked" at once, without sqlite's busy timeout, while another
+    process (a data-parallel rank opening the same cache) is doing the same."""
+    deadline = time.monotonic() + OPEN_TIMEOUT_S
+    while True:
+        try:
+            db.execute(statement)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02 + random.random() * 0.05)
+
+
 class JudgeCache:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute(_SCHEMA)
+        self._db = sqlite3.connect(path, timeout=OPEN_TIMEOUT_S, check_same_thread=False, isolation_level=None)
+        for statement in ("PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", _SCHEMA):
+            _execute_while_locked(self._db, statement)
         self._lock = threading.Lock()
 
     def get(self, key: str) -> tuple[str, int, int] | None:

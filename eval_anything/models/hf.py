@@ -1,12 +1,14 @@
 """Local transformers models: chat templates, length-sorted batches, multimodal processors."""
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Request, Usage
 from eval_anything.media import MediaError, load_audio, load_image, load_video_frames
@@ -14,6 +16,13 @@ from eval_anything.models.base import Model, ModelSpec, cut_at_stop
 
 AUTO = "auto"
 AUTO_START_BATCH = 32
+"""batch_size auto: static batches start here and halve on out-of-memory; continuous batching keeps
+this many requests in flight (its paged cache is sized for exactly that many, see _paged_cache)."""
+CONTINUOUS, STATIC = "continuous", "static"
+PAGE_SIZE = 32
+"""Tokens per paged-cache page (transformers' default, 256, wastes most of a page on short answers)."""
+MAX_PREFILL_TOKENS = 4096
+"""Most prompt tokens prefilled in one step (unless one prompt is longer)."""
 PART_LOADERS = {"image_processor": "AutoImageProcessor", "feature_extractor": "AutoFeatureExtractor",
                 "tokenizer": "AutoTokenizer"}
 """Processor part -> the Auto class that loads it from a model folder."""
@@ -137,10 +146,20 @@ class HFModel(Model):
     """`hf:DIR` — a transformers model directory (model, tokenizer or processor, config).
 
     Arguments: batch_size (int or "auto", default auto: start at 32 and halve on out-of-memory),
-    dtype (default float32; "auto" keeps the checkpoint's), device
-    (default cpu; "auto" picks cuda when present), video_frames (frames sampled from a video;
-    default 8). A processor with its own video support gets the frames as one video; otherwise
-    they go in as images (video processors need torchvision, so that is the path exercised here).
+    batching (continuous or static, default continuous), dtype (default float32; "auto" keeps the
+    checkpoint's), device (default cpu; "auto" picks cuda when present), video_frames (frames
+    sampled from a video; default 8). A processor with its own video support gets the frames as one
+    video; otherwise they go in as images (video processors need torchvision, so that is the path
+    exercised here).
+
+    batching=continuous: greedy text-only requests go through transformers' continuous batching
+    (`init_continuous_batching`, a paged KV cache sized for each window of requests the runner
+    hands `stream`), at most batch_size in flight (auto: 32), a finished request's slot refilled at
+    once. Requests with media (the manager takes token ids only) and sampled requests (its random
+    draws depend on which requests happen to share a step, so a seeded repeat would not reproduce)
+    go in static batches, as everything does with batching=static, and so does everything after
+    transformers refuses to build a manager for the model (describe() records why). Greedy answers
+    are the same either way; describe() counts the requests each batching generated.
     """
 
     def __init__(self, spec: ModelSpec) -> None:
@@ -155,6 +174,13 @@ class HFModel(Model):
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"hf model directory {path} has no config.json")
         self.video_frames = int(args.pop("video_frames", 8))
+        self.batching = str(args.pop("batching", CONTINUOUS))
+        if self.batching not in (CONTINUOUS, STATIC):
+            raise ValueError(f"batching must be {CONTINUOUS} or {STATIC}, not {self.batching!r}")
+        self.requests_by_batching: Counter[str] = Counter()
+        self.continuous_unsupported: str | None = None
+        self._end_tokens: dict[tuple[str, ...], list[int]] = {}
+        self._vocabulary: list[str] | None = None
         requested = args.pop("batch_size", AUTO)
         self._auto_batch = requested == AUTO
         self._batch_size = AUTO_START_BATCH if self._auto_batch else int(requested)
@@ -180,8 +206,132 @@ class HFModel(Model):
         return self._batch_size
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "batch_size": AUTO if self._auto_batch else self._batch_size,
-                "model_class": type(self.model).__name__, "dtype": str(self.model.dtype).replace("torch.", "")}
+        described = {**super().describe(), "batch_size": AUTO if self._auto_batch else self._batch_size,
+                     "batching": self.batching, "model_class": type(self.model).__name__,
+                     "dtype": str(self.model.dtype).replace("torch.", "")}
+        if self.requests_by_batching:
+            described["requests_by_batching"] = dict(sorted(self.requests_by_batching.items()))
+        if self.continuous_unsupported:
+            described["continuous_unsupported"] = self.continuous_unsupported
+        return described
+
+    # ------------------------------------------------------------------ continuous batching
+
+    def stream(self, requests: Iterable[Request]) -> Iterator[tuple[Request, ModelOutput]]:
+        """Greedy text-only requests through one continuous-batching manager per window (the
+        runner's whole window, so freed slots are refilled across it), the rest in static batches."""
+        if self.batching == STATIC:
+            yield from self._static_stream(requests)
+            return
+        window = max(256, 16 * self._batch_size)  # as large as the runner's, so one window is one manager
+        iterator = iter(requests)
+        while chunk := list(itertools.islice(iterator, window)):
+            suits = [self._continuous_suits(r) for r in chunk]  # decided once: a fallback changes the answer
+            yield from self._continuous_stream([r for r, fits in zip(chunk, suits) if fits])
+            yield from self._static_stream([r for r, fits in zip(chunk, suits) if not fits])
+
+    def _static_stream(self, requests: Iterable[Request]) -> Iterator[tuple[Request, ModelOutput]]:
+        for request, output in super().stream(requests):
+            self.requests_by_batching[STATIC] += 1
+            yield request, output
+
+    def _continuous_suits(self, request: Request) -> bool:
+        return (self.continuous_unsupported is None and request.generation.greedy
+                and request.modalities <= {Modality.TEXT})
+
+    def _continuous_stream(self, requests: list[Request]) -> Iterator[tuple[Request, ModelOutput]]:
+        if not requests:
+            return
+        started = time.perf_counter()
+        inputs = [self._token_ids(r) for r in requests]
+        try:
+            manager = self._start_manager(inputs, max(r.generation.max_new_tokens for r in requests))
+        except (ValueError, TypeError, AttributeError, NotImplementedError) as exc:
+            # a model transformers cannot batch continuously (e.g. its attention implementation)
+            self.continuous_unsupported = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            yield from self._static_stream(requests)
+            return
+        out_of_memory: list[Request] = []
+        try:
+            for index, (request, ids) in enumerate(zip(requests, inputs)):
+                manager.add_request(ids, request_id=str(index), max_new_tokens=request.generation.max_new_tokens,
+                                    eos_token_id=self._stop_tokens(request.generation.stop))
+            for index, output in self._collect(manager, inputs, requests, started):
+                if self._auto_batch and self._batch_size > 1 and _says_out_of_memory(output.error or ""):
+                    out_of_memory.append(requests[index])
+                    continue
+                self.generated += 1
+                self.requests_by_batching[CONTINUOUS] += 1
+                yield requests[index], output
+        finally:
+            manager.stop(block=True, timeout=10, hard_stop=True)  # nothing left to flush unless abandoned
+            manager.destroy()
+        if out_of_memory:  # batch_size auto: fewer in flight, as static batches halve
+            self._batch_size = max(1, min(self._batch_size, len(requests)) // 2)
+            self._release_memory()
+            yield from self._continuous_stream(out_of_memory)
+
+    def _start_manager(self, inputs: list[list[int]], max_new_tokens: int) -> Any:
+        from transformers import GenerationConfig
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig
+
+        config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self._eos(),
+                                  pad_token_id=self.tokenizer.pad_token_id)
+        cache = ContinuousBatchingConfig(**_paged_cache(inputs, max_new_tokens, min(self._batch_size, len(inputs))))
+        manager = self.model.init_continuous_batching(generation_config=config, continuous_batching_config=cache)
+        with self._torch.inference_mode():  # the generation thread takes the mode it was started in
+            manager.start()
+        return manager
+
+    def _collect(self, manager: Any, inputs: list[list[int]], requests: list[Request], started: float
+                 ) -> Iterator[tuple[int, ModelOutput]]:
+        """(index, output) as requests finish; each latency is the time since the previous one
+        finished, so that latencies add up to the wall time as in static batches. A request the
+        manager failed or lost (it logs failures instead of raising) becomes a failed output."""
+        pending = set(range(len(requests)))
+        last = started
+        while pending:
+            result = manager.get_result(timeout=1)
+            if result is None:
+                if manager.is_running():
+                    continue
+                break
+            index = int(result.request_id)
+            if index not in pending or not result.is_finished():
+                continue
+            pending.discard(index)
+            now = time.perf_counter()
+            yield index, self._continuous_output(result, requests[index], len(inputs[index]), now - last)
+            last = now
+        for index in sorted(pending):
+            yield index, ModelOutput.failed(f"{self.spec.label}: continuous batching returned no result "
+                                            "(its generation loop stopped)")
+
+    def _continuous_output(self, result: Any, request: Request, n_in: int, latency: float) -> ModelOutput:
+        if result.error is not None:
+            return ModelOutput.failed(f"{self.spec.label}: continuous batching failed: {result.error}")
+        return self._output(list(result.generated_tokens), request.generation.stop, n_in, latency, {})
+
+    def _token_ids(self, request: Request) -> list[int]:
+        """The prompt's ids exactly as the static path encodes them (see InputProcessor.encode)."""
+        text = self._render(request, self._prepare(request))
+        bos = self.tokenizer.bos_token
+        add_special = not self.inputs.text_only and not (bos and text.startswith(bos))
+        return self.tokenizer(text, add_special_tokens=add_special).input_ids
+
+    def _eos(self) -> list[int]:
+        ends = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id, *_eos_ids(self.model)}
+        return sorted(e for e in ends if e is not None)
+
+    def _stop_tokens(self, stops: tuple[str, ...]) -> list[int]:
+        """EOS and every token whose text contains a stop string: the manager has no stop strings.
+        A stop spanning tokens is only cut afterwards. Cached: it decodes the whole vocabulary."""
+        if stops not in self._end_tokens:
+            if self._vocabulary is None:
+                self._vocabulary = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+            found = {i for i, text in enumerate(self._vocabulary) if any(s and s in text for s in stops)}
+            self._end_tokens[stops] = sorted(found.union(self._eos()))
+        return self._end_tokens[stops]
 
     def generate(self, requests: Sequence[Request]) -> list[ModelOutput]:
         outputs: list[ModelOutput | None] = [None] * len(requests)
@@ -254,21 +404,49 @@ class HFModel(Model):
         prompt_length = inputs["input_ids"].shape[1]
         new_tokens = sequences[:, prompt_length:]
         input_counts = inputs["attention_mask"].sum(dim=1).tolist()
-        return [self._output(row, generation.stop, int(n_in), elapsed, p.notes)
+        return [self._output(row.tolist(), generation.stop, int(n_in), elapsed, p.notes)
                 for row, n_in, p in zip(new_tokens, input_counts, prepared)]
 
-    def _output(self, row: Any, stops: tuple[str, ...], n_in: int, latency: float, notes: dict[str, Any]) -> ModelOutput:
-        ends = {self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, *_eos_ids(self.model)}
-        tokens = row.tolist()
+    def _output(self, tokens: list[int], stops: tuple[str, ...], n_in: int, latency: float,
+                notes: dict[str, Any]) -> ModelOutput:
+        ends = set(self._eos())
         length = next((i + 1 for i, t in enumerate(tokens) if t in ends), len(tokens))
+        length = self._through_stop(tokens[:length], stops)
         raw = self.tokenizer.decode(tokens[:length], skip_special_tokens=True)
         text = cut_at_stop(raw, stops)
         return ModelOutput(text=text.strip(), raw_text=raw, parts=(Part.of_text(text.strip()),),
                            usage=Usage(input_tokens=n_in, output_tokens=length), latency_s=latency, metadata=notes)
 
+    def _through_stop(self, tokens: list[int], stops: tuple[str, ...]) -> int:
+        """How many tokens it takes to complete the first stop string (all of them if none is
+        there): a row stopped early in a static batch is padded after its stop, and continuous
+        batching runs past a stop that spans tokens; neither is generated answer."""
+        def has_stop(count: int) -> bool:
+            text = self.tokenizer.decode(tokens[:count], skip_special_tokens=True)
+            return cut_at_stop(text, stops) != text
+
+        if not stops or not has_stop(len(tokens)):
+            return len(tokens)
+        low, high = 1, len(tokens)  # binary search: a decoded prefix keeps a stop once it has one
+        while low < high:
+            middle = (low + high) // 2
+            low, high = (low, middle) if has_stop(middle) else (middle + 1, high)
+        return low
+
     def close(self) -> None:
         del self.model
         self._release_memory()
+
+
+def _paged_cache(inputs: list[list[int]], max_new_tokens: int, in_flight: int) -> dict[str, int]:
+    """A paged cache for this window only: `in_flight` requests of its longest prompt plus the
+    generation, and prefill of that many prompts in one step. Left to itself, transformers sizes
+    the cache from free device memory, which on a CPU is 80-90 % of the machine's free RAM (5-6x
+    slower on arith_mini)."""
+    longest = max(map(len, inputs))
+    pages = -(-(longest + max_new_tokens) // PAGE_SIZE)
+    return {"page_size": PAGE_SIZE, "num_blocks": in_flight * (pages + 1), "max_requests_per_batch": in_flight,
+            "max_batch_tokens": max(longest, min(MAX_PREFILL_TOKENS, in_flight * longest))}
 
 
 def _eos_ids(model: Any) -> list[int]:
@@ -281,9 +459,12 @@ def _eos_ids(model: Any) -> list[int]:
 def _is_out_of_memory(exc: Exception) -> bool:
     import torch
 
-    message = str(exc).lower()
-    return (isinstance(exc, torch.OutOfMemoryError) or "out of memory" in message
-            or "can't allocate memory" in message)  # the CPU allocator's wording
+    return isinstance(exc, torch.OutOfMemoryError) or _says_out_of_memory(str(exc))
+
+
+def _says_out_of_memory(message: str) -> bool:
+    message = message.lower()
+    return "out of memory" in message or "can't allocate memory" in message  # the CPU allocator's wording
 
 
 def _load_processor(transformers: Any, path: Path) -> Any:
