@@ -12,10 +12,11 @@ import argparse
 import datetime as _dt
 import itertools
 import json
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
+
+from eval_anything.stats import sample_std
 
 NOISE_FILE = "noise.json"
 FORMAT_VERSION = 1
@@ -58,10 +59,8 @@ def noise_floor(per_configuration: Sequence[dict[str, dict[str, float]]]) -> dic
             values = [scores[task][metric] for scores in per_configuration if metric in scores.get(task, {})]
             if len(values) < len(per_configuration):
                 continue  # a configuration that did not score it: no floor from partial evidence
-            mean = sum(values) / len(values)
-            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
             floors.setdefault(task, {})[metric] = {"floor": round(max(values) - min(values), 6),
-                                                   "sd": round(sd, 6), "values": values}
+                                                   "sd": round(sample_std(values), 6), "values": values}
     return floors
 
 

@@ -62,19 +62,12 @@ class RepeatSpread:
 
 
 def spread(item_means: Sequence[float], repeats: Sequence[Sequence[float | None]], stderr: float) -> RepeatSpread:
-    variances = [_variance([v for v in values if v is not None]) for values in repeats]
+    variances = [sample_std([v for v in values if v is not None]) ** 2 for values in repeats]
     within = [v for v in variances if not math.isnan(v)]
     centre = mean(item_means)
     return RepeatSpread(k=max((len(r) for r in repeats), default=1), item_sd=sample_std(item_means),
                         repeat_sd=math.sqrt(mean(within)) if within else math.nan,
                         ci95=(centre - 1.96 * stderr, centre + 1.96 * stderr))
-
-
-def _variance(values: Sequence[float]) -> float:
-    if len(values) < 2:
-        return math.nan
-    m = mean(values)
-    return sum((v - m) ** 2 for v in values) / (len(values) - 1)
 
 
 def _finite(value: float) -> float | None:

@@ -27,7 +27,7 @@ with sha256 over every file). PNGs come from Pillow with no metadata, WAVs from 
 library ``wave`` module, and the MP4s from libx264 run single-threaded with no timestamps in the
 container, fed frames whose row padding is filled in (FFmpeg leaves it uninitialised and x264
 reads it, which made the MP4 bytes differ between processes though the decoded frames did not;
-see ``yuv420p_frame``). Across *different* versions of libx264/FFmpeg the MP4 bytes may differ (the encoder
+see ``eval_anything.media.yuv420p_frame``). Across *different* versions of libx264/FFmpeg the MP4 bytes may differ (the encoder
 writes its version into the stream and its decisions can change), and across numpy/libm builds a
 WAV sample could in principle differ by one least-significant bit; the decoded frames, and the
 answers, do not depend on either.
@@ -42,6 +42,8 @@ import wave
 from pathlib import Path
 
 import numpy as np
+
+from eval_anything import media
 
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "eval_anything" / "tasks" / "builtin" / "data"
 LETTERS = "ABCD"
@@ -220,43 +222,9 @@ def motion_frames(direction: str, colour: tuple[int, int, int], offset: int) -> 
     return frames
 
 
-def yuv420p_frame(array: np.ndarray):
-    """An RGB array as a yuv420p frame whose every byte, row padding included, is defined.
-
-    FFmpeg allocates planes with rows padded to the SIMD alignment (a 24-px chroma row is stored
-    in 32 bytes) and leaves the padding uninitialised; libx264 reads some of it, so encoding a frame
-    straight from ``from_ndarray(..., "rgb24")`` gives bytes that change from process to process.
-    Here the visible pixels come from swscale and the padding repeats each row's last pixel.
-    """
-    import av
-
-    converted = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p")
-    frame = av.VideoFrame(converted.width, converted.height, "yuv420p")
-    for source, target in zip(converted.planes, frame.planes):
-        rows = np.frombuffer(memoryview(source), dtype=np.uint8).reshape(source.height, source.line_size)
-        visible = rows[:, : source.width]
-        padded = np.pad(visible, ((0, 0), (0, target.line_size - target.width)), mode="edge")
-        target.update(np.ascontiguousarray(padded[: target.height]))
-    return frame
-
-
 def write_mp4(path: Path, frames: list[np.ndarray]) -> None:
-    import av
-
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width = VIDEO_SIZE
-        stream.height = VIDEO_SIZE
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # multithreaded x264 is not guaranteed bit-exact
-        stream.options = {"crf": "18", "preset": "medium", "threads": "1"}
-        for index, array in enumerate(frames):
-            frame = yuv420p_frame(array)
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    # these files predate STABLE_X264; their default x264 settings keep the shipped bytes
+    media.write_mp4(path, frames, FPS, x264_params=None)
 
 
 def make_motion(out: Path) -> None:

@@ -61,6 +61,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import make_builtin_media as builtin  # noqa: E402  (same folder; reuse its drawing/encoding helpers)
 
+from eval_anything import media  # noqa: E402
+
 DEFAULT_OUT = Path(__file__).resolve().parents[1] / "eval_anything" / "tasks" / "builtin" / "suite" / "data"
 MEDIA_DIRS = ("images", "videos", "speech", "sounds", "music")
 SAMPLE_RATE = builtin.SAMPLE_RATE  # 16 kHz
@@ -238,28 +240,7 @@ def sticky_note_image(path: Path) -> None:
 # ---------------------------------------------------------------- videos
 
 def write_mp4(path: Path, frames: list[np.ndarray]) -> None:
-    """As make_builtin_media.write_mp4 (fully defined frame padding, one thread), for VIDEO_SIZE x
-    VIDEO_SIZE frames at FPS, and with x264's lookahead switched off (see below)."""
-    import av
-
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=FPS)
-        stream.width = VIDEO_SIZE
-        stream.height = VIDEO_SIZE
-        stream.pix_fmt = "yuv420p"
-        stream.codec_context.thread_count = 1  # multithreaded x264 is not guaranteed bit-exact
-        # No B-frames, no lookahead, no MB-tree: with them, one encode in ~75 of the flame video
-        # came out different (different decoded pixels, so the encoder read memory it had not
-        # written); without them 300 of 300 encodes under a perturbed heap were identical.
-        stream.options = {"crf": "18", "preset": "medium", "threads": "1",
-                          "x264-params": "bframes=0:mbtree=0:rc-lookahead=0"}
-        for index, array in enumerate(frames):
-            frame = builtin.yuv420p_frame(array)
-            frame.pts = index
-            for packet in stream.encode(frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    media.write_mp4(path, frames, FPS)  # byte-stable: see eval_anything.media.STABLE_X264
 
 
 def _blank(colour: tuple[int, int, int] = (255, 255, 255)) -> np.ndarray:

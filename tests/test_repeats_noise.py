@@ -32,9 +32,13 @@ def write_task(folder: Path) -> Path:
     return folder / "say.yaml"
 
 
+def asked_item(body) -> int:
+    return int(user_text(body).split(":")[0].split()[-1])  # "Item 3: say 3." -> 3
+
+
 def seeded_reply(call, body, auth):
     """Item i is answered right exactly by the requests seeded below SEED + i: a known spread."""
-    item = int(user_text(body).split(":")[0].split()[-1])
+    item = asked_item(body)
     right = body["seed"] - SEED < item
     return 200, {}, completion(str(item) if right else "no idea"), 0.0
 
@@ -126,7 +130,7 @@ def test_noise_stores_the_floor_in_the_run_and_the_gate_uses_it_by_default(tmp_p
     assert "0.5000" in out and "noise.json" in out
 
     def worse(call, body, auth):  # right on item 3 only
-        item = int(user_text(body).split(":")[0].split()[-1])
+        item = asked_item(body)
         return 200, {}, completion(str(item) if item == 3 else "no idea"), 0.0
 
     with StubServer(worse) as server:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from eval_anything.datamodel import GenerationConfig, Modality, Part, Request
+from eval_anything.media import write_mp4
 from eval_anything.registry import Registry
 
 SUFFIXES = {Modality.IMAGE: ".png", Modality.AUDIO: ".wav", Modality.VIDEO: ".mp4"}
@@ -165,41 +166,8 @@ class TextcardVideoGenerator(Generator):
             frame[-6:, : VIDEO_SIZE * (index + 1) // VIDEO_FRAMES] = (40, 90, 200)
             frames.append(frame)
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(target, frames)
+        write_mp4(target, frames, VIDEO_FPS)
         return target
-
-
-def write_mp4(path: Path, frames: list["Any"]) -> None:
-    """H.264 that is the same bytes on every run (as scripts/make_suite_media.py): one thread, no
-    B-frames or lookahead, and frames whose row padding is defined."""
-    import av
-
-    with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=VIDEO_FPS)
-        stream.width, stream.height, stream.pix_fmt = frames[0].shape[1], frames[0].shape[0], "yuv420p"
-        stream.codec_context.thread_count = 1
-        stream.options = {"crf": "18", "preset": "medium", "threads": "1",
-                          "x264-params": "bframes=0:mbtree=0:rc-lookahead=0"}
-        for index, array in enumerate(frames):
-            frame = _defined_yuv420p(array)
-            frame.pts = index
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode())
-
-
-def _defined_yuv420p(array: "Any") -> "Any":
-    # FFmpeg leaves plane row padding uninitialised and libx264 reads some of it: repeat each row's
-    # last pixel into the padding so the encoded bytes do not depend on the heap
-    import av
-    import numpy as np
-
-    converted = av.VideoFrame.from_ndarray(array, format="rgb24").reformat(format="yuv420p")
-    frame = av.VideoFrame(converted.width, converted.height, "yuv420p")
-    for source, plane in zip(converted.planes, frame.planes):
-        rows = np.frombuffer(memoryview(source), dtype=np.uint8).reshape(source.height, source.line_size)
-        padded = np.pad(rows[:, : source.width], ((0, 0), (0, plane.line_size - plane.width)), mode="edge")
-        plane.update(np.ascontiguousarray(padded[: plane.height]))
-    return frame
 
 
 # --- model: any harness model that outputs media ------------------------------------------------
