@@ -2,4 +2,6 @@ import sys
 
 from eval_anything.cli import main
 
-sys.exit(main())
+# Guarded: processes started with "spawn" (vLLM's engine, DataLoader workers) import this module again.
+if __name__ == "__main__":
+    sys.exit(main())

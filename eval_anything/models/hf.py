@@ -372,7 +372,7 @@ class HFModel(Model):
         return outputs  # type: ignore[return-value]
 
     def _release_memory(self) -> None:
-        if self._torch.cuda.is_available():
+        if self._torch.cuda.is_initialized():  # never start CUDA just to empty its cache
             self._torch.cuda.empty_cache()
 
     def _prepare(self, request: Request) -> _Prepared:

@@ -11,6 +11,7 @@ Model arguments other than the ones read here go to `vllm.LLM(...)` unchanged
 """
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -56,6 +57,9 @@ class VLLMModel(Model):
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.inputs = InputProcessor(self.processor, video_frames, spec.label)
         self.input_modalities = _input_modalities(self.processor)
+        # vLLM forks its engine process by default, which fails once this process has touched CUDA
+        # (an hf model or a GPU judge loaded first): "Cannot re-initialize CUDA in forked subprocess".
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
         self.llm = vllm.LLM(model=str(path), **args)
         self._engine_args = args
 
@@ -133,7 +137,7 @@ class VLLMModel(Model):
             try:
                 import torch
 
-                if torch.cuda.is_available():
+                if torch.cuda.is_initialized():
                     torch.cuda.empty_cache()
             except ImportError:
                 pass
