@@ -90,6 +90,20 @@ def test_rerunning_a_finished_run_makes_no_model_calls(tmp_path, catalog):
     assert second.results["tasks"] == first.results["tasks"]
 
 
+def test_a_sample_logged_twice_counts_once_with_its_last_record(tmp_path, catalog):
+    predictions = write_predictions(tmp_path / "p.jsonl", arith_predictions(catalog.tasks["arith_mini"]))
+    first = run(tmp_path, predictions, "arith_mini", catalog)
+    log_path = first.run_dir / "samples" / "arith_mini.jsonl"
+    again = json.loads(log_path.read_text().splitlines()[0])
+    again["scores"]["numeric"]["value"] = 0.0  # was right
+    with log_path.open("a") as handle:
+        handle.write(json.dumps(again) + "\n")
+    second = run(tmp_path, predictions, "arith_mini", catalog)
+    result = second.results["tasks"]["arith_mini"]
+    assert result["counts"]["samples"] == 40
+    assert result["metrics"]["numeric"]["value"] == pytest.approx(39 / 40)
+
+
 def test_resume_after_a_torn_write_generates_only_the_rest(tmp_path, catalog):
     predictions = write_predictions(tmp_path / "p.jsonl", arith_predictions(catalog.tasks["arith_mini"]))
     first = run(tmp_path, predictions, "arith_mini", catalog)
@@ -134,3 +148,28 @@ def test_manifest_records_each_tasks_prompt_and_generation_settings(tmp_path, ca
     (task,) = json.loads((report.run_dir / "manifest.json").read_text())["tasks"]
     assert task["prompt"] == "{{ question }} Answer with the number only."
     assert task["generation"] == {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "stop": ["\n"]}
+
+
+def test_objects_from_before_a_run_are_frozen_only_while_it_runs(tmp_path, catalog, monkeypatch):
+    import gc
+
+    import eval_anything.runner as runner
+
+    frozen_during = []
+    real_run_task = runner._run_task
+
+    def run_task(*args, **kwargs):
+        frozen_during.append(gc.get_freeze_count())
+        return real_run_task(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_run_task", run_task)
+    predictions = write_predictions(tmp_path / "p.jsonl", arith_predictions(catalog.tasks["arith_mini"]))
+    assert gc.get_freeze_count() == 0
+    run(tmp_path / "a", predictions, "arith_mini", catalog)
+    assert frozen_during[0] > 1000 and gc.get_freeze_count() == 0  # thawed: old cyclic garbage stays collectable
+    gc.freeze()  # a caller's own freeze is left as it was
+    try:
+        run(tmp_path / "b", predictions, "arith_mini", catalog)
+        assert gc.get_freeze_count() > 1000
+    finally:
+        gc.unfreeze()

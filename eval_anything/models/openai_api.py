@@ -264,6 +264,7 @@ class OpenAIModel(Model):
                 future = runner.call(self._complete(request))
                 pending.add(future)
                 future.add_done_callback(lambda f, key=key, request=request: done.put((f, key, request)))
+                time.sleep(0)  # drops the GIL: the loop's thread sends this now, not after a switch interval (5 ms)
 
         try:
             refill()
