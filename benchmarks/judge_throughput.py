@@ -2,10 +2,16 @@
 `judge_rating` task, the `openai` judge backend, the judge engine, the run directory) against a
 local OpenAI-compatible server that answers every request after a fixed latency.
 
-    python benchmarks/judge_throughput.py [--n 256] [--latency 0.2] [--levels 1,8,32]
+    python benchmarks/judge_throughput.py [--n 256] [--latency 0.2] [--levels 1,8,32] [--rounds 1]
+        [--lm-eval-python /tmp/lmeval-venv/bin/python]
 
 The server runs in its own process. For each concurrency level prints wall time over the ideal (N x latency / concurrency).
 Goal: <= 1.05 at every level. The judge cache is off so every judgement is a real call.
+
+With lm-eval's venv (`pip install 'lm_eval[api]' torch==2.13.0 -c constraints.txt` there), each level
+also runs lm-evaluation-harness's API model (`local-chat-completions`, benchmarks/lm_eval_api_client.py)
+against the same server, right after eval-anything, rounds alternating. lm-eval's side times its
+`generate_until` alone; eval-anything's is the whole judged run (task, prompts, parsing, logs, summary).
 
 Also printed: the harness process's CPU time per judgement (all threads). At concurrency C every
 judgement's share of the harness's work must fit well inside latency / C, or replies queue for the GIL.
@@ -15,6 +21,8 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import statistics
+import subprocess
 import sys
 import tempfile
 import textwrap
@@ -71,12 +79,52 @@ def one_level(base_url: str, folder: Path, predictions: Path, concurrency: int) 
         return elapsed, cpu, report.results["tasks"]["judged_bench"]["metrics"]["judge_rating"]["n"]
 
 
+def lm_eval_level(python: str, base_url: str, n: int, concurrency: int) -> tuple[float, int]:
+    """Wall seconds of lm-eval's `generate_until` over n requests, and how many got a reply."""
+    client = Path(__file__).resolve().parent / "lm_eval_api_client.py"
+    command = [python, str(client), base_url, "--n", str(n), "--concurrency", str(concurrency)]
+    line = subprocess.run(command, check=True, capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    measured = json.loads(line)
+    return measured["wall_s"], measured["answered"]
+
+
+def compare_level(base_url: str, folder: Path, predictions: Path, level: int, args: argparse.Namespace,
+                  stats: list["multiprocessing.Queue"], with_lm_eval: bool) -> None:
+    """`args.rounds` runs at one concurrency, each followed by lm-eval's where it is installed; prints each
+    run's ratio and, over several, the medians."""
+    ideal = args.n * args.latency / level
+    ours, theirs = [], []
+    for _ in range(args.rounds):
+        elapsed, cpu, scored = one_level(base_url, folder, predictions, level)
+        stats[0].put("stats")
+        calls, in_flight = stats[1].get()
+        ours.append(elapsed / ideal)
+        print(f"concurrency {level:>3}: {elapsed:7.2f} s wall, ideal {ideal:6.2f} s, "
+              f"ratio {elapsed / ideal:.3f} (scored {scored}, calls {calls}, most in flight {in_flight}, "
+              f"harness CPU {cpu / args.n * 1000:.2f} ms per judgement)")
+        if with_lm_eval:
+            elapsed, answered = lm_eval_level(args.lm_eval_python, base_url, args.n, level)
+            stats[0].put("stats"), stats[1].get()  # the next count is eval-anything's alone
+            theirs.append(elapsed / ideal)
+            print(f"    lm-eval API model, same server: {elapsed:7.2f} s wall, ratio {elapsed / ideal:.3f} "
+                  f"(answered {answered})")
+    if args.rounds > 1 or with_lm_eval:
+        side_by_side = f", lm-eval {statistics.median(theirs):.3f}" if theirs else ""
+        print(f"concurrency {level:>3}: median ratio eval-anything {statistics.median(ours):.3f}{side_by_side}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=256)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--levels", default="1,8,32")
+    parser.add_argument("--rounds", type=int, default=1, help="runs per level and side; medians are printed")
+    parser.add_argument("--lm-eval-python", default="/tmp/lmeval-venv/bin/python",
+                        help="lm-eval's venv Python; the lm-eval side is skipped when it does not exist")
     args = parser.parse_args()
+    with_lm_eval = Path(args.lm_eval_python).exists()
+    if not with_lm_eval:
+        print(f"no lm-eval venv at {args.lm_eval_python}: timing the eval-anything side only")
     queues = [multiprocessing.Queue() for _ in range(3)]
     server = multiprocessing.Process(target=serve, args=(args.latency, *queues), daemon=True)
     server.start()
@@ -88,13 +136,7 @@ def main() -> None:
             queues[1].put("stats"), queues[2].get()
             print(f"{args.n} judgements, {args.latency:.3f} s per request, server in its own process")
             for level in (int(x) for x in args.levels.split(",")):
-                elapsed, cpu, scored = one_level(base_url, folder, predictions, level)
-                queues[1].put("stats")
-                calls, in_flight = queues[2].get()
-                ideal = args.n * args.latency / level
-                print(f"concurrency {level:>3}: {elapsed:7.2f} s wall, ideal {ideal:6.2f} s, "
-                      f"ratio {elapsed / ideal:.3f} (scored {scored}, calls {calls}, most in flight {in_flight}, "
-                      f"harness CPU {cpu / args.n * 1000:.2f} ms per judgement)")
+                compare_level(base_url, folder, predictions, level, args, queues[1:], with_lm_eval)
     finally:
         queues[1].put("stop")
         server.join(timeout=10)

@@ -1,11 +1,15 @@
 """eval-anything against lm-evaluation-harness, side by side in one run: same model (the embedded
-SmolLM2-135M-Instruct folder), same generate-until task over the same local data (arith_mini's
-JSONL, same prompt, chat template on both sides, stop at a newline), same batch size and
-generation length, greedy.
+SmolLM2-135M-Instruct folder), same generate-until task over the same local data (same prompt,
+chat template on both sides, stop at a newline), same batch size and generation length, greedy.
 
     python -m venv /tmp/lmeval-venv
     /tmp/lmeval-venv/bin/pip install 'lm_eval[hf]' torch==2.13.0 -c constraints.txt
     python benchmarks/vs_lm_eval.py --lm-eval-python /tmp/lmeval-venv/bin/python [--batch-size 8] [--rounds 1]
+        [--items 64 | --items arith_mini] [--max-new-tokens 32]
+
+The default data is the setup the goal was set on: 64 short one-step arithmetic questions, written
+like arith_mini's (seeded, so both sides and every run get the same file), 32 new tokens, batch 8.
+`--items arith_mini` takes the built-in task's 40 questions instead.
 
 lm-eval runs in its own venv. Each side is one end-to-end subprocess (imports, model loading,
 generation, scoring, writing results), timed from outside, rounds alternating. lm-eval scores
@@ -19,16 +23,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 from timing import timed  # benchmarks/timing.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "eval_anything" / "tasks" / "builtin" / "data" / "arith_mini.jsonl"
+BUILTIN = ROOT / "eval_anything" / "tasks" / "builtin"
+ARITH_MINI = BUILTIN / "data" / "arith_mini.jsonl"
 
 LM_EVAL_TASK = """\
 task: arith_mini_ea
@@ -60,10 +68,34 @@ metadata:
 """
 
 
-def lm_eval_side(python: str, model_dir: Path, work: Path, batch: int, max_new: int, env: dict) -> tuple[float, float]:
+def arithmetic_questions(path: Path, count: int, seed: int = 0) -> Path:
+    """`count` one-step questions in arith_mini's form ("What is 36 - 29?"), the same for a given seed."""
+    rng = random.Random(seed)
+    operations = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+    rows = []
+    for i in range(count):
+        symbol = rng.choice(sorted(operations))
+        a, b = (rng.randint(1, 50), rng.randint(1, 50)) if symbol != "*" else (rng.randint(2, 12), rng.randint(2, 12))
+        rows.append({"id": f"arith-{i:03d}", "question": f"What is {a} {symbol} {b}?", "answer": str(operations[symbol](a, b))})
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def eval_anything_task(work: Path, data: Path, max_new: int) -> Path:
+    """arith_mini's task file (prompt, stop, scorer) over `data`."""
+    task = yaml.safe_load((BUILTIN / "arith_mini.yaml").read_text())
+    task.update(name="arith_bench", dataset={"path": str(data)})
+    task["generation"]["max_new_tokens"] = max_new
+    path = work / "arith_bench.yaml"
+    path.write_text(yaml.safe_dump(task, sort_keys=False))
+    return path
+
+
+def lm_eval_side(python: str, model_dir: Path, work: Path, data: Path, batch: int, max_new: int,
+                 env: dict) -> tuple[float, float]:
     tasks = work / "lm_eval_tasks"
     tasks.mkdir(exist_ok=True)
-    (tasks / "arith_mini_ea.yaml").write_text(LM_EVAL_TASK.format(data=DATA, max_new_tokens=max_new))
+    (tasks / "arith_mini_ea.yaml").write_text(LM_EVAL_TASK.format(data=data, max_new_tokens=max_new))
     out = work / f"lm_eval_out_{time.monotonic_ns()}"
     command = [python, "-m", "lm_eval", "--model", "hf", "--model_args",
                f"pretrained={model_dir},dtype=float32", "--device", "cpu", "--tasks", "arith_mini_ea",
@@ -75,16 +107,16 @@ def lm_eval_side(python: str, model_dir: Path, work: Path, batch: int, max_new: 
     return elapsed, result["exact_match,last_number"]
 
 
-def eval_anything_side(model_dir: Path, work: Path, batch: int, max_new: int, env: dict, batching: str | None
-                       ) -> tuple[float, float]:
+def eval_anything_side(model_dir: Path, work: Path, task: Path, batch: int, max_new: int, env: dict,
+                       batching: str | None) -> tuple[float, float]:
     out = work / f"ea_out_{time.monotonic_ns()}"
-    command = [sys.executable, "-m", "eval_anything", "run", "--model", f"hf:{model_dir}", "--tasks", "arith_mini",
+    command = [sys.executable, "-m", "eval_anything", "run", "--model", f"hf:{model_dir}", "--tasks", str(task),
                "--batch-size", str(batch), "--max-new-tokens", str(max_new), "--output-dir", str(out)]
     if batching:
         command += ["--model-args", f"batching={batching}"]
     elapsed = timed(command, env)
     (run_dir,) = out.iterdir()
-    result = json.loads((run_dir / "results.json").read_text())["tasks"]["arith_mini"]
+    result = json.loads((run_dir / "results.json").read_text())["tasks"]["arith_bench"]
     return elapsed, result["metrics"]["numeric"]["value"]
 
 
@@ -92,7 +124,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lm-eval-python", default="/tmp/lmeval-venv/bin/python")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--max-new-tokens", type=int, default=16)
+    parser.add_argument("--max-new-tokens", type=int, default=32)
+    parser.add_argument("--items", default="64", help="how many generated questions, or arith_mini for its 40")
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads on both sides")
     parser.add_argument("--batching", choices=("continuous", "static"), default=None,
@@ -110,16 +143,19 @@ def main() -> None:
     lm_times, ea_times = [], []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
+        data = ARITH_MINI if args.items == "arith_mini" else arithmetic_questions(work / "arith.jsonl", int(args.items))
+        items = sum(1 for _ in data.open())
+        task = eval_anything_task(work, data, args.max_new_tokens)
         for _ in range(args.rounds):
             if with_lm_eval:
-                seconds, lm_score = lm_eval_side(args.lm_eval_python, model_dir, work, args.batch_size,
+                seconds, lm_score = lm_eval_side(args.lm_eval_python, model_dir, work, data, args.batch_size,
                                                  args.max_new_tokens, env)
                 lm_times.append(seconds)
-            seconds, ea_score = eval_anything_side(model_dir, work, args.batch_size, args.max_new_tokens, env,
+            seconds, ea_score = eval_anything_side(model_dir, work, task, args.batch_size, args.max_new_tokens, env,
                                                    args.batching)
             ea_times.append(seconds)
     ea = min(ea_times)
-    print(f"model {model_dir.name}, arith_mini (40 items), batch {args.batch_size}, {args.max_new_tokens} new tokens, "
+    print(f"model {model_dir.name}, {data.stem} ({items} items), batch {args.batch_size}, {args.max_new_tokens} new tokens, "
           f"{args.threads} threads, batching {args.batching or 'default'}, best of {args.rounds}")
     print(f"eval-anything: {ea:7.2f} s  numeric {ea_score:.4f}")
     if not with_lm_eval:

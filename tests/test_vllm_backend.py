@@ -134,7 +134,7 @@ def test_vllm_engine_starts_by_spawn_unless_told_otherwise(tiny_llama_dir, monke
 def test_python_m_entry_point_is_safe_to_import_from_a_spawned_process() -> None:
     # multiprocessing's spawn re-runs the parent's __main__ as "__mp_main__": it must not start a second CLI run
     namespace = runpy.run_module("eval_anything", run_name="__mp_main__")
-    assert callable(namespace["main"])
+    assert callable(namespace["entry"])
 
 
 @needs_vllm_engine
