@@ -84,7 +84,8 @@ def arithmetic_questions(path: Path, count: int, seed: int = 0) -> Path:
 def eval_anything_task(work: Path, data: Path, max_new: int) -> Path:
     """arith_mini's task file (prompt, stop, scorer) over `data`."""
     task = yaml.safe_load((BUILTIN / "arith_mini.yaml").read_text())
-    task.update(name="arith_bench", dataset={"path": str(data)})
+    task.update(name="arith_bench", description="One-step arithmetic questions (+, -, *) answered with a number.",
+                dataset={"path": str(data)})
     task["generation"]["max_new_tokens"] = max_new
     path = work / "arith_bench.yaml"
     path.write_text(yaml.safe_dump(task, sort_keys=False))
