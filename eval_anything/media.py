@@ -103,8 +103,6 @@ def image_data_uri(image: "Any") -> str:
     return "data:image/png;base64," + base64.b64encode(to_png_bytes(image)).decode()
 
 
-
-
 STABLE_X264 = "bframes=0:mbtree=0:rc-lookahead=0"
 """x264 settings for byte-stable videos: with B-frames, lookahead and MB-tree, about one encode in
 75 came out different (the encoder read memory it had not written); without them 300 of 300

