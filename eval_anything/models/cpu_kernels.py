@@ -52,7 +52,7 @@ def pack_linears(model: torch.nn.Module, rows_hint: int) -> int:
     """Swap every plain float32 CPU nn.Linear of `model` for a PackedLinear; returns how many.
     `rows_hint` (the batch size) picks oneDNN's layout; any number of rows works."""
     swapped = 0
-    with torch.inference_mode():
+    with torch.no_grad():  # not inference_mode, whose tensors autograd refuses to record
         for parent in list(model.modules()):
             for name, child in list(parent.named_children()):
                 if type(child) is torch.nn.Linear and child.weight.dtype == torch.float32 \
