@@ -49,8 +49,11 @@ class PackedLinear(torch.nn.Module):
 
 
 def pack_linears(model: torch.nn.Module, rows_hint: int) -> int:
-    """Swap every plain float32 CPU nn.Linear of `model` for a PackedLinear; returns how many.
-    `rows_hint` (the batch size) picks oneDNN's layout; any number of rows works."""
+    """Swap every plain float32 CPU nn.Linear of `model` for a PackedLinear; returns how many
+    (none where this torch build cannot pack). `rows_hint` (the batch size) picks oneDNN's layout;
+    any number of rows works."""
+    if not packing_available():
+        return 0
     swapped = 0
     with torch.no_grad():  # not inference_mode, whose tensors autograd refuses to record
         for parent in list(model.modules()):

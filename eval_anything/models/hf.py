@@ -207,8 +207,7 @@ class HFModel(Model):
         self.model = _load_model(transformers, path, dtype, args, self.input_modalities).to(self.device).eval()
         from eval_anything.models import cpu_kernels
 
-        self.packed_linears = cpu_kernels.pack_linears(self.model, self._batch_size) \
-            if packed and self.device.type == "cpu" and cpu_kernels.packing_available() else 0
+        self.packed_linears = cpu_kernels.pack_linears(self.model, self._batch_size) if packed else 0
 
     @property
     def batch_size(self) -> int:
