@@ -73,6 +73,11 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run the AMU/AMG suite on a local copy of the published datasets in DIR (folders "
                              "EvalAnything-AMU, EvalAnything-Selection_Synergy, EvalAnything-InstructionFollowing) "
                              "instead of the embedded mini-suite")
+    parser.add_argument("--protocol", default=None, metavar="NAME",
+                        help="how the AMU/AMG suite prompts and scores: 'paper' (the default) reproduces the original "
+                             "authors' scripts (judge messages, sampling, parsers, aggregation); 'extended' is ours "
+                             "(the judge also sees the question and the media). Recorded with the run; gate and "
+                             "verify refuse to compare runs of different protocols")
     parser.add_argument("--generator", default=None, metavar="MODALITY=NAME,...",
                         help="render media instructions of any-to-any answers (AMG tasks), e.g. audio=espeak "
                              "(default: audio=espeak when espeak-ng is installed; '' for none). A modality "
@@ -96,6 +101,10 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                        help="USD per million input and output judge tokens, to report cost (e.g. 2.5,10)")
     judge.add_argument("--judge-cache", default=None, metavar="PATH|off",
                        help="the judge cache shared across runs (default: ~/.cache/eval-anything/judge-cache.sqlite)")
+    judge.add_argument("--reward-model", metavar="DIR", default=None,
+                       help="the multimodal reward model that scores modality synergy under protocol paper (the "
+                            "paper's PKU-Alignment/AnyRewardModel, or any local transformers model with a score "
+                            "head); without one, paper-protocol synergy is not applicable, with the reason")
     _add_task_source(parser)
 
 
@@ -197,6 +206,7 @@ def _judge_settings(args: argparse.Namespace) -> "JudgeSettings":
     weak = args.judge is None
     max_tokens, retries = WEAK_JUDGE_DEFAULTS if weak else JUDGE_DEFAULTS
     return JudgeSettings(spec, weak_default=weak, seed=args.seed, price_per_million=price, cache_path=cache,
+                         reward_model=getattr(args, "reward_model", None),
                          max_new_tokens=args.judge_max_tokens if args.judge_max_tokens is not None else max_tokens,
                          parse_retries=args.judge_retries if args.judge_retries is not None else retries)
 
@@ -215,7 +225,7 @@ def evaluation_from_args(args: argparse.Namespace, **overrides: Any) -> tuple["M
     spec = resolve_spec(args.model, parse_model_args(args.model_args))
     if args.batch_size is not None:
         spec = with_batch_size(spec, args.batch_size)
-    tasks = Catalog(args.include_path).resolve(args.tasks)
+    tasks = [task.under(args.protocol) for task in Catalog(args.include_path).resolve(args.tasks)]
     if args.data_dir is not None:
         from eval_anything.suite.data_dir import with_published_data
 

@@ -6,8 +6,8 @@ declared aggregate (mean or median). The confidence interval is always the paire
 percentile interval. A task fails only when the drop is larger than ``--max-drop`` *and*
 significant at ``--alpha``. The aggregate ("all tasks") is the unweighted mean over tasks of
 each task's first metric, bootstrapped within tasks. No correction for multiple comparisons
-is applied; lower ``--alpha`` for that. Runs are not comparable (exit 2) when a task's version,
-data hash or judge differs, or when they share no scored sample.
+is applied; lower ``--alpha`` for that. Runs are not comparable (exit 2) when a task's scoring
+protocol, version, data hash or judge differs, or when they share no scored sample.
 
 Reads run directories only; never imports torch, transformers or a backend.
 """
@@ -161,7 +161,14 @@ def _percentile_ci(draws, alpha: float) -> tuple[float, float]:
 
 # ---------- comparing runs ----------
 
-def _check_comparable(task: str, base: dict[str, Any], cand: dict[str, Any]) -> None:
+def _check_comparable(task: str, base_run, cand_run) -> None:
+    """Raises NotComparable unless the task was defined, and scored, the same way in both runs."""
+    base, cand = base_run.tasks[task], cand_run.tasks[task]
+    protocols = base_run.protocol(task), cand_run.protocol(task)
+    if None not in protocols and protocols[0] != protocols[1]:  # a run from before protocols has none: as before
+        raise NotComparable(f"task {task}: the baseline was scored under protocol {protocols[0]!r}, the candidate "
+                            f"under {protocols[1]!r}; rerun one with --protocol {protocols[0]} or --protocol "
+                            f"{protocols[1]} so that both use the same")
     for key, what in (("version", "task versions"), ("hash", "task data hashes")):
         if base.get(key) != cand.get(key):
             raise NotComparable(f"{task}: different {what} (baseline {base.get(key)!r}, candidate {cand.get(key)!r}); "
@@ -262,7 +269,7 @@ def _compare_task(task: str, base_run, cand_run, args, report: GateReport) -> li
         where = "baseline" if task not in base_run.tasks else "candidate"
         raise NotComparable(f"{task}: no result in the {where} run" + ("" if args.tasks else " (use --tasks to gate a subset)"))
     base, cand = base_run.tasks[task], cand_run.tasks[task]
-    _check_comparable(task, base, cand)
+    _check_comparable(task, base_run, cand_run)
     statuses = (base.get("status"), cand.get("status"))
     if statuses == ("not_applicable", "not_applicable"):
         report.skipped.append(f"{task}: not applicable to either model")
@@ -392,8 +399,9 @@ EXAMPLES = """examples:
   eval-anything gate --baseline runs/main --candidate runs/pr-123 --tasks arith_mini,shapes_color \\
       --max-drop 0.02 --alpha 0.01 --markdown gate.md --junit gate.xml
 
-exit codes: 0 pass, 1 regression, 2 not comparable (different task versions, data hashes or
-judges, no shared samples, a task missing or not applicable on one side) or usage error"""
+exit codes: 0 pass, 1 regression, 2 not comparable (different scoring protocols, task versions,
+data hashes or judges, no shared samples, a task missing or not applicable on one side) or usage
+error"""
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:

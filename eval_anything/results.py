@@ -6,7 +6,7 @@ import math
 from typing import Any, Iterable
 
 from eval_anything.repeats import spread
-from eval_anything.stats import AGGREGATES, agreement
+from eval_anything.stats import AGGREGATES, agreement, weighted_mean, weighted_mean_stderr
 from eval_anything.tasks import Task
 
 JUDGE_COUNTS = ("calls", "cached", "input_tokens", "output_tokens", "errors", "parse_retries", "media_dropped")
@@ -65,12 +65,22 @@ def _slim_score(score: dict[str, Any], shared: dict[tuple[Any, Any], dict[str, A
     return slim
 
 
+def _statistic(scores: list[dict[str, Any]], aggregate_name: str) -> tuple[float, float]:
+    values = [s["value"] for s in scores if s["value"] is not None]
+    if aggregate_name == "weighted_mean":
+        weights = [float(s.get("details", {}).get("weight", 1)) for s in scores if s["value"] is not None]
+        return weighted_mean(values, weights), weighted_mean_stderr(values, weights)
+    statistic, stderr = AGGREGATES[aggregate_name]
+    return statistic(values), stderr(values)
+
+
 def _metric(scores: list[dict[str, Any]], aggregate_name: str) -> dict[str, Any]:
     values = [s["value"] for s in scores if s["value"] is not None]
-    statistic, stderr = AGGREGATES[aggregate_name]
+    value, stderr_value = _statistic(scores, aggregate_name)
+    stderr = AGGREGATES.get(aggregate_name, AGGREGATES["mean"])[1]
     metric = {
         "aggregate": aggregate_name,
-        "value": _finite(statistic(values)), "stderr": _finite(stderr(values)), "n": len(values),
+        "value": _finite(value), "stderr": _finite(stderr_value), "n": len(values),
         "errors": sum(1 for s in scores if s["error"] is not None),
         "extraction_failures": sum(1 for s in scores if s.get("extraction_failed")),
     }

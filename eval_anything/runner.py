@@ -188,7 +188,7 @@ def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str
     identity = {"model": spec.describe(), "settings": settings.identity(),
                 "tasks": [(t.name, t.version, t.content_hash) for t in tasks]}
     if any(t.judge_scorers for t in tasks):  # judged scores depend on the judge
-        identity["judge"] = settings.judge_settings().identity()
+        identity["judge"] = settings.judge_settings().for_tasks(t.name for t in tasks).identity()
     if any(t.config.output_format == "tagged" for t in tasks):  # and rendered media on the generators
         identity["generators"] = settings.generator_spec()
     lineage = read_lineage(spec)
@@ -229,12 +229,15 @@ def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, pro
     run_dir = RunDirectory(settings.output_dir / run_id(spec, tasks, settings))
     previous = (run_dir.read_results() or {}).get("tasks", {})
     manifest = build_manifest(spec, tasks, settings, run_dir.path.name)
+    if any(t.config.output_format == "tagged" for t in tasks):  # what renders their media, and how
+        manifest["generators"] = {m.value: g.describe() for m, g in settings.generator_table().items()}
     if parallel.world > 1:
         manifest["data_parallel"] = {"world_size": parallel.world}
     if parallel.primary:
         run_dir.write_manifest({**manifest, "status": "running"})
     model = LazyModel(spec)
-    judges = JudgeEngine(settings.judge_settings()) if any(t.judge_scorers for t in tasks) else None
+    judges = (JudgeEngine(settings.judge_settings().for_tasks(t.name for t in tasks))
+              if any(t.judge_scorers for t in tasks) else None)
     report = RunReport(run_dir.path, {}, primary=parallel.primary)
     outcomes: dict[str, dict[str, Any]] = {}
     status = "interrupted"
@@ -250,7 +253,7 @@ def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, pro
             manifest["model"] = {**spec.describe(), "loaded": model.model.describe()}
         if judges is not None:
             manifest["judge"] = judges.describe()
-            report.judge_calls = judges.model.generated
+            report.judge_calls = judges.generated
             judges.close()
         model.close()
         report.generated = model.generated
@@ -283,7 +286,8 @@ def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str,
 def _run_task(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir: RunDirectory,
               settings: RunSettings, previous: dict[str, Any] | None, progress: ProgressSink,
               report: RunReport, parallel: DataParallel = DataParallel()) -> dict[str, Any]:
-    header = {"task": task.name, "version": task.version, "hash": task.content_hash}
+    header = {"task": task.name, "version": task.version, "hash": task.content_hash,
+              **({"protocol": task.protocol} if task.protocol else {})}
     if previous and previous.get("status") == NOT_APPLICABLE:
         return previous
     if parallel.world > 1:
@@ -406,7 +410,7 @@ def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLo
     finished = _generated(task, model, pending, settings, render)
     if task.judge_scorers:
         assert judges is not None
-        finished = judges.score(task.judge_scorers, task.name, finished)
+        finished = judges.score(task.judge_scorers, task.name, finished, task.modalities)
     if settings.repeats > 1:
         finished = _combined_repeats(finished, settings.repeats)
     since_commit, last_commit = 0, time.monotonic()
@@ -434,7 +438,8 @@ def _answer_renderer(task: Task, settings: RunSettings, media_dir: Path) -> Call
     def stem(request: Request) -> str:
         return f"{request.sample_id}_{request.variant}" + (f"_r{request.repeat}" if request.repeat else "")
 
-    return lambda a: Attempt(a.request, render_answer(a.output, generators, media_dir, stem(a.request)))
+    sections = task.config.tagged_sections
+    return lambda a: Attempt(a.request, render_answer(a.output, generators, media_dir, stem(a.request), sections))
 
 
 def _breakdown_key(columns: Sequence[str], sample: Sample, attempts: Sequence[Attempt]) -> str:

@@ -43,6 +43,23 @@ def median(values: Sequence[float]) -> float:
     return ordered[middle] if n % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
+def weighted_mean(values: Sequence[float], weights: Sequence[float]) -> float:
+    """sum(w * v) / sum(w): e.g. per-prompt means weighted by their question counts give the mean
+    over question rows."""
+    total = sum(weights)
+    return sum(w * v for v, w in zip(values, weights)) / total if total else math.nan
+
+
+def weighted_mean_stderr(values: Sequence[float], weights: Sequence[float]) -> float:
+    """Standard error of a weighted mean of item means, items as clusters (the ratio estimator's
+    linearisation): questions of one prompt are not independent of each other."""
+    n, total = len(values), sum(weights)
+    if n < 2 or not total:
+        return math.nan
+    m = weighted_mean(values, weights)
+    return math.sqrt(n / (n - 1) * sum((w * (v - m)) ** 2 for v, w in zip(values, weights))) / total
+
+
 AGGREGATES: dict[str, tuple[Callable[[Sequence[float]], float], Callable[[Sequence[float]], float]]] = {
     "mean": (mean, mean_stderr),
     "median": (median, lambda values: bootstrap_stderr(values, median)),

@@ -3,8 +3,9 @@ with a tolerance) kept in a small versioned YAML file. The package ships referen
 embedded default model (eval_anything/references/embedded.yaml); users add their own files.
 
 Exit 0: every compared score within tolerance; 1: at least one outside; 2: not comparable (no
-reference applies, or the run's task version, task hash or settings differ from the reference's,
-or the task did not complete)."""
+reference applies, or the run's scoring protocol, task version, task hash or settings differ from
+the reference's, or the task did not complete). A reference or run without a protocol (older ones,
+or tasks with one way of scoring only) is compared as before."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import yaml
+
+from eval_anything.leaderboard.runs import task_protocol
 
 REFERENCES_DIR = Path(__file__).parent / "references"
 SHIPPED = REFERENCES_DIR / "embedded.yaml"
@@ -41,6 +44,8 @@ class Reference:
     task_hash: str | None = None
     settings: dict[str, Any] | None = None
     source: str = ""
+    protocol: str | None = None
+    """The scoring protocol the reference value was measured under (e.g. paper); None: not recorded."""
 
 
 def load_references(path: Path) -> list[Reference]:
@@ -62,7 +67,7 @@ def load_references(path: Path) -> list[Reference]:
         if missing:
             raise ReferenceFileError(f"{where}: missing {', '.join(missing)}")
         unknown = set(entry) - {"task", "model", "metric", "value", "tolerance", "task_version", "task_hash",
-                                "settings", "note"}
+                                "settings", "protocol", "note"}
         if unknown:
             raise ReferenceFileError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
         try:
@@ -73,7 +78,7 @@ def load_references(path: Path) -> list[Reference]:
             raise ReferenceFileError(f"{where}: tolerance must not be negative")
         out.append(Reference(str(entry["task"]), str(entry["model"]), str(entry["metric"]), value, tolerance,
                              entry.get("task_version"), entry.get("task_hash"), entry.get("settings"),
-                             f"{path} [{index}]"))
+                             f"{path} [{index}]", None if entry.get("protocol") is None else str(entry["protocol"])))
     return out
 
 
@@ -94,7 +99,8 @@ def references_from_run(run_dir: Path, tolerance: float) -> list[Reference]:
         for metric, figures in (task.get("metrics") or {}).items():
             if isinstance(figures, dict) and isinstance(figures.get("value"), (int, float)):
                 out.append(Reference(name, ANY_MODEL, metric, float(figures["value"]), tolerance,
-                                     task.get("version"), task.get("hash"), manifest.get("settings"), str(run_dir)))
+                                     task.get("version"), task.get("hash"), manifest.get("settings"), str(run_dir),
+                                     task_protocol(task, manifest, name)))
     return out
 
 
@@ -142,8 +148,12 @@ def compare(run_dir: Path, references: Iterable[Reference]) -> tuple[list[Compar
         covered.add(ref.task)
         task = tasks[ref.task]
         figures = (task.get("metrics") or {}).get(ref.metric)
+        protocol = task_protocol(task, manifest, ref.task)
         reason = ""
-        if task.get("status") != "complete":
+        if ref.protocol is not None and protocol is not None and ref.protocol != protocol:
+            reason = (f"the reference was scored under protocol {ref.protocol!r}, the run under {protocol!r}; "
+                      f"rerun with --protocol {ref.protocol}")
+        elif task.get("status") != "complete":
             reason = f"the task is {task.get('status')}" + (f": {task['reason']}" if task.get("reason") else "")
         elif ref.task_version is not None and str(ref.task_version) != str(task.get("version")):
             reason = f"task version {task.get('version')} in the run, {ref.task_version} in the reference"

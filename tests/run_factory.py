@@ -11,27 +11,30 @@ from eval_anything.tasks import Catalog
 
 
 def write_task(directory: Path, name: str, items: list[dict], version: int = 1, scorer: str = "exact_match",
-               prompt: str = "{{ question }}") -> Path:
-    """A text task (YAML + JSONL) in `directory`: items are {id, question, answer}."""
+               prompt: str = "{{ question }}", extra: str = "") -> Path:
+    """A text task (YAML + JSONL) in `directory`: items are {id, question, answer}; `extra` is more
+    YAML appended to the task file (e.g. `protocol: paper` and its `protocols:`)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
     (directory / f"{name}.yaml").write_text(
         f"name: {name}\nversion: {version}\ndescription: test task\ntags: [text]\n"
         f"dataset: {{path: {name}.jsonl}}\ninput:\n  - text: question\ntarget: answer\n"
-        f"prompt: {json.dumps(prompt)}\ngeneration: {{max_new_tokens: 8}}\nscorers: [{scorer}]\n")
+        f"prompt: {json.dumps(prompt)}\ngeneration: {{max_new_tokens: 8}}\nscorers: [{scorer}]\n" + extra)
     return directory
 
 
 def make_run(root: Path, name: str, tasks: str = "arith_mini,shapes_color", *, wrong: Iterable[str] = (),
              texts: Mapping[str, str] | None = None, errors: Iterable[str] = (), include: Iterable[Path] = (),
-             answers: Mapping[str, Mapping[str, str]] | None = None) -> Path:
+             answers: Mapping[str, Mapping[str, str]] | None = None, protocol: str | None = None) -> Path:
     """Replay predictions named `name` for `tasks`: right, except ids in `wrong` (a wrong answer),
     `errors` (a failed generation) and `texts` (this exact output). `answers[task][id]` overrides
-    the right answer of custom tasks. Returns the run directory."""
+    the right answer of custom tasks; `protocol` scores the tasks that have one under it (as
+    `run --protocol`). Returns the run directory."""
     catalog = Catalog(list(include))
     wrong, errors, texts = set(wrong), set(errors), dict(texts or {})
+    resolved = [task.under(protocol) for task in catalog.resolve(tasks)]
     rows = []
-    for task in catalog.resolve(tasks):
+    for task in resolved:
         for sample in task.samples():
             for request in task.requests(sample, task.generation(0)):
                 if request.choices:
@@ -48,7 +51,7 @@ def make_run(root: Path, name: str, tasks: str = "arith_mini,shapes_color", *, w
     root.mkdir(parents=True, exist_ok=True)
     predictions = root / f"{name}.jsonl"
     predictions.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    report = evaluate(resolve_spec(str(predictions)), catalog.resolve(tasks), RunSettings(output_dir=root / "runs"))
+    report = evaluate(resolve_spec(str(predictions)), resolved, RunSettings(output_dir=root / "runs"))
     return report.run_dir
 
 

@@ -99,13 +99,15 @@ def suite(tmp_path):
     return folder, predictions
 
 
-def run_suite(tmp_path, folder, predictions, tasks):
+def run_suite(tmp_path, folder, predictions, tasks, protocol="extended"):
+    """The suite under our extended protocol (test_paper_protocol.py checks the paper's)."""
     with StubServer(judge_reply) as server:
         spec = ModelSpec("openai", "stub-judge", {"base_url": server.base_url, "concurrency": 4})
         settings = RunSettings(output_dir=tmp_path / "runs", generators="",
                                judge=JudgeSettings(spec, cache_path=tmp_path / "cache.sqlite"))
         names = ",".join(f"test_{t}" for t in tasks.split(","))
-        report = evaluate(resolve_spec(str(predictions)), Catalog([folder]).resolve(names), settings)
+        chosen = [task.under(protocol) for task in Catalog([folder]).resolve(names)]
+        report = evaluate(resolve_spec(str(predictions)), chosen, settings)
         return report, server
 
 
@@ -187,7 +189,8 @@ def test_espeak_renders_audio_instructions_that_the_judge_then_hears(tmp_path):
         spec = ModelSpec("openai", "stub-judge", {"base_url": server.base_url})
         settings = RunSettings(output_dir=tmp_path / "runs", generators="audio=espeak",
                                judge=JudgeSettings(spec, cache_path=None))
-        report = evaluate(resolve_spec(str(predictions)), Catalog([folder]).resolve("test_amg_if_audio"), settings)
+        report = evaluate(resolve_spec(str(predictions)),
+                          [t.under("extended") for t in Catalog([folder]).resolve("test_amg_if_audio")], settings)
         assert all(any(p["type"] == "input_audio" for p in b["messages"][-1]["content"]) for b in server.bodies)
         assert server.calls == 2
     output = records(report, "amg_if_audio")["a1"]["outputs"][0]

@@ -200,3 +200,63 @@ def make_tiny_qwen2_5_omni(target_dir: str | Path, tokenizer_dir: str | Path | N
         image_processor=image_processor, video_processor=None, feature_extractor=extractor, tokenizer=tokenizer,
         chat_template=OMNI_CHAT_TEMPLATE)
     return _finish(model, processor, tokenizer, target)
+
+
+# ------------------------------------------------------------------ reward models
+
+GEMMA3_SPECIAL_TOKENS = {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                         "image_token": "<image_soft_token>"}
+GEMMA3_IMAGE_TOKENS = 4  # SigLIP 32 px, patch 8: 4x4 patches pooled to 2x2
+
+
+def make_tiny_gemma3_reward(target_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """A random Gemma3ForSequenceClassification (one label) taking images: a multimodal reward model
+    of the sequence-classification layout, with a Gemma3Processor whose template writes
+    <start_of_image> per image (the processor expands it to 4 image tokens between begin/end)."""
+    import torch
+    from transformers import (AutoTokenizer, Gemma3Config, Gemma3ForSequenceClassification,
+                              Gemma3ImageProcessorPil, Gemma3Processor, SiglipVisionConfig)
+
+    target = Path(target_dir)
+    if tokenizer_dir is None:
+        from eval_anything.models.embedded import embedded_model_dir
+
+        tokenizer_dir = embedded_model_dir()
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, extra_special_tokens=GEMMA3_SPECIAL_TOKENS)
+    tokenizer.add_tokens(list(GEMMA3_SPECIAL_TOKENS.values()), special_tokens=True)
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in GEMMA3_SPECIAL_TOKENS.items()}
+    text = {**_text_config(dict, len(tokenizer), tokenizer), "num_attention_heads": 2, "num_key_value_heads": 1,
+            "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 64,
+            "layer_types": ["sliding_attention", "full_attention"]}
+    vision = SiglipVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                image_size=LLAVA_IMAGE_SIZE, patch_size=LLAVA_PATCH_SIZE)
+    config = Gemma3Config(text_config=text, vision_config=vision, mm_tokens_per_image=GEMMA3_IMAGE_TOKENS,
+                          boi_token_index=ids["boi_token"], eoi_token_index=ids["eoi_token"],
+                          image_token_index=ids["image_token"], num_labels=1, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = Gemma3ForSequenceClassification(config).eval()
+    with torch.no_grad():  # initialised to zeros, which would hide the image from the text model
+        torch.nn.init.normal_(model.model.multi_modal_projector.mm_input_projection_weight, std=0.2)
+    processor = Gemma3Processor(image_processor=Gemma3ImageProcessorPil(size={"height": LLAVA_IMAGE_SIZE,
+                                                                              "width": LLAVA_IMAGE_SIZE}),
+                                tokenizer=tokenizer, image_seq_length=GEMMA3_IMAGE_TOKENS,
+                                chat_template=LLAVA_CHAT_TEMPLATE.replace("'<image>'", "'<start_of_image>'"))
+    model.save_pretrained(target)
+    processor.save_pretrained(target)
+    return target
+
+
+def make_tiny_llama_reward(target_dir: str | Path, tokenizer_dir: str | Path | None = None) -> Path:
+    """A random one-layer LlamaForSequenceClassification (one label): a text-only reward model."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    target = Path(target_dir)
+    tokenizer = _base_tokenizer(tokenizer_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, num_labels=1,
+                         pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    return target

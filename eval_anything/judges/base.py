@@ -1,6 +1,8 @@
 """Model-judge scorers: each turns a sample into judge queries and the parsed verdicts into a Score."""
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 from abc import abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,8 +32,13 @@ class JudgeQuery:
     media: tuple[Part, ...] = ()
     """Media the judge should see with the text, when its backend takes them."""
     system: str | None = None
+    """The system message, when the protocol sends one."""
     local: Callable[[], Any] | None = None
     """Computes the verdict here instead of asking the judge model (e.g. a reward model)."""
+    temperature: float | None = None
+    """Sampling temperature for this query; None: the run's judge setting."""
+    media_after_text: bool = False
+    """Send the text first and the media after it (as the original image judge does)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class Verdict:
     output_tokens: int = 0
     media_dropped: tuple[str, ...] = ()
     """Modalities the judge backend could not take, so it saw only the rest."""
+    asked: Mapping[str, Any] = field(default_factory=dict)
+    """What the judge was asked: system and user text, media by content hash, sampling (the audit)."""
 
     def accounting(self) -> dict[str, Any]:
         return {"calls": self.calls, "cached": self.cached, "input_tokens": self.input_tokens,
@@ -63,23 +72,69 @@ class JudgeScorer(Scorer):
     Arguments every judge takes: `template` (a built-in rubric name or a .jinja path relative to
     the task), `on_error` ("exclude": a judge failure is an error, excluded from the metric and
     counted — the default; "fail": it scores the bottom of the scale, and is counted too),
-    `human_label` (a column with human judgements to measure the judge's agreement against).
+    `human_label` (a column with human judgements to measure the judge's agreement against),
+    `system_template` (a rubric rendered with the item as `item` into the system message; none by
+    default), `temperature` (the judge's sampling temperature for this scorer; default: the run's
+    judge setting, greedy), `media_after_text` (the media follow the text in the judge's message;
+    default: before it) and `strict_media` (a judge that cannot take the media this scorer's queries
+    carry, see `judge_modalities`, is an error before the first judge call, naming the task, the
+    judge and the modality; default false: such media are dropped and recorded as media_dropped).
     """
 
     default_template = "rating_1_10"
     floor: float = 0.0
     needs_judge = True
 
-    def __init__(self, template: str | None = None, on_error: str = "exclude", human_label: str | None = None) -> None:
+    def __init__(self, template: str | None = None, on_error: str = "exclude", human_label: str | None = None,
+                 system_template: str | None = None, temperature: float | None = None,
+                 media_after_text: bool = False, strict_media: bool = False) -> None:
         if on_error not in ERROR_POLICIES:
             raise ValueError(f"on_error must be one of {', '.join(ERROR_POLICIES)}")
+        if temperature is not None and temperature < 0:
+            raise ValueError(f"temperature must be 0 or more, not {temperature}")
         self.template_name = template or self.default_template
         self.on_error = on_error
         self.human_label = human_label
         self.rubric = Rubric.find(self.template_name)
+        self.system_template = system_template
+        self.system_rubric = Rubric.find(system_template) if system_template else None
+        self.temperature = temperature
+        self.media_after_text = media_after_text
+        self.strict_media = bool(strict_media)
 
     def bind_task(self, task_dir: Path) -> None:
         self.rubric = Rubric.find(self.template_name, task_dir)
+        if self.system_template:
+            self.system_rubric = Rubric.find(self.system_template, task_dir)
+
+    @property
+    def rubric_hash(self) -> str:
+        """What judged scores depend on of this scorer's templates (cache keys include it)."""
+        if self.system_rubric is None:
+            return self.rubric.hash
+        return hashlib.sha256((self.rubric.hash + self.system_rubric.hash).encode()).hexdigest()
+
+    def bind_judging(self, settings: Any) -> None:
+        """Take what the run's judge settings give this scorer (e.g. a reward model) before judging."""
+
+    def judge_modalities(self, inputs: frozenset[Modality] = frozenset()) -> frozenset[Modality]:
+        """The media modalities this scorer's judge queries may carry, given the task's input
+        modalities `inputs`: the judge engine routes them (--judge MODALITY=...) and, under
+        `strict_media`, checks every judge they may go to takes them. Default: none (text only)."""
+        return frozenset()
+
+    def system_variables(self) -> dict[str, Any]:
+        """What the system template may use besides the item."""
+        return {}
+
+    def prepared(self, sample: Sample, queries: Sequence[JudgeQuery]) -> list[JudgeQuery]:
+        """The queries with this scorer's system message and sampling filled in where they set none."""
+        system = (self.system_rubric.render(item=dict(sample.metadata), **self.system_variables())
+                  if self.system_rubric else None)
+        return [dataclasses.replace(q, system=q.system if q.system is not None else system,
+                                    temperature=q.temperature if q.temperature is not None else self.temperature,
+                                    media_after_text=q.media_after_text or self.media_after_text)
+                if q.local is None else q for q in queries]
 
     def score(self, sample: Sample, attempts: Sequence[Attempt]) -> Score:
         raise RuntimeError(f"{self.name} is a judge scorer: it runs through the judge engine")
@@ -95,7 +150,8 @@ class JudgeScorer(Scorer):
         """The score, with the judge's raw replies and accounting kept beside it."""
         details: dict[str, Any] = {
             "judge": [{"label": v.label, "raw": list(v.raw), "verdict": v.value, "error": v.error,
-                       **v.accounting(), **({"media_dropped": list(v.media_dropped)} if v.media_dropped else {})}
+                       **v.accounting(), **({"media_dropped": list(v.media_dropped)} if v.media_dropped else {}),
+                       **({"asked": dict(v.asked)} if v.asked else {})}
                       for v in verdicts]}
         if self.human_label is not None and self.human_label in sample.metadata:
             details["human"] = sample.metadata[self.human_label]
@@ -114,6 +170,12 @@ class JudgeScorer(Scorer):
 def question_of(sample: Sample, attempts: Sequence[Attempt]) -> str:
     """What the model was asked: the rendered prompt of its first request."""
     return attempts[0].request.prompt_text
+
+
+def instruction_of(sample: Sample) -> str:
+    """The item's own instruction: its first text input as the data gives it, without the task's
+    prompt template around it (what the original scripts show their judges)."""
+    return next((p.text for p in sample.input if p.modality is Modality.TEXT and p.text is not None), "")
 
 
 def media_for_judge(sample: Sample, attempts: Sequence[Attempt], which: str) -> tuple[Part, ...]:

@@ -3,12 +3,14 @@ concurrency, the backend's retries), answers are cached, malformed replies are r
 number of times, and every failure ends as a recorded error, never a silent score."""
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import json
 import sys
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Part, Request, Sample, Score
 from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict
@@ -19,6 +21,19 @@ from eval_anything.scorers.base import Attempt
 
 WEAK_JUDGE_WARNING = ("eval-anything: warning: no --judge given, so the embedded SmolLM2-135M judges; it is a weak "
                       "judge, and its scores are labelled as such")
+
+DEFAULT_ROUTE = "default"
+MEDIA_ROUTES = (Modality.VIDEO, Modality.AUDIO, Modality.IMAGE)
+"""The modalities a judge can be named for (`--judge audio=...`), in the order a query's media
+choose among them: a query with video goes to the video judge, else with audio to the audio judge,
+else with an image to the image judge; a text-only query to the default judge."""
+GROUP_WINDOW = 256
+"""With several judges, requests are taken this many at a time and each judge's share streamed in turn."""
+
+
+class JudgeSetupError(ValueError):
+    """The judges named cannot judge a task as its scorers require (a strict scorer's media that
+    its judge cannot take): raised before any judge call."""
 
 
 @dataclass(frozen=True)
@@ -31,16 +46,56 @@ class JudgeSettings:
     seed: int = 1234
     parse_retries: int = 2
     """How many times a malformed reply is asked again before it is recorded as a judge error."""
+    reward_model: str | None = None
+    """The reward model (a folder or Hub id) that scores synergy under protocol paper."""
     price_per_million: tuple[float, float] | None = None
     """USD per million input and output tokens, for the cost line of the results."""
     cache_path: Path | None = None
+    routes: Mapping[str, ModelSpec] = field(default_factory=dict)
+    """Judges other than `spec` (the default), by route: a modality (image, audio, video: the
+    queries carrying it, see MEDIA_ROUTES) or a task name (every query of that task; beats a modality)."""
 
     def identity(self) -> dict[str, Any]:
         """What judged scores depend on (part of the run id and of cache keys): the judge model by
         backend and name, not by where it is served, and how it is sampled."""
-        return {"judge": {"backend": self.spec.backend, "reference": self.spec.reference},
-                "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                "parse_retries": self.parse_retries}
+        identity = {"judge": {"backend": self.spec.backend, "reference": self.spec.reference},
+                    "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
+                    "parse_retries": self.parse_retries}
+        if self.reward_model:  # only when set, so that earlier runs keep their ids
+            identity["reward_model"] = self.reward_model
+        if self.routes:  # likewise
+            identity["routes"] = {key: _judge_identity(spec) for key, spec in sorted(self.routes.items())}
+        return identity
+
+    def route(self, task: str, media: Iterable[Modality]) -> str:
+        """Which judge answers a query of `task` carrying `media`: a route key, or DEFAULT_ROUTE."""
+        if task in self.routes and task not in _MEDIA_KEYS:
+            return task
+        carried = set(media)
+        return next((m.value for m in MEDIA_ROUTES if m in carried and m.value in self.routes), DEFAULT_ROUTE)
+
+    def spec_of(self, route: str) -> ModelSpec:
+        return self.routes.get(route, self.spec) if route != DEFAULT_ROUTE else self.spec
+
+    def for_tasks(self, names: Iterable[str]) -> "JudgeSettings":
+        """These settings without the routes of tasks not among `names` (they judge nothing here,
+        so they are no part of the run's identity)."""
+        names = set(names)
+        kept = {k: v for k, v in self.routes.items() if k in _MEDIA_KEYS or k in names}
+        return self if len(kept) == len(self.routes) else dataclasses.replace(self, routes=kept)
+
+
+_MEDIA_KEYS = frozenset(m.value for m in MEDIA_ROUTES)
+
+
+def _judge_identity(spec: ModelSpec) -> dict[str, Any]:
+    """A judge model by backend and name (what cache keys and run ids hold of it)."""
+    return {"backend": spec.backend, "reference": spec.reference}
+
+
+def _spec_key(spec: ModelSpec) -> str:
+    """Specs that load the same model share one instance."""
+    return json.dumps([spec.backend, spec.reference, dict(spec.args)], sort_keys=True, default=str)
 
 
 @dataclass
@@ -51,6 +106,10 @@ class _Query:
     scorer: str
     rubric_hash: str
     query: JudgeQuery
+    route: str = DEFAULT_ROUTE
+    """Which judge answers it (JudgeSettings.route)."""
+    strict: bool = False
+    """Its scorer has strict_media: media the judge cannot take are an error, not dropped."""
     attempt: int = 0
     raws: list[str] = field(default_factory=list)
     calls: int = 0
@@ -58,6 +117,8 @@ class _Query:
     input_tokens: int = 0
     output_tokens: int = 0
     media_dropped: tuple[str, ...] = ()
+    seeds: list[int] = field(default_factory=list)
+    """The sampling seed of each request made for this query, in order."""
     verdict: Verdict | None = None
 
     def record(self, text: str, input_tokens: int, output_tokens: int, cached: bool) -> None:
@@ -67,9 +128,9 @@ class _Query:
         self.input_tokens += input_tokens
         self.output_tokens += output_tokens
 
-    def settle(self, value: Any = None, error: str | None = None) -> None:
+    def settle(self, value: Any = None, error: str | None = None, asked: dict[str, Any] | None = None) -> None:
         self.verdict = Verdict(self.query.label, value, tuple(self.raws), error, self.calls, self.cached,
-                               self.input_tokens, self.output_tokens, self.media_dropped)
+                               self.input_tokens, self.output_tokens, self.media_dropped, asked or {})
         self.owner.outstanding -= 1
         if self.owner.outstanding == 0:
             self.owner.ready.append(self.owner)
@@ -90,6 +151,12 @@ class JudgeEngine:
     def __init__(self, settings: JudgeSettings) -> None:
         self.settings = settings
         self.model = LazyModel(settings.spec)
+        """The default judge."""
+        by_spec = {_spec_key(settings.spec): self.model}
+        self.models: dict[str, LazyModel] = {DEFAULT_ROUTE: self.model}
+        """Each route's judge; routes naming the same spec share one (loaded on first need)."""
+        for route, spec in settings.routes.items():
+            self.models[route] = by_spec.setdefault(_spec_key(spec), LazyModel(spec))
         self.cache = JudgeCache(settings.cache_path) if settings.cache_path else None
         self._identity = settings.identity()
         self._inflight: dict[int, tuple[Request, _Query, str]] = {}
@@ -97,30 +164,73 @@ class JudgeEngine:
         """Cache key of a request in flight -> the other queries asking exactly the same (e.g. the
         repeats of a greedy sample): one call answers them all."""
         self._warned = False
-        self._loaded: dict[str, Any] | None = None
+        self._loaded: dict[int, dict[str, Any]] = {}
+
+    @property
+    def generated(self) -> int:
+        """Requests the judge models answered in this invocation (cache hits excluded), all judges."""
+        return sum(m.generated for m in self._distinct())
+
+    def _distinct(self) -> list[LazyModel]:
+        return list({id(m): m for m in self.models.values()}.values())
+
+    def _described(self, model: LazyModel) -> dict[str, Any]:
+        if model.model is not None and id(model) not in self._loaded:
+            self._loaded[id(model)] = model.model.describe()
+        loaded = self._loaded.get(id(model))
+        return {**model.spec.describe(), **({"loaded": loaded} if loaded else {})}
 
     def describe(self) -> dict[str, Any]:
-        if self.model.model is not None and self._loaded is None:
-            self._loaded = self.model.model.describe()
-        return {**self.settings.spec.describe(), "weak_default": self.settings.weak_default,
-                **({"loaded": self._loaded} if self._loaded else {})}
+        """The default judge, and with overrides every other judge by its route."""
+        default = self._described(self.model)
+        described = {**self.settings.spec.describe(), "weak_default": self.settings.weak_default,
+                     **({"loaded": default["loaded"]} if "loaded" in default else {})}
+        if self.settings.routes:
+            described["routes"] = {route: self._described(self.models[route]) for route in sorted(self.settings.routes)}
+        return described
 
     def close(self) -> None:
         self.describe()  # keep what was loaded, for results written after closing
-        self.model.close()
+        for model in self._distinct():
+            model.close()
         if self.cache is not None:
             self.cache.close()
 
+    def check_media(self, judges: list[JudgeScorer], task_name: str, inputs: Iterable[Modality] = ()) -> None:
+        """Raise JudgeSetupError when a strict_media scorer's queries may carry media (alone or
+        together) that the judge they go to cannot take. Loads the judges concerned (an hf judge's
+        modalities are its processor's); a loaded judge is reused."""
+        inputs = frozenset(inputs)
+        for judge in judges:
+            if not getattr(judge, "strict_media", False):
+                continue
+            needed = sorted(set(judge.judge_modalities(inputs)) - {Modality.TEXT}, key=MEDIA_ROUTES.index)
+            for size in range(1, len(needed) + 1):
+                for carried in itertools.combinations(needed, size):
+                    route = self.settings.route(task_name, carried)
+                    model = self.models[route].get()
+                    missing = [m.value for m in carried if m not in model.input_modalities]
+                    if missing:
+                        raise JudgeSetupError(_media_message(task_name, judge.name, route, carried, missing, model))
+
+
     def score(self, judges: list[JudgeScorer], task_name: str,
-              finished: Iterable[tuple[Sample, list[Attempt], dict[str, Score]]]
+              finished: Iterable[tuple[Sample, list[Attempt], dict[str, Score]]],
+              input_modalities: Iterable[Modality] = ()
               ) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
-        """Add each judge scorer's score to samples as their verdicts arrive, in completion order."""
+        """Add each judge scorer's score to samples as their verdicts arrive, in completion order.
+        `input_modalities` (the task's) tell which media a strict scorer's queries may carry; the
+        judges are checked for them (check_media) before the first sample is taken."""
         ready: deque[_OpenSample] = deque()
         retries: list[_Query] = []
+        for judge in judges:
+            judge.bind_judging(self.settings)
+        self.check_media(judges, task_name, input_modalities)
+        single = self._single_judge(task_name)
 
         def first_round() -> Iterator[Request]:
             for sample, attempts, scores in finished:
-                entry = self._open(judges, sample, attempts, scores, ready)
+                entry = self._open(judges, task_name, sample, attempts, scores, ready)
                 if entry.outstanding == 0:
                     ready.append(entry)
                 for query in [q for qs in entry.queries.values() for q in qs]:
@@ -128,7 +238,7 @@ class JudgeEngine:
 
         round_requests: Iterable[Request] = first_round()
         while True:
-            for request, output in self._stream(round_requests):
+            for request, output in self._stream(round_requests, single):
                 self._receive(request, output, retries)
                 yield from self._drain(judges, ready)
             yield from self._drain(judges, ready)
@@ -137,7 +247,14 @@ class JudgeEngine:
             again, retries = retries, []
             round_requests = (r for q in again for r in self._ask(task_name, q, retries))
 
-    def _open(self, judges: list[JudgeScorer], sample: Sample, attempts: list[Attempt],
+    def _single_judge(self, task_name: str) -> LazyModel | None:
+        """The one judge every query of the task goes to, or None when their media choose among several."""
+        if task_name in self.settings.routes and task_name not in _MEDIA_KEYS:
+            return self.models[task_name]
+        reachable = {id(self.models[r]): self.models[r] for r in (DEFAULT_ROUTE, *_MEDIA_KEYS) if r in self.models}
+        return next(iter(reachable.values())) if len(reachable) == 1 else None
+
+    def _open(self, judges: list[JudgeScorer], task_name: str, sample: Sample, attempts: list[Attempt],
               scores: dict[str, Score], ready: deque[_OpenSample]) -> _OpenSample:
         entry = _OpenSample(sample, attempts, scores, ready)
         generation_failed = next((a.output.error for a in attempts if a.output.error), None)
@@ -146,27 +263,36 @@ class JudgeEngine:
                 scores[judge.name] = Score.errored(f"generation failed: {generation_failed}")
                 continue
             try:
-                queries = judge.queries(sample, attempts)
+                queries = judge.prepared(sample, judge.queries(sample, attempts))
             except NotApplicable as exc:
                 scores[judge.name] = Score.inapplicable(str(exc))
                 continue
             except Exception as exc:  # bad item data for this judge: that sample's score errors, the run goes on
                 scores[judge.name] = Score.errored(f"{judge.name} could not ask the judge: {exc}")
                 continue
-            entry.queries[judge.name] = [_Query(entry, judge.name, judge.rubric.hash, q) for q in queries]
+            strict = bool(getattr(judge, "strict_media", False))
+            entry.queries[judge.name] = [
+                _Query(entry, judge.name, judge.rubric_hash, q,
+                       route=self.settings.route(task_name, (p.modality for p in q.media)), strict=strict)
+                for q in queries]
             entry.outstanding += len(queries)
         return entry
 
     def _ask(self, task_name: str, query: _Query, retries: list[_Query]) -> Iterator[Request]:
         """Answer locally or from the cache while it can; otherwise yield the request to send."""
         if query.query.local is not None:
+            asked = {"local": True, "user": query.query.text, "media": [media_key(p) for p in query.query.media]}
             try:
-                query.settle(value=query.query.local())
+                query.settle(value=query.query.local(), asked=asked)
             except Exception as exc:  # one sample's local scorer failing is that sample's error
-                query.settle(error=f"{type(exc).__name__}: {exc}")
+                query.settle(error=f"{type(exc).__name__}: {exc}", asked=asked)
             return
         while query.verdict is None:
             request = self._request(task_name, query)
+            if query.strict and query.media_dropped:  # undeclared media (check_media passed): never dropped silently
+                query.settle(error=f"strict_media: the judge {self.models[query.route].spec.label} cannot take "
+                                   f"{', '.join(query.media_dropped)}", asked=self._asked(query))
+                return
             key = self._key(query, request)
             hit = self.cache.get(key) if self.cache else None
             if hit is None and key in self._sharing:  # the same question is on its way: share its reply
@@ -181,21 +307,27 @@ class JudgeEngine:
             self._judge_reply(query, hit[0], retries, inline=True)
 
     def _request(self, task_name: str, query: _Query) -> Request:
-        model = self.model.get()
+        model = self.models[query.route].get()
         kept = tuple(p for p in query.query.media if p.modality in model.input_modalities)
         query.media_dropped = tuple(sorted({p.modality.value for p in query.query.media} -
                                            {p.modality.value for p in kept}))
-        generation = GenerationConfig(max_new_tokens=self.settings.max_new_tokens,
-                                      temperature=self.settings.temperature, seed=self.settings.seed + query.attempt)
+        temperature = self.settings.temperature if query.query.temperature is None else query.query.temperature
+        generation = GenerationConfig(max_new_tokens=self.settings.max_new_tokens, temperature=temperature,
+                                      seed=self.settings.seed + query.attempt)
+        query.seeds.append(generation.seed)
         return Request(task=task_name, sample_id=query.owner.sample.id, variant=query.attempt,
-                       parts=kept + (Part.of_text(query.query.text),), generation=generation,
+                       parts=(Part.of_text(query.query.text), *kept) if query.query.media_after_text
+                       else (*kept, Part.of_text(query.query.text)), generation=generation,
                        system=query.query.system)
 
     def _key(self, query: _Query, request: Request) -> str:
         media = [media_key(p) for p in request.parts if p.modality is not Modality.TEXT]
         sampling = {"max_new_tokens": request.generation.max_new_tokens, "temperature": request.generation.temperature,
-                    "seed": request.generation.seed, "system": request.system}
-        return cache_key(self._identity["judge"], query.rubric_hash, query.query.text, media, sampling, query.attempt)
+                    "seed": request.generation.seed, "system": request.system,
+                    **({"media_after_text": True} if query.query.media_after_text else {})}
+        judge = (self._identity["judge"] if query.route == DEFAULT_ROUTE
+                 else _judge_identity(self.models[query.route].spec))  # the judge that answers it
+        return cache_key(judge, query.rubric_hash, query.query.text, media, sampling, query.attempt)
 
     def _receive(self, request: Request, output: ModelOutput, retries: list[_Query]) -> None:
         _, query, key = self._inflight.pop(id(request))
@@ -204,10 +336,10 @@ class JudgeEngine:
             for asker in (query, *sharing):
                 asker.raws.append("")
                 asker.calls += asker is query
-                asker.settle(error=f"judge call failed: {output.error}")
+                asker.settle(error=f"judge call failed: {output.error}", asked=self._asked(asker))
             return
         if self.cache is not None:
-            self.cache.put(key, self.settings.spec.label, output.text, output.usage.input_tokens,
+            self.cache.put(key, self.models[query.route].spec.label, output.text, output.usage.input_tokens,
                            output.usage.output_tokens)
         for asker in (query, *sharing):  # those sharing the reply count it as cached, not as a call
             asker.record(output.text, output.usage.input_tokens, output.usage.output_tokens, cached=asker is not query)
@@ -215,25 +347,48 @@ class JudgeEngine:
 
     def _judge_reply(self, query: _Query, text: str, retries: list[_Query], inline: bool) -> None:
         try:
-            query.settle(value=query.query.parse(text))
+            query.settle(value=query.query.parse(text), asked=self._asked(query))
         except JudgeParseError as exc:
             if query.attempt >= self.settings.parse_retries:
-                query.settle(error=f"unparseable after {query.attempt + 1} replies: {exc}")
+                query.settle(error=f"unparseable after {query.attempt + 1} replies: {exc}", asked=self._asked(query))
                 return
             query.attempt += 1
             if not inline:
                 retries.append(query)
 
-    def _stream(self, requests: Iterable[Request]) -> Iterator[tuple[Request, ModelOutput]]:
-        """The judge model's stream, loading the model only if some request is not cached."""
+    def _asked(self, query: _Query) -> dict[str, Any]:
+        """The audit of a judged query: the messages as sent, its media by content hash, the sampling."""
+        sent = [p for p in query.query.media if p.modality.value not in query.media_dropped]
+        temperature = self.settings.temperature if query.query.temperature is None else query.query.temperature
+        asked = {"system": query.query.system, "user": query.query.text, "media": [media_key(p) for p in sent],
+                 "temperature": temperature, "max_new_tokens": self.settings.max_new_tokens,
+                 "seeds": list(query.seeds)}
+        if self.settings.routes:  # which judge answered, where there are several
+            asked["judge"] = {"route": query.route, **_judge_identity(self.models[query.route].spec)}
+        return asked
+
+    def _stream(self, requests: Iterable[Request], single: LazyModel | None) -> Iterator[tuple[Request, ModelOutput]]:
+        """The judge's stream, loading a judge only if some request for it is not cached. With
+        several judges: GROUP_WINDOW requests at a time, each judge's share of them streamed in turn."""
         iterator = iter(requests)
-        first = list(itertools.islice(iterator, 1))
-        if not first:
+        if single is not None:
+            first = list(itertools.islice(iterator, 1))
+            if first:
+                yield from self._stream_to(single, itertools.chain(first, iterator))
             return
-        if self.settings.weak_default and not self._warned:
+        while window := list(itertools.islice(iterator, GROUP_WINDOW)):
+            groups: dict[int, tuple[LazyModel, list[Request]]] = {}
+            for request in window:
+                model = self.models[self._inflight[id(request)][1].route]
+                groups.setdefault(id(model), (model, []))[1].append(request)
+            for model, group in groups.values():
+                yield from self._stream_to(model, group)
+
+    def _stream_to(self, model: LazyModel, requests: Iterable[Request]) -> Iterator[tuple[Request, ModelOutput]]:
+        if model is self.model and self.settings.weak_default and not self._warned:
             print(WEAK_JUDGE_WARNING, file=sys.stderr)
             self._warned = True
-        yield from self.model.get().stream(itertools.chain(first, iterator))
+        yield from model.get().stream(requests)
 
     def _drain(self, judges: list[JudgeScorer], ready: deque[_OpenSample]
                ) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
@@ -244,3 +399,14 @@ class JudgeEngine:
                     verdicts = [q.verdict for q in entry.queries[judge.name]]
                     entry.scores[judge.name] = judge.finish(entry.sample, entry.attempts, verdicts)
             yield entry.sample, entry.attempts, entry.scores
+
+
+def _media_message(task: str, scorer: str, route: str, carried: tuple[Modality, ...], missing: list[str],
+                   model: Any) -> str:
+    media = " and ".join(m.value for m in carried)
+    which = f"its {route} judge" if route != DEFAULT_ROUTE else "the default judge"
+    takes = ", ".join(sorted(m.value for m in model.input_modalities))
+    key = route if route != DEFAULT_ROUTE else carried[0].value
+    return (f"task {task}: scorer {scorer} (strict_media) sends {media} to {which} {model.spec.label}, which cannot "
+            f"take {', '.join(missing)} (it takes {takes}); name a judge that takes {media} with "
+            f"--judge {key}=[BACKEND:]REF")

@@ -75,3 +75,44 @@ def explanation_of(text: str) -> str | None:
     match = re.search(r"Explanation>?\s*:?\s*(?:\[\[)?(.+?)(?:\]\])?\s*$", text, re.IGNORECASE | re.DOTALL)
     explanation = (match.group(1) if match else text).strip()
     return explanation[:2000] or None
+
+
+# --- the original authors' parsers (protocol: paper), reproduced as their scripts wrote them -----
+
+_PAPER_RATING = re.compile(r"\[\[(\d+)\]\]")
+_PAPER_SCORE = re.compile(r"<Score>: \[\[(.*)\]\]")
+_PAPER_EXPLANATION = re.compile(r"<Explanation>: \[\[(.*)\]\]")
+_PAPER_LETTER = re.compile(r"\b(A|B|C|D)\b")
+
+
+def parse_bracketed_int(text: str) -> int:
+    """AMU's judge reply (amu/gpt_eval_amu.py): the first `[[digits]]`, as an integer, with no
+    check that it lies on the 1-10 scale."""
+    match = _PAPER_RATING.search(text)
+    if match is None:
+        raise JudgeParseError("no [[N]] (digits) in the reply")
+    return int(match.group(1))
+
+
+def parse_score_and_explanation(text: str) -> int:
+    """The instruction-following judges' reply (amg/if/{text,image}_instruct/eval_instruct.py): both
+    `<Score>: [[...]]` and `<Explanation>: [[...]]` must be present, each on one line; the score is
+    the integer inside the first (greedy to the line's last `]]`, as the original's `(.*)`). A score
+    that is not an integer is unparseable (the original raises there)."""
+    score, explanation = _PAPER_SCORE.search(text), _PAPER_EXPLANATION.search(text)
+    if score is None or explanation is None:
+        missing = " and ".join(n for n, m in (("<Score>: [[n]]", score), ("<Explanation>: [[...]]", explanation))
+                               if m is None)
+        raise JudgeParseError(f"the reply lacks {missing}")
+    try:
+        return int(score.group(1))
+    except ValueError:
+        raise JudgeParseError(f"<Score> holds {score.group(1)[:40]!r}, not an integer") from None
+
+
+def parse_letter_as_published(text: str) -> str:
+    """The audio/video answer models' reply (amg/if/{audio,video}_instruct/eval_instruct.py): upper-cased
+    and stripped, the first standalone A, B, C or D; "" when there is none (the original scores that
+    as a wrong answer, and so do we, marking it an extraction failure)."""
+    match = _PAPER_LETTER.search(text.upper().strip())
+    return match.group(1) if match else ""

@@ -1,14 +1,20 @@
-"""Reward-model scoring: a transformers sequence-classification model reads prompt and answer;
-the score is sigmoid(reward), in [0, 1]."""
+"""Reward-model scoring: a local reward model reads prompt and answer; the score is
+sigmoid(reward), in [0, 1]. The reward is the model's end score (see reward_models.RewardModel:
+a transformers sequence-classification model, or any model folder with a score head file)."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from eval_anything.datamodel import Sample, Score
 from eval_anything.judges.base import question_of
+from eval_anything.judges.reward_models import (HEAD_SCORE, HEAD_SEQUENCE_CLASSIFICATION, SCORE_HEAD_FILE,
+                                                RewardModel, RewardReading, reward_text, save_score_head)
 from eval_anything.scorers.base import Attempt, Scorer
+
+__all__ = ["DEFAULT_FORMAT", "HEAD_SCORE", "HEAD_SEQUENCE_CLASSIFICATION", "SCORE_HEAD_FILE", "RewardModel",
+           "RewardModelScorer", "RewardReading", "reward_model", "reward_text", "save_score_head"]
 
 DEFAULT_FORMAT = "USER: {prompt}\nASSISTANT:\n{response}"
 
@@ -16,33 +22,24 @@ DEFAULT_FORMAT = "USER: {prompt}\nASSISTANT:\n{response}"
 class RewardModelScorer(Scorer):
     def __init__(self, path: str, text_format: str = DEFAULT_FORMAT, max_length: int = 1024) -> None:
         self.path, self.text_format, self.max_length = path, text_format, max_length
-        self._model: Any = None
-        self._tokenizer: Any = None
+        self._reader: RewardModel | None = None
 
     def bind_task(self, task_dir: Path) -> None:
         candidate = task_dir / self.path
         if not Path(self.path).is_absolute() and candidate.exists():
             self.path = str(candidate)
+            self._reader = None
 
-    def _load(self) -> None:
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-        if not (Path(self.path) / "config.json").exists():
-            raise FileNotFoundError(f"reward model directory {self.path} has no config.json")
-        self._tokenizer = AutoTokenizer.from_pretrained(self.path)
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.path).eval()
-        if self._model.config.pad_token_id is None:
-            self._model.config.pad_token_id = self._tokenizer.pad_token_id or self._tokenizer.eos_token_id
+    @property
+    def reader(self) -> RewardModel:
+        """The reward model (its folder is checked on first use, after bind_task; weights load lazily)."""
+        if self._reader is None:
+            self._reader = RewardModel(self.path, max_length=self.max_length)
+        return self._reader
 
     def reward(self, prompt: str, response: str) -> float:
-        import torch
-
-        if self._model is None:
-            self._load()
-        text = self.text_format.format(prompt=prompt, response=response)
-        encoded = self._tokenizer(text, return_tensors="pt", truncation=True, max_length=self.max_length)
-        with torch.inference_mode():
-            return float(self._model(**encoded).logits[0, 0])
+        """The end score of the text `text_format` makes (text only, truncated at max_length)."""
+        return self.reader.read_rendered(self.text_format.format(prompt=prompt, response=response)).end_score
 
     def score(self, sample: Sample, attempts: Sequence[Attempt]) -> Score:
         reward = self.reward(question_of(sample, attempts), attempts[0].output.text)
@@ -51,5 +48,6 @@ class RewardModelScorer(Scorer):
 
 
 def reward_model(path: str, text_format: str = DEFAULT_FORMAT, max_length: int = 1024) -> RewardModelScorer:
-    """sigmoid(reward) from a local sequence-classification reward model (`path`, relative to the task)."""
+    """sigmoid(reward) from a local reward model (`path`, relative to the task): a
+    sequence-classification model, or a model folder with score_head.safetensors."""
     return RewardModelScorer(path, text_format, max_length)

@@ -126,17 +126,64 @@ def _compact(record: dict[str, Any], run: Run, media: _Media, cap: int) -> dict[
     }
 
 
+AUDIT_MEDIA_CAP = 32
+"""Media listed per judge query in the audit; beyond it, a count."""
+
+
+def _audit_media(media: Any) -> list[dict[str, Any]]:
+    """The media a judge saw, by modality and content hash (a path and size where no hash was taken)."""
+    items = media if isinstance(media, list) else []
+    out: list[dict[str, Any]] = []
+    for item in items[:AUDIT_MEDIA_CAP]:
+        if isinstance(item, dict):
+            out.append({k: (_cut(item[k], 300) if k != "size" else item[k]) for k in ("modality", "sha256", "path", "size")
+                        if item.get(k) is not None and (k != "size" or isinstance(item[k], int))})
+    if len(items) > AUDIT_MEDIA_CAP:
+        out.append({"more": len(items) - AUDIT_MEDIA_CAP})
+    return out
+
+
+def _audit(asked: Any, cap: int) -> dict[str, Any] | None:
+    """What the judge was asked, as logged: the system and user text as sent (cut at the text cap),
+    its media by hash, the sampling. Only these named fields are copied, nothing else a log holds."""
+    if not isinstance(asked, dict):
+        return None
+    out: dict[str, Any] = {"user": _cut(asked.get("user"), cap), "media": _audit_media(asked.get("media"))}
+    if asked.get("local"):
+        return {"local": True, **out}
+    out["system"] = None if asked.get("system") is None else _cut(asked["system"], cap)
+    out["temperature"] = table._number(asked.get("temperature"))
+    tokens = asked.get("max_new_tokens")
+    out["max_new_tokens"] = tokens if isinstance(tokens, int) and not isinstance(tokens, bool) else None
+    seeds = asked.get("seeds") if isinstance(asked.get("seeds"), list) else []
+    out["seeds"] = [s for s in seeds if isinstance(s, int) and not isinstance(s, bool)][:16]
+    return out
+
+
 def _judge_details(details: Any, cap: int) -> dict[str, Any]:
-    """A judge's replies and verdicts (and the human label, when known) from a score's details."""
+    """A judge's replies and verdicts, what it was asked (the audit), and the human label when known,
+    from a score's details."""
     if not isinstance(details, dict):
         return {}
     out: dict[str, Any] = {}
     verdicts = details.get("judge")
     if isinstance(verdicts, list):
-        out["judge"] = [{"label": str(v.get("label", "")), "verdict": v.get("verdict"),
-                         "error": v.get("error") and _cut(v["error"], cap),
-                         "raw": [_cut(r, cap) for r in (v.get("raw") or [])][-2:]}
-                        for v in verdicts if isinstance(v, dict)]
+        out["judge"] = []
+        for v in verdicts:
+            if not isinstance(v, dict):
+                continue
+            entry = {"label": str(v.get("label", "")), "verdict": v.get("verdict"),
+                     "error": v.get("error") and _cut(v["error"], cap),
+                     "raw": [_cut(r, cap) for r in (v.get("raw") or [])][-2:]}
+            for key in ("calls", "cached"):
+                if isinstance(v.get(key), int) and not isinstance(v.get(key), bool):
+                    entry[key] = v[key]
+            if isinstance(v.get("media_dropped"), list) and v["media_dropped"]:
+                entry["media_dropped"] = [_cut(m, 40) for m in v["media_dropped"][:8]]
+            audit = _audit(v.get("asked"), cap)
+            if audit is not None:
+                entry["asked"] = audit
+            out["judge"].append(entry)
     if "human" in details:
         out["human"] = _cut(details["human"], 200)
     rest = {k: v for k, v in details.items() if k not in ("judge", "human")}
@@ -249,7 +296,7 @@ def _sample_pages(index: int, run: Run, options: BoardOptions, media: _Media,
             ids.append(f"s{index}-{len(with_samples) - 1}-{start // options.page_size}")
             blobs.append((ids[-1], _pack(records[start:start + options.page_size])))
         pages[f"{index}|{task}"] = {"blobs": ids, "count": len(records), "total": total,
-                                    "truncated": len(records) < total}
+                                    "truncated": len(records) < total, "protocol": run.protocol(task)}
     return with_samples
 
 
@@ -281,9 +328,12 @@ def build_board(runs: list[Run], options: BoardOptions = BoardOptions()) -> tupl
             + (f", {media.skipped} files only named" if media.skipped else "") + f"); texts are cut at {options.text_cap} characters.")
     if options.max_samples_per_task is not None:
         note += f" At most {options.max_samples_per_task} samples per run and task are kept."
+    conflicts = table.protocol_conflicts(runs)
     board = {
         "runs": board_runs,
-        "columns": [{"key": c.key, "task": c.task, "metric": c.metric, "part": c.part, "group": c.group} for c in columns],
+        "columns": [{"key": c.key, "task": c.task, "metric": c.metric, "part": c.part, "group": c.group,
+                     "protocols": sorted({p for p in table.protocols(runs, c) if p}),
+                     "protocol_conflict": c.task in conflicts} for c in columns],
         "cells": cells, "charts": _charts(runs, columns, cells), "pages": pages, "media": media.entries,
     }
     return board, blobs + media.blobs, note

@@ -56,6 +56,11 @@ class Run:
             self._components[task] = _component_means(self.iter_samples(task))
         return self._components[task]
 
+    def protocol(self, task: str) -> str | None:
+        """The scoring protocol the task was run under (e.g. paper): results.json's, else the
+        manifest's; None for a task with one way of scoring only, or a run from before protocols."""
+        return task_protocol(self.tasks.get(task), self.manifest, task)
+
     def samples_path(self, task: str) -> Path:
         return self.path / SAMPLES_DIR / f"{task}.jsonl"
 
@@ -73,6 +78,16 @@ class Run:
             if candidate.is_file():
                 return candidate
         return None
+
+
+def task_protocol(entry: Any, manifest: dict[str, Any], task: str) -> str | None:
+    """A task's protocol from its results.json entry, else from the manifest's task list."""
+    if isinstance(entry, dict) and entry.get("protocol"):
+        return str(entry["protocol"])
+    for described in manifest.get("tasks") or []:
+        if isinstance(described, dict) and described.get("name") == task and described.get("protocol"):
+            return str(described["protocol"])
+    return None
 
 
 COMPONENT_DETAILS = ("S_i", "S_ij", "alpha", "terms")

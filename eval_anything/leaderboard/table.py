@@ -8,9 +8,13 @@ Besides each task's metrics, these get a column each when results carry them:
   pair, AMG by chosen outputs), or a metric's own ``"breakdown"`` / ``"components"`` mapping
   ``{part: {"value", "stderr"?, "n"?} | number}``;
 * composite components a scorer logs per sample (the S_AMG judge's ``S_i``, ``S_ij``, ``alpha``,
-  ``terms``), averaged from the sample logs (``Run.derived_components``).
+  ``terms``), averaged from the sample logs (``Run.derived_components``);
+* a synergy metric's per-pair means, ``metric["synergy_ti" | "synergy_ta" | "synergy_ia"] = {"value",
+  "n"}``, which also go beside the metric's own value (``cell["synergy"]``).
 
-A task or metric entry's ``"judge"`` accounting, with the run's judge identity, goes beside its cells.
+A task or metric entry's ``"judge"`` accounting, with the run's judge identity, goes beside its cells,
+and so does the scoring protocol the task ran under (``cell["protocol"]``): runs that scored the same
+task under different protocols are not comparable, which ``protocol_conflicts`` finds.
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ from typing import Any, Iterable
 from eval_anything.leaderboard.runs import Run
 
 BREAKDOWN_KEYS = ("breakdown", "components")
+SYNERGY_PREFIX = "synergy_"
+"""Metric keys of a synergy scorer's per-pair means (synergy_ti, synergy_ta, synergy_ia): components."""
 
 
 SUITE = "suite"
@@ -62,6 +68,8 @@ def _parts(run: Run, task: str, metric_name: str) -> Iterable[tuple[str, str, di
         if isinstance(parts, dict):
             for name, value in parts.items():
                 yield group, str(name), value if isinstance(value, dict) else {"value": value}
+    for name, value in _synergy(metric).items():
+        yield "components", name, value
     by_key = entry.get("breakdown")
     if isinstance(by_key, dict):
         for key, scorers in by_key.items():
@@ -70,6 +78,40 @@ def _parts(run: Run, task: str, metric_name: str) -> Iterable[tuple[str, str, di
     if entry.get("status") != "not_applicable":
         for name, value in run.derived_components(task).get(metric_name, {}).items():
             yield "components", name, value
+
+
+def _synergy(metric: Any) -> dict[str, dict[str, Any]]:
+    """A synergy metric's per-pair means, {"synergy_ti": {"value", "n"}, ...}; {} for other metrics."""
+    if not isinstance(metric, dict):
+        return {}
+    return {str(k): v for k, v in metric.items() if isinstance(k, str) and k.startswith(SYNERGY_PREFIX)
+            and isinstance(v, dict) and "value" in v}
+
+
+def protocols(runs: list[Run], column: "Column") -> list[str | None]:
+    """Each run's protocol for a column's task (a suite column: its parts' protocols, when they agree)."""
+    out = []
+    for run in runs:
+        if column.group == SUITE:
+            group = (run.results.get("groups") or {}).get(column.task)
+            parts = (group.get("parts") or {}) if isinstance(group, dict) else {}
+            found = sorted({p for p in (run.protocol(str(t)) for t in parts) if p})
+            out.append(" + ".join(found) if found else None)
+        else:
+            out.append(run.protocol(column.task) if column.task in run.tasks else None)
+    return out
+
+
+def protocol_conflicts(runs: list[Run]) -> dict[str, list[str]]:
+    """Tasks (and suite groups) that runs scored under different protocols: {task: [protocols]}.
+    A run without a protocol for the task (older runs, tasks with one way of scoring) conflicts with none."""
+    out: dict[str, list[str]] = {}
+    for column in columns(runs):
+        if column.part is None and column.task not in out:
+            found = sorted({p for p in protocols(runs, column) if p})
+            if len(found) > 1:
+                out[column.task] = found
+    return out
 
 
 def judge_name(judge: Any) -> str | None:
@@ -130,10 +172,13 @@ def _suite_cell(run: Run, column: Column) -> dict[str, Any]:
     if not isinstance(group, dict):
         return {"status": "absent"}
     parts = group.get("parts") or {}
+    (protocol,) = protocols([run], column)
     status = group.get("status") or ("complete" if group.get("value") is not None else "error")
     out = {"status": "error" if status == "incomplete" else status,
            "value": _number(group.get("value")), "stderr": _number(group.get("stderr_over_dimensions")),
            "n": len(parts), "parts": {str(k): _number(v) for k, v in parts.items()}}
+    if protocol:
+        out["protocol"] = protocol
     if group.get("reason"):
         out["reason"] = str(group["reason"])
     return out
@@ -147,6 +192,9 @@ def cell(run: Run, column: Column) -> dict[str, Any]:
     if entry is None:
         return {"status": "absent"}
     out: dict[str, Any] = {"status": entry.get("status", "complete")}
+    protocol = run.protocol(column.task)
+    if protocol:
+        out["protocol"] = protocol
     if entry.get("reason"):
         out["reason"] = str(entry["reason"])
     counts = entry.get("counts") or {}
@@ -177,6 +225,9 @@ def cell(run: Run, column: Column) -> dict[str, Any]:
     out.update(value=_number(source.get("value")), stderr=_number(source.get("stderr")), n=source.get("n"),
                errors=source.get("errors", metric.get("errors") if column.part is None else None),
                extraction_failures=source.get("extraction_failures"))
+    synergy = _synergy(metric) if column.part is None else {}
+    if synergy:  # beside the value: each pair's mean, e.g. {"ti": 0.6, "ta": 0.5}
+        out["synergy"] = {k[len(SYNERGY_PREFIX):]: _number(v.get("value")) for k, v in synergy.items()}
     return out
 
 
@@ -191,7 +242,8 @@ def long_rows(runs: list[Run]) -> list[dict[str, Any]]:
             rows.append({"model": run.label, "run_id": run.run_id, "task": column.task, "metric": column.metric,
                          "part": column.part or "", "status": c["status"], "value": c.get("value"),
                          "stderr": c.get("stderr"), "n": c.get("n"), "errors": c.get("errors"),
-                         "samples": c.get("samples"), "judge": c.get("judge") or "", "reason": c.get("reason", "")})
+                         "samples": c.get("samples"), "judge": c.get("judge") or "", "reason": c.get("reason", ""),
+                         "protocol": c.get("protocol") or ""})
     return rows
 
 
@@ -210,7 +262,15 @@ def format_cell(c: dict[str, Any], digits: int = 3) -> str:
 
 def to_markdown(runs: list[Run]) -> str:
     cols = columns(runs)
-    head = ["model", *(c.label for c in cols), "samples", "errors"]
+    conflicts = protocol_conflicts(runs)
+
+    def header(column: Column) -> str:  # the protocol beside the task: numbers under two are not comparable
+        if column.part is None and column.task in conflicts:
+            return f"{column.label} (protocols differ: {' / '.join(conflicts[column.task])})"
+        found = sorted({p for p in protocols(runs, column) if p}) if column.part is None else []
+        return column.label + (f" (protocol {found[0]})" if found else "")
+
+    head = ["model", *(header(c) for c in cols), "samples", "errors"]
 
     def esc(text: str) -> str:  # model-controlled text stays literal: no HTML, no table breaks
         return (text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -218,6 +278,10 @@ def to_markdown(runs: list[Run]) -> str:
 
     lines = ["| " + " | ".join(esc(h) for h in head) + " |", "|" + "---|" * len(head)]
     notes: list[str] = []
+    for task, found in conflicts.items():
+        column = next(c for c in cols if c.task == task and c.part is None)
+        by_run = "; ".join(f"{esc(r.label)}: {esc(p)}" for r, p in zip(runs, protocols(runs, column)) if p)
+        notes.append(f"- {esc(task)}: scored under different protocols ({by_run}); these numbers are not comparable")
     for run in runs:
         cells = [format_cell(cell(run, c)) for c in cols]
         samples = sum((e.get("counts") or {}).get("samples", 0) for e in run.tasks.values())
@@ -237,7 +301,7 @@ def to_csv(runs: list[Run]) -> str:
     buffer = io.StringIO()
     rows = long_rows(runs)
     fields = ["model", "run_id", "task", "metric", "part", "status", "value", "stderr", "n", "errors",
-              "samples", "judge", "reason"]
+              "samples", "judge", "reason", "protocol"]
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:

@@ -6,21 +6,37 @@
   card for two seconds with a growing bar, encoded with PyAV);
 - `model:SPEC` (any modality): any model the harness runs (`replay:FILE.jsonl`, `hf:DIR`, `openai:NAME`...)
   is sent the instruction and the first output part of the modality is taken;
-- `diffusers:DIR` (image): a local diffusers text-to-image pipeline folder (`pip install diffusers`).
+- `diffusers:DIR` (image, audio, video): a local diffusers pipeline folder (`pip install diffusers`);
+  the pipeline class in DIR/model_index.json picks what it makes, with the Align-Anything paper's
+  settings as defaults:
+  - image: any text-to-image pipeline, a PNG. FluxPipeline (the paper's FLUX.1-schnell): steps=4,
+    guidance=0, max_sequence_length=256, seed=0; other pipelines: steps=25, guidance=7.5, seed=0;
+    `size` (square side) and `max_sequence_length` unset are the pipeline's own;
+  - audio: AudioLDM2Pipeline, steps=200, seconds=10, guidance=3.5 (AudioLDM2's own), seed=0, a
+    float WAV at the vocoder's sampling rate (16 kHz for AudioLDM2; 16 kHz when none is given);
+  - video: CogVideoXPipeline, steps=50, frames=49, guidance=6, seed=42, fps=8, an H.264 MP4 (PyAV);
+    `height`/`width` unset are the pipeline's own (480x720), `max_sequence_length` the transformer's.
+  Every kind takes `seed`, `device` (default cuda when available) and `dtype` (float32, float16 or
+  bfloat16; default float32); noise is drawn on the CPU, so a seed gives the same noise anywhere.
+  A pipeline asked for a modality it does not make is an error naming the folder and its class.
 
 `espeak` and `textcard` are crude, deterministic baselines: they say or show the instruction's words,
-so they measure whether an answer's instructions carry the requested content, not media quality.
+so they measure whether an answer's instructions carry the requested content, not media quality;
+their describe() says `"baseline": True`. Every generator's describe() gives the settings that
+shape its media (name, pipeline class, steps, size, sample rate, seconds, frames, fps, seed,
+guidance...), which the run manifest records under "generators".
 Arguments follow the name as `NAME:REFERENCE;key=value;...` (e.g. `diffusers:./sd;steps=20;size=512`).
 Add one with `generators.register(NAME, factory)`, a factory taking the text after `NAME:` and
 returning a Generator."""
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 import subprocess
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 from eval_anything.datamodel import GenerationConfig, Modality, Part, Request
 from eval_anything.media import write_mp4
@@ -51,6 +67,11 @@ class Generator(ABC):
             raise ValueError(f"generator {self.name!r} makes {self.modality.value}, not {modality.value}")
         return self
 
+    def describe(self) -> dict[str, Any]:
+        """The settings that shape what this generator makes, for the run manifest. A crude baseline
+        that says or shows the instruction's words instead of making real media has `"baseline": True`."""
+        return {"name": self.name}
+
 
 def split_options(options: str) -> tuple[str, dict[str, Any]]:
     """`REFERENCE;key=value;...` -> the reference and its arguments (numbers and booleans converted)."""
@@ -58,6 +79,9 @@ def split_options(options: str) -> tuple[str, dict[str, Any]]:
 
     reference, *pairs = options.split(";")
     return reference.strip(), parse_model_args(",".join(pairs))
+
+
+ESPEAK_SPEED = 160  # words per minute
 
 
 class EspeakGenerator(Generator):
@@ -74,12 +98,16 @@ class EspeakGenerator(Generator):
     def name(self) -> str:
         return f"espeak:{self.voice}"
 
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "baseline": True, "voice": self.voice, "words_per_minute": ESPEAK_SPEED,
+                "binary": Path(self.binary).name if self.binary else None}
+
     def render(self, instruction: str, target: Path) -> Path:
         if self.binary is None:
             raise GeneratorError("espeak-ng is not installed (apt-get install espeak-ng)")
         target.parent.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([self.binary, "-v", self.voice, "-s", "160", "-w", str(target), instruction[:2000]],
-                                capture_output=True, text=True, timeout=120)
+        command = [self.binary, "-v", self.voice, "-s", str(ESPEAK_SPEED), "-w", str(target), instruction[:2000]]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         if result.returncode != 0 or not target.exists():
             raise GeneratorError(f"espeak-ng failed: {result.stderr.strip()[:300]}")
         return target
@@ -136,6 +164,9 @@ class TextcardImageGenerator(Generator):
     def name(self) -> str:
         return "textcard"
 
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "baseline": True, "size": CARD_SIZE}
+
     def render(self, instruction: str, target: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         draw_card(instruction, CARD_SIZE).save(target, format="PNG", optimize=True)  # no metadata chunks
@@ -155,6 +186,9 @@ class TextcardVideoGenerator(Generator):
     @property
     def name(self) -> str:
         return "textcard"
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "baseline": True, "size": VIDEO_SIZE, "fps": VIDEO_FPS, "frames": VIDEO_FRAMES}
 
     def render(self, instruction: str, target: Path) -> Path:
         import numpy as np
@@ -193,6 +227,9 @@ class ModelGenerator(Generator):
     def name(self) -> str:
         return f"model:{self.model.spec.label}"
 
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model.spec.describe()}
+
     def for_modality(self, modality: Modality) -> Generator:
         if modality not in SUFFIXES:
             raise ValueError(f"the model generator makes media, not {modality.value}")
@@ -225,60 +262,224 @@ def _store(part: Part, target: Path) -> Path:
     return target
 
 
-# --- diffusers: a local text-to-image pipeline --------------------------------------------------
+# --- diffusers: local pipelines for image, audio and video ----------------------------------------
+
+DTYPES = ("float32", "float16", "bfloat16")
+
 
 class DiffusersGenerator(Generator):
-    """Runs a local diffusers text-to-image pipeline folder (`diffusers:DIR;steps=25;size=512;
-    guidance=7.5;seed=0;device=cpu`), seeded so that a rerun draws the same image."""
+    """A local diffusers pipeline folder (`diffusers:DIR;key=value;...`), run seeded so that a rerun
+    makes the same media. The pipeline class that DIR's model_index.json names picks the kind:
+    one subclass per kind, each naming the classes it runs (none: any class no other kind claims),
+    its options as name -> (type, default) (a None default is the pipeline's own) and the defaults
+    that differ for particular classes. Loading, seeding, options and describe() are shared here;
+    a kind says only what it passes the pipeline and how its output becomes a file. Noise is drawn
+    on the CPU, so a seed draws the same noise on any device."""
 
-    modality = Modality.IMAGE
-    suffix = ".png"
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[dict[str, tuple[type, Any]]] = {}
+    class_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
+    common: ClassVar[dict[str, tuple[type, Any]]] = {"seed": (int, 0), "device": (str, None), "dtype": (str, None)}
 
-    def __init__(self, options: str) -> None:
-        self.directory, args = split_options(options)
-        if not self.directory:
+    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any]) -> None:
+        self.directory, self.pipeline_class = directory, pipeline_class
+        options = {**self.common, **self.options}
+        unknown = sorted(set(args) - set(options))
+        if unknown:
+            raise ValueError(f"unknown arguments for the diffusers {self.modality.value} generator of {directory} "
+                             f"(a {pipeline_class}): {unknown}; it takes {sorted(options)}")
+        values = {key: default for key, (_, default) in options.items()}
+        values.update(self.class_defaults.get(pipeline_class, {}))
+        values.update(args)
+        self.settings = {key: _typed(key, values[key], kind) for key, (kind, _) in options.items()}
+        if self.settings["dtype"] not in (None, *DTYPES):
+            raise ValueError(f"diffusers generator dtype must be one of {', '.join(DTYPES)}, "
+                             f"not {self.settings['dtype']!r}")
+        self._pipeline: Any = None
+
+    @classmethod
+    def from_options(cls, options: str) -> "DiffusersGenerator":
+        """`DIR;key=value;...` -> the kind of generator that DIR's pipeline class makes."""
+        directory, args = split_options(options)
+        if not directory:
             raise ValueError("the diffusers generator needs a pipeline folder: diffusers:DIR")
-        self.steps = int(args.pop("steps", 25))
-        self.size = args.pop("size", None)
-        self.guidance = float(args.pop("guidance", 7.5))
-        self.seed = int(args.pop("seed", 0))
-        self.device = args.pop("device", None)
-        if args:
-            raise ValueError(f"unknown diffusers generator arguments: {sorted(args)}")
         # a misconfiguration fails the run before any model loads, not every sample
-        if not (Path(self.directory) / "model_index.json").is_file():
-            raise ValueError(f"{self.directory} is not a diffusers pipeline folder (no model_index.json)")
+        pipeline_class = _pipeline_class(Path(directory))
         if importlib.util.find_spec("diffusers") is None:
             raise ValueError("the diffusers generator needs diffusers: pip install 'eval-anything[diffusers]'")
-        self._pipeline = None
+        kind = next((k for k in DIFFUSERS_KINDS if pipeline_class in k.pipeline_classes), DiffusersImageGenerator)
+        return kind(directory, pipeline_class, args)
 
     @property
     def name(self) -> str:
         return f"diffusers:{self.directory}"
 
+    def for_modality(self, modality: Modality) -> Generator:
+        if modality is not self.modality:
+            wanted = [k for k in DIFFUSERS_KINDS if k.modality is modality]
+            runs = ", ".join(c for k in wanted for c in k.pipeline_classes) or "text-to-image pipelines"
+            raise ValueError(f"{self.directory} holds a {self.pipeline_class}, which the diffusers generator runs "
+                             f"for {self.modality.value}, not {modality.value} (for {modality.value} it runs {runs})")
+        return self
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "pipeline": self.pipeline_class, "modality": self.modality.value, **self.settings}
+
     def pipeline(self) -> Any:
         if self._pipeline is None:
-            self._pipeline = _load_pipeline(Path(self.directory), self.device)
+            self._pipeline = _load_pipeline(Path(self.directory), self.settings["device"], self.settings["dtype"])
         return self._pipeline
 
     def render(self, instruction: str, target: Path) -> Path:
         import torch
 
-        pipeline = self.pipeline()
-        size = {"height": int(self.size), "width": int(self.size)} if self.size else {}
-        generator = torch.Generator(device="cpu").manual_seed(self.seed)
-        image = pipeline(instruction, num_inference_steps=self.steps, guidance_scale=self.guidance,
-                         generator=generator, **size).images[0]
+        generator = torch.Generator(device="cpu").manual_seed(self.settings["seed"])
+        output = self.pipeline()(instruction, generator=generator, **self.call_arguments())
         target.parent.mkdir(parents=True, exist_ok=True)
-        image.save(target, format="PNG")
+        self.write(output, target)
         return target
 
+    @abstractmethod
+    def call_arguments(self) -> dict[str, Any]:
+        """The pipeline call's arguments besides the prompt and the seeded generator."""
 
-def _load_pipeline(directory: Path, device: str | None) -> Any:
+    @abstractmethod
+    def write(self, output: Any, target: Path) -> None:
+        """The pipeline's output as a file at `target`."""
+
+
+class DiffusersImageGenerator(DiffusersGenerator):
+    """A text-to-image pipeline (any class the other kinds do not claim), its first image as a PNG.
+    A FluxPipeline gets the paper's FLUX.1-schnell settings (4 steps, guidance 0, 256 T5 tokens);
+    other pipelines 25 steps at guidance 7.5. `size` is the square side (None: the pipeline's own);
+    `max_sequence_length` is passed only when set (pipelines with a T5 encoder take it)."""
+
+    modality = Modality.IMAGE
+    suffix = ".png"
+    options = {"steps": (int, 25), "guidance": (float, 7.5), "size": (int, None), "max_sequence_length": (int, None)}
+    class_defaults = {"FluxPipeline": {"steps": 4, "guidance": 0.0, "max_sequence_length": 256}}
+
+    def call_arguments(self) -> dict[str, Any]:
+        size, length = self.settings["size"], self.settings["max_sequence_length"]
+        return {"num_inference_steps": self.settings["steps"], "guidance_scale": self.settings["guidance"],
+                **({"height": size, "width": size} if size else {}),
+                **({"max_sequence_length": length} if length else {})}
+
+    def write(self, output: Any, target: Path) -> None:
+        output.images[0].save(target, format="PNG")
+
+
+class DiffusersAudioGenerator(DiffusersGenerator):
+    """AudioLDM2 text-to-audio with the paper's settings (200 steps, 10 s; guidance 3.5, the
+    pipeline's own), written as a 32-bit float WAV, as the original's scipy.io.wavfile.write of the
+    float waveform, at the vocoder's sampling rate (its config's `sampling_rate`, else 16 kHz)."""
+
+    modality = Modality.AUDIO
+    suffix = ".wav"
+    pipeline_classes = ("AudioLDM2Pipeline",)
+    options = {"steps": (int, 200), "seconds": (float, 10.0), "guidance": (float, 3.5)}
+
+    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any]) -> None:
+        super().__init__(directory, pipeline_class, args)
+        self.sample_rate = _sample_rate(_component_config(Path(directory), "vocoder"))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "sample_rate": self.sample_rate}
+
+    def call_arguments(self) -> dict[str, Any]:
+        return {"num_inference_steps": self.settings["steps"], "audio_length_in_s": self.settings["seconds"],
+                "guidance_scale": self.settings["guidance"]}
+
+    def write(self, output: Any, target: Path) -> None:
+        import numpy as np
+        import soundfile
+
+        vocoder = getattr(self.pipeline(), "vocoder", None)
+        rate = _sample_rate(vocoder.config) if vocoder is not None else self.sample_rate
+        waveform = np.asarray(output.audios[0], dtype=np.float32)
+        soundfile.write(str(target), waveform, rate, format="WAV", subtype="FLOAT")
+
+
+class DiffusersVideoGenerator(DiffusersGenerator):
+    """CogVideoX text-to-video with the paper's settings (50 steps, 49 frames, guidance 6, seed 42,
+    8 fps as the original's export_to_video call), encoded as byte-stable H.264 with PyAV (diffusers'
+    export_to_video needs imageio or OpenCV). `height`, `width` None: the pipeline's own (480x720);
+    `max_sequence_length` None: the transformer's `max_text_seq_length` (226)."""
+
+    modality = Modality.VIDEO
+    suffix = ".mp4"
+    pipeline_classes = ("CogVideoXPipeline",)
+    options = {"steps": (int, 50), "frames": (int, 49), "guidance": (float, 6.0), "seed": (int, 42), "fps": (int, 8),
+               "height": (int, None), "width": (int, None), "max_sequence_length": (int, None)}
+
+    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any]) -> None:
+        super().__init__(directory, pipeline_class, args)
+        if self.settings["max_sequence_length"] is None:
+            config = _component_config(Path(directory), "transformer")
+            self.settings["max_sequence_length"] = int(config.get("max_text_seq_length", 226))
+
+    def call_arguments(self) -> dict[str, Any]:
+        sizes = {key: self.settings[key] for key in ("height", "width") if self.settings[key]}
+        return {"num_inference_steps": self.settings["steps"], "num_frames": self.settings["frames"],
+                "guidance_scale": self.settings["guidance"], "output_type": "np", **sizes,
+                "max_sequence_length": self.settings["max_sequence_length"]}
+
+    def write(self, output: Any, target: Path) -> None:
+        import numpy as np
+
+        # as diffusers' own float-to-PIL conversion: x255, rounded
+        frames = (np.clip(np.asarray(output.frames[0]), 0.0, 1.0) * 255).round().astype(np.uint8)
+        write_mp4(target, list(frames), self.settings["fps"])
+
+
+DIFFUSERS_KINDS: tuple[type[DiffusersGenerator], ...] = (DiffusersImageGenerator, DiffusersAudioGenerator,
+                                                        DiffusersVideoGenerator)
+
+
+def _typed(key: str, value: Any, kind: type) -> Any:
+    """An option's value as its type (int or float: a number, ints whole); None is the pipeline's own."""
+    if value is None or kind is str:
+        return value if value is None else str(value)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if number and (kind is float or float(value).is_integer()):
+        return kind(value)
+    wanted = "a whole number" if kind is int else "a number"
+    raise ValueError(f"diffusers generator argument {key}={value!r} is not {wanted}")
+
+
+def _pipeline_class(directory: Path) -> str:
+    index = directory / "model_index.json"
+    if not index.is_file():
+        raise ValueError(f"{directory} is not a diffusers pipeline folder (no model_index.json)")
+    try:
+        return str(json.loads(index.read_text(encoding="utf-8"))["_class_name"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{index} names no pipeline class (_class_name)") from None
+
+
+def _component_config(directory: Path, component: str) -> dict[str, Any]:
+    """A component's saved config (`DIR/COMPONENT/config.json`); {} when there is none."""
+    try:
+        config = json.loads((directory / component / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _sample_rate(config: Any) -> int:
+    rate = config.get("sampling_rate") if isinstance(config, dict) else getattr(config, "sampling_rate", None)
+    return int(rate or DEFAULT_SAMPLE_RATE)
+
+
+DEFAULT_SAMPLE_RATE = 16000
+
+
+def _load_pipeline(directory: Path, device: str | None, dtype: str | None = None) -> Any:
     import torch
     from diffusers import DiffusionPipeline
 
-    pipeline = DiffusionPipeline.from_pretrained(str(directory), local_files_only=True)
+    pipeline = DiffusionPipeline.from_pretrained(str(directory), local_files_only=True,
+                                                 **({"torch_dtype": getattr(torch, dtype)} if dtype else {}))
     pipeline.set_progress_bar_config(disable=True)
     return pipeline.to(device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
@@ -287,7 +488,7 @@ generators: Registry[Callable[[str], Generator]] = Registry("generator")
 generators.register("espeak", EspeakGenerator)
 generators.register("textcard", TextcardImageGenerator)
 generators.register("model", ModelGenerator)
-generators.register("diffusers", DiffusersGenerator)
+generators.register("diffusers", DiffusersGenerator.from_options)
 
 
 def parse_generators(spec: str | None) -> dict[Modality, Generator]:

@@ -9,14 +9,15 @@ from typing import Mapping
 
 from eval_anything.datamodel import Modality, ModelOutput, Part
 from eval_anything.suite.generators import Generator, GeneratorError
-from eval_anything.suite.tagged import combination, parse_tagged
+from eval_anything.suite.tagged import SECTION_PARSERS, combination
 
 
 def render_answer(output: ModelOutput, generators: Mapping[Modality, Generator], media_dir: Path,
-                  key: str) -> ModelOutput:
+                  key: str, sections_by: str = "tagged") -> ModelOutput:
+    """The answer with its used sections (read by `SECTION_PARSERS[sections_by]`) as parts."""
     if output.error:
         return output
-    sections = parse_tagged(output.text)
+    sections = SECTION_PARSERS[sections_by](output.text)
     native = [p for p in output.parts if p.modality is not Modality.TEXT]
     parts = [Part.of_text(sections[Modality.TEXT])] if Modality.TEXT in sections else []
     parts += native

@@ -599,7 +599,8 @@ def load_instruction_following(root: Path | str, modality: str) -> list[dict[str
       prompts carry no questions; the paper scores them with a rubric);
     * audio, video: the one-MCQ-per-row records {prompt_id, prompt, question_id, question, choice,
       answer} grouped per prompt_id (in order of first appearance) into {prompt_id, prompt,
-      questions: [{question, choices, answer, question_id}]}; see `parse_choices` for the
+      questions: [{question, choices, answer, choice, question_id}]} (``choice`` as published, which
+      the paper protocol shows the judge as it is); see `parse_choices` for the
       accepted forms of ``choice`` and `answer_letter` for ``answer``.
     """
     if modality not in IF_MODALITIES:
@@ -621,7 +622,8 @@ def load_instruction_following(root: Path | str, modality: str) -> list[dict[str
         _require(record, ("prompt_id", "prompt", "question", "choice", "answer"), where)
         choices = parse_choices(record["choice"], where)
         question = {"question": str(record["question"]), "choices": choices,
-                    "answer": answer_letter(record["answer"], choices, where)}
+                    "answer": answer_letter(record["answer"], choices, where),
+                    "choice": str(record["choice"])}  # as published: what the original shows its judge
         if "question_id" in record:
             question["question_id"] = str(record["question_id"])
         row = grouped.setdefault(str(record["prompt_id"]),

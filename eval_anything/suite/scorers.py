@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import functools
 import json
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Sample, Score
-from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict, question_of
-from eval_anything.judges.kinds import require_output
-from eval_anything.judges.parsers import parse_choice, parse_rating
+from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict, instruction_of, question_of
+from eval_anything.judges.kinds import _rating_parser, require_output
+from eval_anything.judges.parsers import parse_choice, parse_letter_as_published, parse_rating
 from eval_anything.judges.templates import Rubric
 from eval_anything.scorers.base import AnswerScorer, Attempt, Scorer
 from eval_anything.scorers.choice import LETTERS
@@ -110,34 +112,84 @@ class _GeneratedMedia:
                 for l in letters if l != "t" and l in self.by_letter}
 
 
+SYNERGY_SCORERS = ("judge", "reward_model")
+READOUTS = ("as_published", "end")
+NO_REWARD_MODEL = ("protocol paper scores synergy with a multimodal reward model (the paper's "
+                   "PKU-Alignment/AnyRewardModel): give one with --reward-model DIR, or run --protocol extended "
+                   "for an LLM judge's rating")
+
+
 class SynergyJudge(JudgeScorer):
-    """How well two output modalities work together, in [0, 1]: a judge's 1-10 rating, normalised,
-    or sigmoid(reward) from a reward model when `reward_model` names one (which one is recorded).
-    The item's score is the mean over the pairs that could be scored (stated in the task file)."""
+    """How well two output modalities work together, in [0, 1], per pair (ti, ta, ia).
+
+    `scorer: judge` (ours): an LLM judge's 1-10 rating, normalised, seeing the media it can take.
+    `scorer: reward_model` (the paper's, amg/synergy/reward_eval.py): a multimodal reward model reads
+    "USER: {instruction}\nASSISTANT:\n" + its placeholders for the pair's media + the pair's text,
+    with the generated media through its own processor; the pair scores sigmoid of the end score for
+    ia and of the mean token score for ti and ta (`readout: as_published`, the original's
+    inconsistency kept) or of the end score throughout (`readout: end`). No LLM judge is asked. The
+    reward model is `reward_model` (a folder, relative to the task) or the run's `--reward-model`.
+    An item scores the mean over the pairs that could be made; results add each pair's mean over
+    items (`synergy_ti`, `synergy_ta`, `synergy_ia`), as the original reports them."""
 
     default_template = "synergy_pair"
 
-    def __init__(self, pairs: Sequence[str] = ("ti", "ta", "ia"), reward_model: str | None = None,
-                 **common: Any) -> None:
+    def __init__(self, pairs: Sequence[str] = ("ti", "ta", "ia"), scorer: str = "judge",
+                 reward_model: str | None = None, readout: str = "as_published", **common: Any) -> None:
         super().__init__(**common)
-        self.pairs = tuple(pairs)
-        self.reward = None
-        if reward_model:
-            from eval_anything.judges.reward import RewardModelScorer
+        if reward_model and scorer == "judge":
+            scorer = "reward_model"  # naming a reward model asks for it
+        if scorer not in SYNERGY_SCORERS:
+            raise ValueError(f"scorer must be one of {', '.join(SYNERGY_SCORERS)}, not {scorer!r}")
+        if readout not in READOUTS:
+            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
+        self.pairs, self.scorer, self.readout = tuple(pairs), scorer, readout
+        self.reward_reference = reward_model
+        self.reward: Any = None
 
-            self.reward = RewardModelScorer(reward_model)
+    def bind_task(self, task_dir: Path) -> None:
+        super().bind_task(task_dir)
+        if self.reward_reference and not Path(self.reward_reference).is_absolute() \
+                and (task_dir / self.reward_reference).exists():
+            self.reward_reference = str(task_dir / self.reward_reference)
+
+    def bind_judging(self, settings: Any) -> None:
+        if self.scorer != "reward_model" or self.reward is not None:
+            return
+        reference = self.reward_reference or getattr(settings, "reward_model", None)
+        if reference:
+            from eval_anything.judges.reward import RewardModel
+
+            self.reward = RewardModel(reference)
+
+    def judge_modalities(self) -> frozenset[Modality]:
+        return frozenset() if self.scorer == "reward_model" else frozenset({Modality.IMAGE, Modality.AUDIO})
 
     def pair_query(self, pair: str, sample: Sample, attempts: Sequence[Attempt], made: _GeneratedMedia) -> JudgeQuery:
-        question, text = question_of(sample, attempts), made.output.text if "t" in pair else ""
-        described = made.described(pair)
-        if self.reward is not None:
-            answer = "\n".join([text, *(f"[{kind}: {what}]" for kind, what in described.items())]).strip()
-            return JudgeQuery(f"synergy {pair}", answer, lambda: _sigmoid(self.reward.reward(question, answer)))
-        return _rating_query(f"synergy {pair}", self.rubric, 1, 10, made.media(pair), question=question,
-                             text=text, described=described, first=NAMES[pair[0]], second=NAMES[pair[1]])
+        text = made.output.text if "t" in pair else ""
+        if self.scorer == "reward_model":
+            return self._reward_query(pair, instruction_of(sample), text, made.media(pair))
+        return _rating_query(f"synergy {pair}", self.rubric, 1, 10, made.media(pair), question=question_of(sample, attempts),
+                             text=text, described=made.described(pair), first=NAMES[pair[0]], second=NAMES[pair[1]])
+
+    def _reward_query(self, pair: str, instruction: str, text: str, media: Sequence[Part]) -> JudgeQuery:
+        if self.reward is None:
+            raise NotApplicable(NO_REWARD_MODEL)
+        end = self.readout == "end" or pair == "ia"
+        reward = self.reward
+
+        def read() -> dict[str, float]:
+            reading = reward.read(instruction, text, media)
+            raw = reading.end_score if end else reading.token_mean
+            return {"value": _sigmoid(raw), "raw": raw, "readout": "end_score" if end else "token_mean"}
+
+        return JudgeQuery(f"synergy {pair}", reward.format_text(instruction, text, media), _not_parsed, tuple(media),
+                          local=read)
 
     def pair_value(self, verdict: Verdict) -> float:
-        return verdict.value if self.reward is not None else _normalized(verdict.value, 1, 10)
+        if self.scorer == "reward_model":
+            return verdict.value["value"]
+        return _normalized(verdict.value, 1, 10)
 
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
         made = _GeneratedMedia(attempts[0].output)
@@ -149,10 +201,26 @@ class SynergyJudge(JudgeScorer):
     def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
         by_pair = {v.label.split()[-1]: self.pair_value(v) for v in verdicts}
         missing = [p for p in self.pairs if p not in by_pair]
+        details: dict[str, Any] = {"synergy": by_pair, "scorer": self.scorer}
+        if self.scorer == "reward_model":
+            details["reward"] = {v.label.split()[-1]: {k: v.value[k] for k in ("raw", "readout")} for v in verdicts}
+            details["reward_model"] = self.reward.describe()
         return Score(value=sum(by_pair.values()) / len(by_pair), answer=json.dumps(by_pair),
                      explanation="mean synergy over " + ", ".join(by_pair)
-                     + (f"; not made: {', '.join(missing)}" if missing else ""),
-                     details={"synergy": by_pair, "scorer": "reward_model" if self.reward else "judge"})
+                     + (f"; not made: {', '.join(missing)}" if missing else ""), details=details)
+
+    def summarize(self, scores: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        """Each pair's mean over the items that made it, as the original reports reward_ti/ta/ia."""
+        out: dict[str, Any] = {}
+        for pair in self.pairs:
+            values = [s["details"]["synergy"][pair] for s in scores
+                      if s["value"] is not None and pair in s.get("details", {}).get("synergy", {})]
+            out[f"synergy_{pair}"] = {"value": sum(values) / len(values) if values else None, "n": len(values)}
+        return out
+
+
+def _not_parsed(reply: str) -> Any:
+    raise AssertionError("a locally computed verdict has no reply to parse")
 
 
 def _sigmoid(x: float) -> float:
@@ -161,25 +229,64 @@ def _sigmoid(x: float) -> float:
     return 1 / (1 + math.exp(-x))
 
 
-def amg_synergy(pairs: Sequence[str] = ("ti", "ta", "ia"), reward_model: str | None = None,
-                template: str | None = None, on_error: str = "exclude") -> SynergyJudge:
-    """Synergy of output modality pairs, by a judge prompt or a reward model."""
-    return SynergyJudge(pairs, reward_model, template=template, on_error=on_error)
+def amg_synergy(pairs: Sequence[str] = ("ti", "ta", "ia"), scorer: str = "judge", reward_model: str | None = None,
+                readout: str = "as_published", **common: Any) -> SynergyJudge:
+    """Synergy of output modality pairs, by an LLM judge (scorer: judge) or a multimodal reward model
+    (scorer: reward_model, the paper's)."""
+    return SynergyJudge(pairs, scorer, reward_model, readout, **common)
+
+
+@dataclass(frozen=True)
+class _InstructionFollowing:
+    """How the composite scores one output modality's instruction following under a protocol."""
+
+    template: str
+    system: str | None
+    reply: str
+    low: float
+    high: float
+    temperature: float | None
+
+
+COMPOSITE_PROTOCOLS: dict[str, dict[str, Any]] = {
+    "paper": {"t": _InstructionFollowing("if_text_paper_user", "if_text_paper_system", "score_and_explanation", 1, 10, 0.5),
+              "i": _InstructionFollowing("if_image_paper_user", "if_image_paper_system", "score_and_explanation", 0, 10, 0.5),
+              "mcq": ("media_mcq_paper", "media_mcq_paper_system", "letter_as_published"),
+              "synergy": "reward_model"},
+    "extended": {"t": _InstructionFollowing("instruction_following_1_10", None, "rating", 1, 10, None),
+                 "i": _InstructionFollowing("image_rubric_4321", None, "rating", 0, 10, None),
+                 "mcq": ("media_mcq", None, "choice"),
+                 "synergy": "judge"},
+}
+"""What the S_AMG composite asks for each part, by protocol: the paper's instruction-following
+prompts, parsers and temperature and its reward-model synergy, or ours."""
 
 
 class CompositeJudge(SynergyJudge):
     """S_AMG per prompt (suite/composite.py): for the combination the answer chose, each chosen
-    modality's instruction following S_i (text: 1-10 rating; image: the 4/3/2/1 rubric out of 10;
-    audio/video: the item's multiple-choice questions about the generated media when it has them,
-    else a 1-10 rating), each pair's synergy S_ij, and α from the human votes. Every component is
-    kept in the per-sample log."""
+    modality's instruction following S_i in [0, 1] (text: a 1-10 rating, (r - 1) / 9; image: the
+    4/3/2/1 rubric, / 10; audio/video: the item's multiple-choice questions about the generated
+    media when it has them, the fraction right, else a 1-10 rating), each pair's synergy S_ij, and α
+    from the human votes. `protocol` picks the prompts and the synergy scorer (COMPOSITE_PROTOCOLS).
+    Every component is kept in the per-sample log."""
 
-    def __init__(self, votes: str = "selection", reward_model: str | None = None, **common: Any) -> None:
-        super().__init__(("ti", "ta", "ia"), reward_model, **common)
-        self.votes = votes
-        self.if_text = Rubric.find("instruction_following_1_10")
-        self.if_image = Rubric.find("image_rubric_4321")
-        self.mcq = Rubric.find("media_mcq")
+    def __init__(self, votes: str = "selection", protocol: str = "extended", reward_model: str | None = None,
+                 **common: Any) -> None:
+        if protocol not in COMPOSITE_PROTOCOLS:
+            raise ValueError(f"protocol must be one of {', '.join(COMPOSITE_PROTOCOLS)}, not {protocol!r}")
+        kit = COMPOSITE_PROTOCOLS[protocol]
+        super().__init__(("ti", "ta", "ia"), "reward_model" if reward_model else kit["synergy"], reward_model,
+                         **common)
+        self.votes, self.protocol = votes, protocol
+        self.kits = {letter: kit[letter] for letter in "ti"}
+        self.rubrics = {letter: (Rubric.find(k.template), Rubric.find(k.system) if k.system else None)
+                        for letter, k in self.kits.items()}
+        template, system, self.mcq_reply = kit["mcq"]
+        self.mcq, self.mcq_system = Rubric.find(template), Rubric.find(system) if system else None
+        self.if_fallback = Rubric.find("instruction_following_1_10")
+
+    def judge_modalities(self) -> frozenset[Modality]:
+        return frozenset({Modality.IMAGE, Modality.AUDIO})
 
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
         made = _GeneratedMedia(attempts[0].output)
@@ -194,20 +301,29 @@ class CompositeJudge(SynergyJudge):
         return queries + [self.pair_query(pair, sample, attempts, made) for pair in pairs_of(chosen)]
 
     def _if_queries(self, letter: str, sample: Sample, question: str, made: _GeneratedMedia) -> list[JudgeQuery]:
-        if letter == "t":
-            return [_rating_query("if t", self.if_text, 1, 10, (), question=question, response=made.output.text)]
-        if letter == "i":
-            return [_rating_query("if i", self.if_image, 0, 10, made.media("i"), question=question,
-                                  response=made.output.text)]
+        if letter in self.kits:
+            kit, (rubric, system) = self.kits[letter], self.rubrics[letter]
+            text = rubric.render(question=question, instruction=instruction_of(sample), response=made.output.text)
+            return [JudgeQuery(f"if {letter}", text, _rating_parser(kit.reply, kit.low, kit.high),
+                               tuple(made.media(letter)) if letter != "t" else (),
+                               system=system.render(item=dict(sample.metadata)) if system else None,
+                               temperature=kit.temperature)]
         items = sample.metadata.get(f"questions_{NAMES[letter]}")
         if not items:
-            return [_rating_query(f"if {letter}", self.if_text, 1, 10, made.media(letter), question=question,
+            return [_rating_query(f"if {letter}", self.if_fallback, 1, 10, made.media(letter), question=question,
                                   response=f"(the {NAMES[letter]} that comes with this message)")]
-        return [JudgeQuery(f"if {letter} q{k}",
-                           self.mcq.render(question=item["question"], choices=item["choices"],
-                                           letters=list(LETTERS[: len(item["choices"])])),
-                           functools.partial(parse_choice, letters=LETTERS[: len(item["choices"])]), tuple(made.media(letter)))
-                for k, item in enumerate(items)]
+        modality = NAMES[letter]
+        system = self.mcq_system.render(item=dict(sample.metadata), modality=modality) if self.mcq_system else None
+        queries = []
+        for k, item in enumerate(items):
+            letters = LETTERS[: len(item["choices"])]
+            parse = (parse_letter_as_published if self.mcq_reply == "letter_as_published"
+                     else functools.partial(parse_choice, letters=letters))
+            choice = item.get("choice") or "\n".join(f"{l}. {c}" for l, c in zip(letters, item["choices"]))
+            text = self.mcq.render(question=item["question"], choices=item["choices"], letters=list(letters),
+                                   modality=modality, choice=choice)
+            queries.append(JudgeQuery(f"if {letter} q{k}", text, parse, tuple(made.media(letter)), system=system))
+        return queries
 
     def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
         chosen = combination(chosen_modalities(attempts[0].output))
@@ -225,11 +341,12 @@ class CompositeJudge(SynergyJudge):
                      details={"chosen": chosen, "S_i": instruction_following, "S_ij": synergy,
                               "alpha": {p.pair: p.alpha for p in parts}, "terms": {p.pair: p.value for p in parts}})
 
+    def summarize(self, scores: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        return {}
+
     def _if_value(self, letter: str, sample: Sample, verdicts: Sequence[Verdict]) -> float:
-        if letter == "t":
-            return _normalized(verdicts[0].value, 1, 10)
-        if letter == "i":
-            return _normalized(verdicts[0].value, 0, 10)
+        if letter in self.kits:
+            return _normalized(verdicts[0].value, self.kits[letter].low, self.kits[letter].high)
         items = sample.metadata.get(f"questions_{NAMES[letter]}")
         if not items:
             return _normalized(verdicts[0].value, 1, 10)
@@ -238,7 +355,7 @@ class CompositeJudge(SynergyJudge):
         return sum(v.value == _answer_letter(item) for v, item in zip(verdicts, items)) / len(items)
 
 
-def amg_composite(votes: str = "selection", reward_model: str | None = None, template: str | None = None,
-                  on_error: str = "exclude") -> CompositeJudge:
+def amg_composite(votes: str = "selection", protocol: str = "extended", reward_model: str | None = None,
+                  **common: Any) -> CompositeJudge:
     """S_AMG per prompt, with every component in the sample log."""
-    return CompositeJudge(votes, reward_model, template=template, on_error=on_error)
+    return CompositeJudge(votes, protocol, reward_model, **common)

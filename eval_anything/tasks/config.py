@@ -30,8 +30,9 @@ class DatasetConfig(_Strict):
 class ScorerConfig(_Strict):
     name: str
     args: dict[str, Any] = Field(default_factory=dict)
-    aggregate: Literal["mean", "median"] = Field(
-        default="mean", description="How per-sample scores combine: mean (analytic stderr) or median (bootstrap).")
+    aggregate: Literal["mean", "median", "weighted_mean"] = Field(
+        default="mean", description="How per-sample scores combine: mean (analytic stderr), median (bootstrap), or "
+                                    "weighted_mean (weights from each score's details.weight, e.g. its question count).")
 
 
 class GenerationSettings(_Strict):
@@ -39,6 +40,33 @@ class GenerationSettings(_Strict):
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     stop: list[str] = Field(default_factory=list)
+
+
+SectionsBy = Literal["tagged", "as_published", "instruction:image", "instruction:audio", "instruction:video"]
+
+
+class ProtocolVariant(_Strict):
+    """Another way to prompt and score the same items, selected with `--protocol NAME`: the fields
+    given here replace the task's own."""
+
+    description: str | None = None
+    prompt: str | None = None
+    system: str | None = None
+    generation: GenerationSettings | None = None
+    scorers: list[ScorerConfig] | None = Field(default=None, min_length=1)
+    breakdown: list[str] | None = None
+    tagged_sections: SectionsBy | None = None
+
+    @field_validator("scorers", mode="before")
+    @classmethod
+    def _names_as_scorers(cls, value: Any) -> Any:
+        return _scorer_entries(value)
+
+
+def _scorer_entries(value: Any) -> Any:
+    if isinstance(value, list):
+        return [{"name": v} if isinstance(v, str) else v for v in value]
+    return value
 
 
 class TaskConfig(_Strict):
@@ -63,6 +91,10 @@ class TaskConfig(_Strict):
     output_format: Literal["text", "tagged"] = Field(
         default="text", description="tagged: answers carry [[response]]/[[image_instruction]]/... sections, "
                                     "whose instructions generators render into media before scoring.")
+    tagged_sections: SectionsBy = Field(
+        default="tagged", description="How a tagged answer's used sections are read: tagged (ours: lenient), as_published (the "
+                                      "original selection script's parser, quirks included), or instruction:MODALITY "
+                                      "(the whole answer is one generator's instruction).")
     breakdown: list[str] = Field(
         default_factory=list, description="Columns whose values group the results (joined with +); "
                                           "'chosen' groups by the output modalities an answer chose.")
@@ -77,12 +109,40 @@ class TaskConfig(_Strict):
                 raise ValueError("each input part maps exactly one modality to a column, e.g. {image: image}")
         return parts
 
+    protocol: str | None = Field(
+        default=None, pattern=r"^[a-z][a-z0-9_-]*$",
+        description="The name of the protocol the fields above implement (the suite's: paper, the original "
+                    "authors' scripts); recorded with every run.")
+    protocols: dict[str, ProtocolVariant] = Field(
+        default_factory=dict, description="Other protocols of the same task, by name; `--protocol NAME` selects one.")
+
     @field_validator("scorers", mode="before")
     @classmethod
     def _names_as_scorers(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            return [{"name": v} if isinstance(v, str) else v for v in value]
-        return value
+        return _scorer_entries(value)
+
+    @model_validator(mode="after")
+    def _named_protocols(self) -> "TaskConfig":
+        if self.protocols and self.protocol is None:
+            raise ValueError("a task with other protocols names its own with `protocol:` (e.g. protocol: paper)")
+        if self.protocol in self.protocols:
+            raise ValueError(f"protocols: {self.protocol!r} is the task's own protocol; name the others differently")
+        return self
+
+    @property
+    def protocol_names(self) -> list[str]:
+        """Every protocol this task can be run under, its own first."""
+        return [self.protocol, *self.protocols] if self.protocol else []
+
+    def under(self, protocol: str | None) -> "TaskConfig":
+        """This task as scored under `protocol` (None, or its own: unchanged)."""
+        if protocol is None or protocol == self.protocol or not self.protocol:
+            return self
+        if protocol not in self.protocols:
+            raise TaskFileError(f"task {self.name} has no protocol {protocol!r} (it has: {', '.join(self.protocol_names)})")
+        variant = self.protocols[protocol]
+        replaced = {k: v for k, v in variant if v is not None}
+        return self.model_copy(update={**replaced, "protocol": protocol, "protocols": {}})
 
     @model_validator(mode="after")
     def _text_somewhere(self) -> "TaskConfig":

@@ -38,6 +38,13 @@ class Task:
             except (KeyError, ValueError) as exc:
                 raise TaskFileError(f"invalid task file {self.source}:\n  field 'scorers.{index}': {exc}") from None
         object.__setattr__(self, "scorers", tuple(built))
+        for protocol, variant in self.config.protocols.items():  # a bad variant fails at load, not when chosen
+            for index, spec in enumerate(variant.scorers or ()):
+                try:
+                    build_scorer(spec.name, spec.args).bind_task(self.base_dir)
+                except (KeyError, ValueError) as exc:
+                    raise TaskFileError(f"invalid task file {self.source}:\n  field 'protocols.{protocol}.scorers."
+                                        f"{index}': {exc}") from None
         if sum(len(s.choice_orders(("a", "b"))) > 1 for s in built) > 1:
             raise TaskFileError(f"invalid task file {self.source}: only one scorer may ask for choice rotations")
         if self.config.prompt is not None:
@@ -85,7 +92,19 @@ class Task:
         with self.data_path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
+        if self.config.protocol is not None:  # the same file scored under another protocol is another task
+            digest.update(f"\0protocol={self.config.protocol}".encode())
         return digest.hexdigest()
+
+    @property
+    def protocol(self) -> str | None:
+        """The scoring protocol this task runs under (e.g. paper), or None for a task that has one way only."""
+        return self.config.protocol
+
+    def under(self, protocol: str | None) -> "Task":
+        """This task scored under another of its protocols (itself when it has no such choice)."""
+        config = self.config.under(protocol)
+        return self if config is self.config else Task(config, self.base_dir, self.source)
 
     def count(self) -> int:
         total = count_rows(self.data_path)
@@ -178,7 +197,7 @@ class Task:
         return {"name": self.name, "version": self.version, "hash": self.content_hash,
                 "source": self.source, "modalities": sorted(m.value for m in self.modalities),
                 "generation": self.config.generation.model_dump(), "prompt": self.config.prompt,
-                "system": self.config.system}
+                "system": self.config.system, **({"protocol": self.protocol} if self.protocol else {})}
 
 
 MEDIA_SUFFIXES = {Modality.IMAGE: (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp"),

@@ -39,6 +39,20 @@
     return { text: fmt(c.value) + (c.stderr !== null && c.stderr !== undefined ? " ± " + fmt(c.stderr) : ""), cls: c.status === "error" ? "err" : "", title };
   }
 
+  // The scoring protocol of a task column, and a warning when runs here scored it under different ones.
+  function protocolLabel(col) {
+    if (!col.protocols || !col.protocols.length) return null;
+    if (col.protocol_conflict)
+      return [el("br"), el("span", { cls: "protocol conflict", title: "runs on this board scored this task under different protocols: their numbers are not comparable",
+                                     text: "⚠ protocols differ: " + col.protocols.join(" / ") })];
+    return [el("br"), el("span", { cls: "protocol", title: "scoring protocol", text: "protocol: " + col.protocols[0] })];
+  }
+  // A synergy metric's per-pair means, beside its value.
+  function synergyLine(c) {
+    if (!c || !c.synergy || !Object.keys(c.synergy).length) return null;
+    return [el("br"), el("span", { cls: "small synergy", text: Object.entries(c.synergy).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ") })];
+  }
+
   const sortState = { col: null, dir: 1 };
   let showParts = true;
   function sortValue(run, col) {
@@ -53,13 +67,14 @@
     const table = document.getElementById("overview");
     table.textContent = "";
     const shownColumns = BOARD.columns.filter(c => showParts || !c.part);
-    const heads = [["model", "model", null], ...shownColumns.map(c => c.group === "suite" ? [c.key, c.task.toUpperCase(), "mean of its parts (" + c.metric + ")"]
-                     : [c.key, c.task + " / " + c.metric, c.part ? (c.group + ": " + c.part) : null]),
+    const heads = [["model", "model", null], ...shownColumns.map(c => c.group === "suite" ? [c.key, c.task.toUpperCase(), "mean of its parts (" + c.metric + ")", c]
+                     : [c.key, c.task + " / " + c.metric, c.part ? (c.group + ": " + c.part) : null, c]),
                    ["samples", "samples", null], ["errors", "errors", null], ["judge", "judge", null]];
     const tr = el("tr");
-    for (const [key, label, part] of heads) {
+    for (const [key, label, part, col] of heads) {
       const th = el("th", { "data-col": key, title: "sort by " + label + (part ? " / " + part : ""), onclick: () => sortBy(key) }, label,
-                    part ? el("br") : null, part ? el("span", { cls: "part", text: part }) : null);
+                    part ? el("br") : null, part ? el("span", { cls: "part", text: part }) : null,
+                    col && !col.part ? protocolLabel(col) : null);
       if (sortState.col === key) th.setAttribute("aria-sort", sortState.dir > 0 ? "ascending" : "descending");
       tr.appendChild(th);
     }
@@ -82,8 +97,14 @@
         const c = BOARD.cells[run.index][col.key];
         const t = cellText(c);
         const counts = c && typeof c.n === "number" ? `n=${c.n}` + (c.errors ? ` · ${c.errors} err` : "") + (c.judge ? " · judged" : "") : "";
-        const td = el("td", { cls: "metric " + t.cls, title: t.title || null, "data-col": col.key, "data-status": c ? c.status : "absent" },
-                      el("span", { cls: "value", text: t.text }), counts ? el("br") : null, counts ? el("span", { cls: "small", text: counts }) : null);
+        const conflict = col.protocol_conflict && c && c.protocol;
+        const title = (t.title || "") + (c && c.protocol ? (t.title ? "\n" : "") + "protocol: " + c.protocol +
+          (conflict ? " (other runs on this board scored this task under " + col.protocols.filter(p => p !== c.protocol).join(", ") +
+           ": the numbers are not comparable)" : "") : "");
+        const td = el("td", { cls: "metric " + t.cls + (conflict ? " protocol-conflict" : ""), title: title || null, "data-col": col.key,
+                              "data-status": c ? c.status : "absent", "data-protocol": c && c.protocol ? c.protocol : null },
+                      el("span", { cls: "value", text: t.text }), synergyLine(c), counts ? el("br") : null, counts ? el("span", { cls: "small", text: counts }) : null,
+                      conflict ? el("br") : null, conflict ? el("span", { cls: "protocol conflict", text: "⚠ protocol " + c.protocol }) : null);
         if (c && c.status !== "absent" && c.status !== "not_applicable" && run.tasks.includes(col.task))
           td.addEventListener("click", () => openDrill(run.index, col.task));
         row.appendChild(td);
@@ -249,8 +270,22 @@
       Object.entries(sample.scores).map(([name, s]) => s.details ? el("div", { cls: "small" }, `${name} details: ${s.details}`) : null),
       Object.entries(sample.scores).map(([name, s]) => s.judge && s.judge.length ? el("details", { cls: "small" },
         el("summary", { text: `${name}: judge replies (${s.judge.length})` + (s.human !== undefined ? ` · human label ${s.human}` : "") }),
-        s.judge.map(v => el("div", {}, el("div", { cls: "kv", text: `${v.label || "verdict"}: ${v.verdict ?? "–"}` + (v.error ? " · " + v.error : "") }),
-          v.raw.map(r => el("pre", { text: r }))))) : null));
+        s.judge.map(v => el("div", { cls: "verdict" }, el("div", { cls: "kv", text: `${v.label || "verdict"}: ${v.verdict ?? "–"}` + (v.error ? " · " + v.error : "") +
+            (v.cached ? " · cached" : "") + (v.media_dropped && v.media_dropped.length ? " · judge could not see: " + v.media_dropped.join(", ") : "") }),
+          v.raw.map(r => el("pre", { text: r })), v.asked ? auditBlock(v.asked) : null))) : null));
+  }
+  // What the judge was asked: the messages as sent, media by hash, sampling; collapsed, text only.
+  function auditBlock(a) {
+    const sampling = a.local ? "computed locally, no judge model" : [
+      a.temperature !== null && a.temperature !== undefined ? "temperature " + a.temperature : null,
+      a.max_new_tokens ? "max new tokens " + a.max_new_tokens : null,
+      a.seeds && a.seeds.length ? (a.seeds.length > 1 ? "seeds " : "seed ") + a.seeds.join(", ") : null].filter(Boolean).join(" · ");
+    const media = (a.media || []).map(m => el("li", { text: m.more ? `… ${m.more} more` :
+      `${m.modality || "media"}: ` + (m.sha256 ? "sha256 " + m.sha256 : (m.path || "?") + (m.size !== undefined ? ` (${m.size} bytes)` : "")) }));
+    return el("details", { cls: "audit" }, el("summary", { text: "what the judge was asked" + (sampling ? " · " + sampling : "") }),
+      a.local ? null : [el("div", { cls: "kv", text: "system" }), el("pre", { cls: "audit-system", text: a.system === null || a.system === undefined ? "(no system message)" : a.system })],
+      el("div", { cls: "kv", text: a.local ? "input" : "user" }), el("pre", { cls: "audit-user", text: a.user }),
+      media.length ? [el("div", { cls: "kv", text: "media" }), el("ul", { cls: "audit-media" }, media)] : el("div", { cls: "kv", text: "no media" }));
   }
   function sampleCard(sample, other) {
     const changed = other && scoreKey(other) !== scoreKey(sample);
@@ -291,7 +326,11 @@
       }
       changes = ` · ${better + worse + other} changed vs. ${BOARD.runs[Number(drill.compare)].label}: ${better} better, ${worse} worse` + (other ? `, ${other} otherwise` : "");
     }
-    count.textContent = `${shown.length} of ${samples.length} samples` + (others ? ` shared with the compared run` : "") + changes +
+    const protocol = meta.protocol ? ` · protocol ${meta.protocol}` : "";
+    const otherProtocol = others ? (BOARD.pages[drill.compare + "|" + drill.task] || {}).protocol : null;
+    const mismatch = others && meta.protocol && otherProtocol && otherProtocol !== meta.protocol
+      ? ` · ⚠ the compared run scored this task under protocol ${otherProtocol}: scores not comparable` : "";
+    count.textContent = `${shown.length} of ${samples.length} samples` + (others ? ` shared with the compared run` : "") + protocol + mismatch + changes +
       (meta.truncated ? ` (board keeps the first ${meta.count} of ${meta.total})` : "") + ` · page ${drill.page + 1} of ${pages}`;
     list.textContent = "";
     for (const s of shown.slice(drill.page * PAGE, (drill.page + 1) * PAGE)) list.appendChild(sampleCard(s, others && others.get(s.id)));
