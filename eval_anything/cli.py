@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import difflib
 import gc
 import importlib
+import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -83,11 +85,20 @@ def add_evaluation_arguments(parser: argparse.ArgumentParser) -> None:
                              "(default: audio=espeak when espeak-ng is installed; '' for none). A modality "
                              "nothing renders is not applicable for the scores that need it")
     judge = parser.add_argument_group("judges", "for tasks scored by a model judge")
-    judge.add_argument("--judge", metavar="[BACKEND:]REF",
+    judge.add_argument("--judge", metavar="[KEY=][BACKEND:]REF|FILE.yaml", action="append",
                        help="the judge model, any backend: openai:gpt-4o, hf:DIR, ... (default: the embedded "
-                            "SmolLM2, labelled a weak judge in the results)")
-    judge.add_argument("--judge-args", metavar="K=V,...", default="",
-                       help="judge backend arguments, as --model-args (e.g. base_url=...,api_key_env=JUDGE_KEY)")
+                            "SmolLM2, labelled a weak judge in the results). Repeatable: KEY=[BACKEND:]REF names "
+                            "another judge for the queries of KEY: a modality, image, audio or video (a query "
+                            "goes to the judge of the media it carries, video first, then audio, then image; "
+                            "text-only queries to the default judge), or a task name (all its queries; a task "
+                            "beats a modality). E.g. --judge openai:gpt-4o --judge audio=hf:DIR --judge "
+                            "video=hf:DIR. FILE.yaml maps keys (default, image, audio, video, TASK) to "
+                            "[BACKEND:]REF or {model: [BACKEND:]REF, args: {K: V}}")
+    judge.add_argument("--judge-args", metavar="[KEY:]K=V,...", action="append",
+                       help="judge backend arguments, as --model-args (e.g. base_url=...,api_key_env=JUDGE_KEY), "
+                            "for the default judge; KEY:K=V,... for the judge named with --judge KEY=... (e.g. "
+                            "--judge-args audio:base_url=http://127.0.0.1:8001/v1,concurrency=4). Repeatable; "
+                            "each judge gets only its own")
     judge.add_argument("--judge-concurrency", type=int, metavar="N",
                        help="judge requests in flight at once (openai judges; default 8)")
     judge.add_argument("--judge-max-tokens", type=int, default=None, metavar="N",
@@ -185,16 +196,125 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _judge_settings(args: argparse.Namespace) -> "JudgeSettings":
+JUDGE_KEYS = ("default", "image", "audio", "video")
+"""The judge keys besides task names: the default judge and the judges of queries with media."""
+_KEYED_JUDGE = re.compile(r"^([A-Za-z0-9_.-]+)=(.*)$")  # --judge KEY=[BACKEND:]REF
+_KEYED_JUDGE_ARGS = re.compile(r"^([A-Za-z0-9_.-]+):(.*)$")  # --judge-args KEY:K=V,... (no '=' before the ':')
+_JUDGE_FILE_FIELDS = ("args", "model")
+
+
+def _listed(value: str | Sequence[str] | None) -> list[str]:
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else list(value)
+
+
+def _judge_entries(args: argparse.Namespace) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """--judge and --judge-args as KEY -> ([BACKEND:]REF or None (the embedded judge), backend arguments)."""
+    from eval_anything.models import parse_model_args
+
+    entries: dict[str, tuple[str | None, dict[str, Any]]] = {}
+
+    def add(key: str, model: str | None, extra: dict[str, Any], where: str) -> None:
+        if key in entries:
+            raise ValueError(f"{where}: a second judge for {key!r}; name one judge per key")
+        entries[key] = (model, dict(extra))
+
+    for item in _listed(getattr(args, "judge", None)):
+        if item.endswith((".yaml", ".yml")) and not Path(item).is_dir():
+            for key, (model, extra) in _judge_file(Path(item)).items():
+                add(key, model, extra, f"--judge {item}")
+            continue
+        keyed = _KEYED_JUDGE.match(item)
+        key, model = (keyed.group(1), keyed.group(2)) if keyed else ("default", item)
+        if not model:
+            raise ValueError(f"--judge {item}: no judge after '='; give {key}=[BACKEND:]REF")
+        add(key, model, {}, f"--judge {item}")
+    for item in _listed(getattr(args, "judge_args", None)):
+        keyed = _KEYED_JUDGE_ARGS.match(item)
+        key, text = (keyed.group(1), keyed.group(2)) if keyed else ("default", item)
+        if key not in entries:
+            if key != "default":
+                raise ValueError(f"--judge-args {item}: no judge is named for {key!r}; give --judge {key}=[BACKEND:]REF")
+            entries[key] = (None, {})
+        entries[key][1].update(parse_model_args(text))
+    return entries
+
+
+def _judge_file(path: Path) -> dict[str, tuple[str | None, dict[str, Any]]]:
+    """A judge file: {KEY: [BACKEND:]REF or {model: [BACKEND:]REF, args: {K: V} or "K=V,..."}}."""
+    import yaml
+
+    from eval_anything.models import parse_model_args
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError(f"{path}: a judge file maps keys ({', '.join(JUDGE_KEYS)} or a task name) to judges")
+    entries: dict[str, tuple[str | None, dict[str, Any]]] = {}
+    for key, entry in data.items():
+        key = str(key)
+        if isinstance(entry, str):
+            entries[key] = (entry, {})
+            continue
+        if not isinstance(entry, dict):
+            raise ValueError(f"{path}: {key}: give a judge as [BACKEND:]REF or {{model: [BACKEND:]REF, args: {{...}}}}")
+        for field_name in entry:
+            if field_name not in _JUDGE_FILE_FIELDS:
+                raise ValueError(f"{path}: {key}: unknown field {field_name!r}{_did_you_mean(str(field_name), _JUDGE_FILE_FIELDS)}"
+                                 f" (known: {', '.join(_JUDGE_FILE_FIELDS)})")
+        model, extra = entry.get("model"), entry.get("args") or {}
+        if (model is not None and not isinstance(model, str)) or (model is None and key != "default"):
+            raise ValueError(f"{path}: {key}: model must be [BACKEND:]REF")
+        if isinstance(extra, str):
+            extra = parse_model_args(extra)
+        if not isinstance(extra, dict):
+            raise ValueError(f"{path}: {key}: args must map names to values (or be K=V,...)")
+        entries[key] = (model, {str(k): v for k, v in extra.items()})
+    return entries
+
+
+def _did_you_mean(name: str, known: Sequence[str]) -> str:
+    near = difflib.get_close_matches(name, list(known), n=3)
+    return f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+
+
+def _check_judge_keys(keys: Sequence[str], tasks: Sequence["Task"], include_path: Sequence[Path]) -> None:
+    """Every judge key names the default, a modality or a task (of this run, or one the catalog
+    knows: a shared judge file may name tasks this run leaves out)."""
+    names = {t.name for t in tasks}
+    unknown = [k for k in keys if k not in JUDGE_KEYS and k not in names]
+    if not unknown:
+        return
+    from eval_anything.tasks import Catalog
+
+    known = set(Catalog(include_path).tasks)
+    for key in unknown:
+        if key not in known:
+            raise ValueError(f"--judge: unknown judge key {key!r}{_did_you_mean(key, [*JUDGE_KEYS, *sorted(names | known)])}"
+                             f" (keys: {', '.join(JUDGE_KEYS)} or a task name)")
+
+
+def _judge_settings(args: argparse.Namespace, tasks: Sequence["Task"] = ()) -> "JudgeSettings":
     from eval_anything.judges.engine import JudgeSettings
-    from eval_anything.models import parse_model_args, resolve_spec
+    from eval_anything.models import resolve_spec
     from eval_anything.models.embedded import NAME, cache_root
 
-    judge_args = parse_model_args(args.judge_args)
-    spec = resolve_spec(args.judge or f"embedded:{NAME}", judge_args)
-    if args.judge_concurrency is not None:
-        key = "concurrency" if spec.backend == "openai" else "batch_size"
-        spec = dataclasses.replace(spec, args={**spec.args, key: args.judge_concurrency})
+    entries = _judge_entries(args)
+    _check_judge_keys(list(entries), tasks, getattr(args, "include_path", []))
+
+    def judge_spec(model: str | None, extra: dict[str, Any]) -> "ModelSpec":
+        spec = resolve_spec(model or f"embedded:{NAME}", extra)
+        if args.judge_concurrency is not None:
+            key = "concurrency" if spec.backend == "openai" else "batch_size"
+            spec = dataclasses.replace(spec, args={**spec.args, key: args.judge_concurrency})
+        return spec
+
+    default_model, default_args = entries.get("default", (None, {}))
+    spec = judge_spec(default_model, default_args)
+    routes = {key: judge_spec(model, extra) for key, (model, extra) in entries.items() if key != "default"}
     price = None
     if args.judge_price:
         try:
@@ -203,9 +323,10 @@ def _judge_settings(args: argparse.Namespace) -> "JudgeSettings":
             raise ValueError("--judge-price takes IN,OUT: USD per million input and output tokens") from None
         price = (price_in, price_out)
     cache = None if args.judge_cache == "off" else Path(args.judge_cache or cache_root() / "judge-cache.sqlite")
-    weak = args.judge is None
-    max_tokens, retries = WEAK_JUDGE_DEFAULTS if weak else JUDGE_DEFAULTS
+    weak = default_model is None
+    max_tokens, retries = WEAK_JUDGE_DEFAULTS if weak and not routes else JUDGE_DEFAULTS
     return JudgeSettings(spec, weak_default=weak, seed=args.seed, price_per_million=price, cache_path=cache,
+                         routes=routes,
                          reward_model=getattr(args, "reward_model", None),
                          max_new_tokens=args.judge_max_tokens if args.judge_max_tokens is not None else max_tokens,
                          parse_retries=args.judge_retries if args.judge_retries is not None else retries)
@@ -232,7 +353,7 @@ def evaluation_from_args(args: argparse.Namespace, **overrides: Any) -> tuple["M
         tasks = with_published_data(tasks, args.data_dir)
     settings = RunSettings(output_dir=args.output_dir, limit=args.limit, seed=args.seed,
                            max_new_tokens=args.max_new_tokens, command=("eval-anything", *args.argv),
-                           judge=_judge_settings(args), generators=args.generator,
+                           judge=_judge_settings(args, tasks), generators=args.generator,
                            temperature=args.temperature, **overrides)
     if any(t.config.output_format == "tagged" for t in tasks):
         settings.generator_table()  # a misspelt generator fails here, before any model loads

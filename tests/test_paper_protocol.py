@@ -322,3 +322,115 @@ def test_a_protocol_a_task_lacks_is_a_clear_error(tmp_path, capsys):
                  "--output-dir", str(tmp_path)])
     assert code == 2
     assert "task amg_if_text has no protocol 'mine' (it has: paper, extended)" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- synergy (amg/synergy/reward_eval.py)
+
+def _synergy_answers(folder: Path) -> Path:
+    red, blue = write_png(folder / "red.png", (220, 20, 20), 40), write_png(folder / "blue.png", (20, 20, 220), 40)
+    tone = write_wav(folder / "tone.wav", 1.0, 440.0)
+    tagged = "[[response]]: {t}\n[[image_instruction]]: {i}\n[[audio_instruction]]: {a}"
+    lines = [{"task": "amg_modality_synergy", "id": "s-a", "text": tagged.format(t="A red cat.", i="a cat", a="meow"),
+              "media": [{"modality": "image", "path": str(red)}, {"modality": "audio", "path": str(tone)}]},
+             {"task": "amg_modality_synergy", "id": "s-b", "text": tagged.format(t="Four.", i="a 4", a="None"),
+              "media": [{"modality": "image", "path": str(blue)}]}]
+    path = folder / "synergy.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def omni_reward_model(tmp_path_factory, tiny_qwen2_5_omni_dir) -> Path:
+    """A tiny random Qwen2.5-Omni thinker with a random score head: image and audio in one prompt."""
+    import os
+
+    import torch
+
+    from eval_anything.judges.reward import save_score_head
+
+    folder = tmp_path_factory.mktemp("omni-reward")
+    for file in Path(tiny_qwen2_5_omni_dir).iterdir():
+        os.symlink(file, folder / file.name)
+    generator = torch.Generator().manual_seed(7)
+    save_score_head(folder, torch.randn(1, 64, generator=generator), torch.randn(1, generator=generator))
+    return folder
+
+
+def _run_synergy(published: Path, folder: Path, *extra: str) -> tuple[int, Path | None, int]:
+    answers = _synergy_answers(folder)
+    with StubServer(RecordingJudge()) as server:
+        code = main(["run", "--model", f"replay:{answers}", "--data-dir", str(published), "--generator", "",
+                     "--tasks", "amg_modality_synergy", "--judge", "openai:gpt-4o",
+                     "--judge-args", f"base_url={server.base_url}", "--judge-cache", "off",
+                     "--output-dir", str(folder / "runs"), *extra])
+        calls = server.calls
+    runs = list((folder / "runs").iterdir()) if (folder / "runs").exists() else []
+    return code, runs[0] if runs else None, calls
+
+
+def test_synergy_by_a_multimodal_reward_model_reads_the_generated_media(published, omni_reward_model, tmp_path):
+    import math
+
+    from eval_anything.datamodel import Part
+    from eval_anything.judges.reward import RewardModel
+
+    code, run_dir, calls = _run_synergy(published, tmp_path, "--reward-model", str(omni_reward_model))
+    assert code == 0 and calls == 0, "the reward path never reaches the LLM judge"
+    records = _records(run_dir, "amg_modality_synergy")
+    reader = RewardModel(omni_reward_model)
+    red, blue, tone = (Part.of_file(m, tmp_path / f) for m, f in
+                       (("image", "red.png"), ("image", "blue.png"), ("audio", "tone.wav")))
+    sigmoid = lambda x: 1 / (1 + math.exp(-x))
+    prompt_a, prompt_b = SELECTION[0][1], SELECTION[1][1]  # the instruction, not our prompt around it
+    expected_a = {"ti": sigmoid(reader.read(prompt_a, "A red cat.", [red]).token_mean),  # mean token score
+                  "ta": sigmoid(reader.read(prompt_a, "A red cat.", [tone]).token_mean),
+                  "ia": sigmoid(reader.read(prompt_a, "", [red, tone]).end_score)}  # the end score, no text
+    score_a = records["s-a"]["scores"]["amg_synergy"]
+    assert score_a["details"]["synergy"] == pytest.approx(expected_a)
+    assert score_a["value"] == pytest.approx(sum(expected_a.values()) / 3)
+    (ti,) = [v for v in score_a["details"]["judge"] if v["label"] == "synergy ti"]
+    assert ti["asked"]["local"] and ti["asked"]["user"].startswith(f"USER: {prompt_a}\nASSISTANT:\n")
+    expected_b = sigmoid(reader.read(prompt_b, "Four.", [blue]).token_mean)  # only text and image were made
+    assert records["s-b"]["scores"]["amg_synergy"]["details"]["synergy"] == {"ti": pytest.approx(expected_b)}
+    metric = _results(run_dir)["tasks"]["amg_modality_synergy"]["metrics"]["amg_synergy"]
+    assert metric["synergy_ti"] == {"value": pytest.approx((expected_a["ti"] + expected_b) / 2), "n": 2}
+    assert metric["synergy_ia"] == {"value": pytest.approx(expected_a["ia"]), "n": 1}
+
+
+def test_synergy_end_scores_throughout_is_an_option(published, omni_reward_model, tmp_path):
+    from eval_anything.datamodel import Part
+    from eval_anything.judges.reward import RewardModel
+    from eval_anything.suite.scorers import amg_synergy
+
+    scorer = amg_synergy(scorer="reward_model", reward_model=str(omni_reward_model), readout="end")
+    scorer.bind_judging(None)
+    image = Part.of_file("image", write_png(tmp_path / "x.png"))
+    (query,) = [scorer._reward_query("ti", "Draw.", "A cat.", [image])]
+    reading = RewardModel(omni_reward_model).read("Draw.", "A cat.", [image])
+    assert query.local()["raw"] == pytest.approx(reading.end_score) != pytest.approx(reading.token_mean)
+
+
+def test_a_reward_model_that_cannot_take_audio_stops_before_any_call(published, tiny_llava_dir, tmp_path, capsys):
+    import os
+
+    import torch
+
+    from eval_anything.judges.reward import save_score_head
+
+    folder = tmp_path / "llava-reward"
+    folder.mkdir()
+    for file in Path(tiny_llava_dir).iterdir():
+        os.symlink(file, folder / file.name)
+    save_score_head(folder, torch.ones(1, 64))
+    code, run_dir, calls = _run_synergy(published, tmp_path, "--reward-model", str(folder))
+    assert code == 2 and calls == 0
+    error = capsys.readouterr().err
+    assert "amg_modality_synergy" in error and "does not take audio input" in error and str(folder) in error
+
+
+def test_without_a_reward_model_paper_synergy_is_not_applicable_and_says_why(published, tmp_path):
+    code, run_dir, calls = _run_synergy(published, tmp_path)
+    assert calls == 0
+    task = _results(run_dir)["tasks"]["amg_modality_synergy"]
+    metric = task["metrics"]["amg_synergy"]
+    assert metric["value"] is None and "--reward-model" in metric["not_applicable"]["reasons"][0]

@@ -400,11 +400,14 @@ def test_load_instruction_following_per_modality(tmp_path):
     assert load_instruction_following(root, "image") == [{"prompt_id": "i1", "prompt": "A red apple.", "questions": []}]
     audio = load_instruction_following(root, "audio")
     assert [r["prompt_id"] for r in audio] == ["a1", "a2"]
+    # `choice` keeps the options as published, as str.format shows them to the original's judge
     assert audio[0] == {"prompt_id": "a1", "prompt": "A dog barking.", "questions": [
-        {"question": "Which animal?", "choices": ["cat", "dog", "cow", "bird"], "answer": "B", "question_id": "a1-q1"},
-        {"question": "How many barks?", "choices": ["one", "two", "many"], "answer": "C", "question_id": "a1-q2"}]}
+        {"question": "Which animal?", "choices": ["cat", "dog", "cow", "bird"], "answer": "B", "question_id": "a1-q1",
+         "choice": "['cat', 'dog', 'cow', 'bird']"},
+        {"question": "How many barks?", "choices": ["one", "two", "many"], "answer": "C", "question_id": "a1-q2",
+         "choice": "{'A': 'one', 'B': 'two', 'C': 'many'}"}]}
     assert audio[1]["questions"] == [{"question": "What weather?", "choices": ["rain", "snow", "sun"], "answer": "A",
-                                      "question_id": "a2-q1"}]
+                                      "question_id": "a2-q1", "choice": "A. rain\nB. snow\nC. sun"}]
     (video,) = load_instruction_following(root, "video")
     assert [(q["choices"], q["answer"]) for q in video["questions"]] == [(["left", "right"], "A"),
                                                                           (["a ball", "a cube"], "A")]

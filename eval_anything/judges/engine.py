@@ -63,8 +63,10 @@ class JudgeSettings:
                     "parse_retries": self.parse_retries}
         if self.reward_model:  # only when set, so that earlier runs keep their ids
             identity["reward_model"] = self.reward_model
-        if self.routes:  # likewise
-            identity["routes"] = {key: _judge_identity(spec) for key, spec in sorted(self.routes.items())}
+        routes = {key: _judge_identity(spec) for key, spec in sorted(self.routes.items())
+                  if _judge_identity(spec) != identity["judge"]}
+        if routes:  # only with other judges than the default, likewise
+            identity["routes"] = routes
         return identity
 
     def route(self, task: str, media: Iterable[Modality]) -> str:
@@ -224,7 +226,10 @@ class JudgeEngine:
         ready: deque[_OpenSample] = deque()
         retries: list[_Query] = []
         for judge in judges:
-            judge.bind_judging(self.settings)
+            try:
+                judge.bind_judging(self.settings)
+            except ValueError as exc:  # the run stops here, before any judge call, its samples kept
+                raise ValueError(f"task {task_name}, scorer {judge.name}: {exc}") from None
         self.check_media(judges, task_name, input_modalities)
         single = self._single_judge(task_name)
 
@@ -249,9 +254,8 @@ class JudgeEngine:
 
     def _single_judge(self, task_name: str) -> LazyModel | None:
         """The one judge every query of the task goes to, or None when their media choose among several."""
-        if task_name in self.settings.routes and task_name not in _MEDIA_KEYS:
-            return self.models[task_name]
-        reachable = {id(self.models[r]): self.models[r] for r in (DEFAULT_ROUTE, *_MEDIA_KEYS) if r in self.models}
+        carried = (c for size in range(len(MEDIA_ROUTES) + 1) for c in itertools.combinations(MEDIA_ROUTES, size))
+        reachable = {id(m): m for m in (self.models[self.settings.route(task_name, c)] for c in carried)}
         return next(iter(reachable.values())) if len(reachable) == 1 else None
 
     def _open(self, judges: list[JudgeScorer], task_name: str, sample: Sample, attempts: list[Attempt],

@@ -39,7 +39,7 @@ class RewardModelScorer(Scorer):
 
     def reward(self, prompt: str, response: str) -> float:
         """The end score of the text `text_format` makes (text only, truncated at max_length)."""
-        return self.reader.read_rendered(self.text_format.format(prompt=prompt, response=response)).end_score
+        return self.reader.read_formatted(self.text_format.format(prompt=prompt, response=response)).end_score
 
     def score(self, sample: Sample, attempts: Sequence[Attempt]) -> Score:
         reward = self.reward(question_of(sample, attempts), attempts[0].output.text)

@@ -40,7 +40,7 @@ import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, Part
 
@@ -185,7 +185,7 @@ class RewardModel:
                 self._modalities = frozenset(found)
             return self._modalities
 
-    def check(self, modalities: Sequence[Modality | str] | frozenset[Modality]) -> None:
+    def check(self, modalities: Iterable[Modality | str]) -> None:
         """Raises ValueError, naming the folder and the medium, for a modality it does not take."""
         taken = self.input_modalities
         for modality in sorted({Modality(m) for m in modalities}, key=lambda m: m.value):
@@ -202,7 +202,7 @@ class RewardModel:
             raise ValueError("text has no placeholder")
         return self._placeholders[modality]
 
-    def render(self, prompt: str, text: str, media: Sequence[Part] = ()) -> str:
+    def format_text(self, prompt: str, text: str, media: Sequence[Part] = ()) -> str:
         """The text given to the processor: the original's format with this model's placeholders."""
         self._check_parts(media)
         marks = "".join(self.placeholder(m) for m in MEDIA_ORDER for part in media if part.modality is m)
@@ -212,15 +212,15 @@ class RewardModel:
 
     def read(self, prompt: str, text: str, media: Sequence[Part] = ()) -> RewardReading:
         """Scores `text` (and `media`: images and audio clips, in any order) as the answer to `prompt`."""
-        return self.read_rendered(self.render(prompt, text, media), media)
+        return self.read_formatted(self.format_text(prompt, text, media), media)
 
-    def read_rendered(self, rendered: str, media: Sequence[Part] = ()) -> RewardReading:
+    def read_formatted(self, formatted: str, media: Sequence[Part] = ()) -> RewardReading:
         """Scores an already formatted text holding one placeholder per media part (images first)."""
         import torch
 
         self._check_parts(media)
         with self._lock:
-            inputs = self._encode(rendered, media)
+            inputs = self._encode(formatted, media)
             model = self._loaded()
             inputs = {k: (v.to(torch.float32) if v.is_floating_point() else v) if isinstance(v, torch.Tensor) else v
                       for k, v in inputs.items()}
@@ -255,14 +255,14 @@ class RewardModel:
             raise ValueError("media holds a text part: pass the response text as `text`")
         self.check({part.modality for part in media})
 
-    def _encode(self, rendered: str, media: Sequence[Part]) -> Any:
+    def _encode(self, formatted: str, media: Sequence[Part]) -> Any:
         if not media:  # as reward_model always encoded text: the tokenizer, truncated at max_length
-            return self.tokenizer(rendered, return_tensors="pt", truncation=True, max_length=self.max_length)
+            return self.tokenizer(formatted, return_tensors="pt", truncation=True, max_length=self.max_length)
         from eval_anything.models.hf import InputProcessor
 
         inputs = InputProcessor(self.processor, label=f"reward model {self.path}")
-        ordered = [media[0]] * len(media)
-        encoded = inputs.encode([rendered], [inputs.prepare(ordered)])
+        ordered = [part for modality in MEDIA_ORDER for part in media if part.modality is modality]
+        encoded = inputs.encode([formatted], [inputs.prepare(ordered)])
         length = int(encoded["input_ids"].shape[1])
         if length > self.max_length:  # cutting media tokens would break the processor's count
             raise ValueError(f"reward model {self.path}: the input is {length} tokens with its media, "
@@ -406,7 +406,7 @@ def _template_placeholder(processor: Any, modality: Modality) -> str | None:
     inserted = marked[prefix:len(marked) - suffix]
     tokenizer = getattr(processor, "tokenizer", processor)
     specials = set(tokenizer.get_added_vocab()) | set(getattr(tokenizer, "all_special_tokens", ()))
-    spans = [(i, i + len(token)) for token in specials if token
+    spans = [(i, i + len(token)) for token in specials if token and token in inserted
              for i in range(len(inserted)) if inserted.startswith(token, i)]
     if not spans:
         return None

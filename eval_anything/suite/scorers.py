@@ -160,7 +160,9 @@ class SynergyJudge(JudgeScorer):
         if reference:
             from eval_anything.judges.reward import RewardModel
 
-            self.reward = RewardModel(reference)
+            reward = RewardModel(reference)
+            reward.check({MODALITY_OF[letter] for pair in self.pairs for letter in pair})  # before any call
+            self.reward = reward
 
     def judge_modalities(self) -> frozenset[Modality]:
         return frozenset() if self.scorer == "reward_model" else frozenset({Modality.IMAGE, Modality.AUDIO})
