@@ -126,14 +126,24 @@ class RecordingJudge:
         for question, reply in MCQ_REPLIES.items():
             if f"Question: {question}" in user:
                 return 200, {}, completion(reply), 0.0
+        if "<Response>: COMPOSITE-A" in user:
+            return 200, {}, completion("<Score>: [[7]]\n<Explanation>: [[ok]]"), 0.0
+        if "<Prompt>: Show me a cat and say meow." in user:
+            return 200, {}, completion("<Score>: [[8]]\n<Explanation>: [[a cat]]"), 0.0
         if "<Prompt>: A red square on white." in user:
             return 200, {}, completion("<Score>: [[9]]\n<Explanation>: [[all there]]"), 0.0
         return 200, {}, completion("no idea"), 0.0
 
 
 def answers_file(folder: Path) -> Path:
+    import numpy as np
+
+    from eval_anything.media import write_mp4
+
     wav = write_wav(folder / "made.wav")
     png = write_png(folder / "made.png")
+    mp4 = folder / "made.mp4"
+    write_mp4(mp4, [np.full((32, 32, 3), 40 * k, dtype=np.uint8) for k in range(4)], fps=2)
     lines = [{"task": f"amu_{d.replace('-', '_')}", "id": qid, "text": f"ANSWER-{qid}"} for qid, d in DIMENSIONS.items()]
     lines += [{"task": "amg_if_text", "id": "t1", "text": "RESPONSE-t1"},
               {"task": "amg_if_text", "id": "t2", "text": "RESPONSE-t2"},
@@ -144,25 +154,51 @@ def answers_file(folder: Path) -> Path:
               {"task": "amg_modality_selection", "id": "s-a",
                "text": "[[response]]: A cat.\n[[image_instruction]]: None.\n[[audio_instruction]]: None"},
               {"task": "amg_modality_selection", "id": "s-b",
-               "text": "[[response]]: Four.\n[[image_instruction]]: none\n[[audio_instruction]]: NONE"}]
+               "text": "[[response]]: Four.\n[[image_instruction]]: none\n[[audio_instruction]]: NONE"},
+              {"task": "amg_if_video", "id": "v1", "text": "a ball", "media": [{"modality": "video", "path": str(mp4)}]},
+              # S_AMG: s-a chose text+image (the image made natively), s-b text alone
+              {"task": "amg", "id": "s-a", "text": "[[response]]: COMPOSITE-A\n[[image_instruction]]: a cat\n"
+                                                   "[[audio_instruction]]: None", "media": [{"modality": "image", "path": str(png)}]},
+              {"task": "amg", "id": "s-b", "text": "[[response]]: Four.\n[[image_instruction]]: None\n[[audio_instruction]]: None"},
+              *[{"task": "amg_modality_synergy", "id": uid, "text": "[[response]]: x\n[[image_instruction]]: y\n"
+                                                                   "[[audio_instruction]]: None",
+                 "media": [{"modality": "image", "path": str(png)}]} for uid in ("s-a", "s-b")]]
     path = folder / "answers.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
 
 
 @pytest.fixture(scope="module")
-def paper_run(published, tmp_path_factory):
+def omni_reward_model(tmp_path_factory, tiny_qwen2_5_omni_dir) -> Path:
+    """A tiny random Qwen2.5-Omni thinker with a random score head: image and audio in one prompt."""
+    import os
+
+    import torch
+
+    from eval_anything.judges.reward import save_score_head
+
+    folder = tmp_path_factory.mktemp("omni-reward")
+    for file in Path(tiny_qwen2_5_omni_dir).iterdir():
+        os.symlink(file, folder / file.name)
+    generator = torch.Generator().manual_seed(7)
+    save_score_head(folder, torch.randn(1, 64, generator=generator), torch.randn(1, generator=generator))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def paper_run(published, omni_reward_model, tmp_path_factory):
+    """The issue's command: `run --model replay:answers.jsonl --tasks amu,amg --data-dir DIR --judge openai:X`."""
     folder = tmp_path_factory.mktemp("paper-run")
     answers = answers_file(folder)
     judge = RecordingJudge()
     with StubServer(judge) as server:
-        code = main(["run", "--model", f"replay:{answers}", "--data-dir", str(published), "--generator", "",
-                     "--tasks", "amu,amg_if_text,amg_if_image,amg_if_audio,amg_modality_selection",
+        code = main(["run", "--model", f"replay:{answers}", "--tasks", "amu,amg", "--data-dir", str(published),
                      "--judge", "openai:gpt-4o", "--judge-args", f"base_url={server.base_url}",
-                     "--judge-cache", "off", "--output-dir", str(folder / "runs")])
+                     "--reward-model", str(omni_reward_model), "--generator", "", "--judge-cache", "off",
+                     "--output-dir", str(folder / "runs")])
         bodies = list(server.bodies)
     (run_dir,) = (folder / "runs").iterdir()
-    return code, run_dir, bodies
+    return code, run_dir, bodies, folder
 
 
 def _results(run_dir: Path) -> dict[str, Any]:
@@ -180,7 +216,7 @@ def _bodies_with(bodies: list[dict[str, Any]], marker: str) -> list[dict[str, An
 # ---------------------------------------------------------------- AMU (amu/gpt_eval_amu.py)
 
 def test_amu_requests_follow_the_original(paper_run):
-    code, _, bodies = paper_run
+    code, _, bodies, _ = paper_run
     assert code == 0
     amu = [b for b in bodies if "[The Start of Reference Answers and Keywords]" in _texts(b)[1]]
     assert len(amu) == 5  # four items, one re-asked
@@ -205,7 +241,7 @@ def test_amu_requests_follow_the_original(paper_run):
 
 
 def test_amu_scores_are_the_originals_arithmetic(paper_run):
-    _, run_dir, _ = paper_run
+    _, run_dir, _, _ = paper_run
     results = _results(run_dir)
     # first [[digits]], no range check: 7, 12, (unparseable, then) 4, 3 (not 9)
     expected = {"amu_perception": 7, "amu_reasoning": 12, "amu_instruction_following": 4, "amu_safety": 3}
@@ -217,7 +253,7 @@ def test_amu_scores_are_the_originals_arithmetic(paper_run):
 
 
 def test_amu_sample_log_carries_what_the_judge_was_asked(paper_run):
-    _, run_dir, _ = paper_run
+    _, run_dir, _, _ = paper_run
     (verdict,) = _records(run_dir, "amu_instruction_following")["i1"]["scores"]["judge_rating"]["details"]["judge"]
     asked = verdict["asked"]
     assert "format of the references" in asked["system"] and "ANSWER-i1" in asked["user"]
@@ -228,7 +264,7 @@ def test_amu_sample_log_carries_what_the_judge_was_asked(paper_run):
 # ---------------------------------------------------------------- instruction following (amg/if/*)
 
 def test_text_instruction_following_follows_the_original(paper_run):
-    _, run_dir, bodies = paper_run
+    _, run_dir, bodies, _ = paper_run
     t1 = _bodies_with(bodies, "RESPONSE-t1")
     assert len(t1) == 1 and t1[0]["temperature"] == 0.5
     system, user = _texts(t1[0])
@@ -241,7 +277,7 @@ def test_text_instruction_following_follows_the_original(paper_run):
 
 
 def test_image_instruction_following_shows_the_prompt_and_the_image_only(paper_run):
-    _, run_dir, bodies = paper_run
+    _, run_dir, bodies, _ = paper_run
     (body,) = _bodies_with(bodies, "<Prompt>: A red square on white.")
     system, user = _texts(body)
     assert "Key elements present (4 points)" in system and "Elements the prompt does not mention (1 point)" in system
@@ -251,8 +287,41 @@ def test_image_instruction_following_shows_the_prompt_and_the_image_only(paper_r
     assert metric["value"] == 9 and metric["normalized"] == pytest.approx(0.9)
 
 
+def test_video_questions_carry_the_video_and_its_own_system_message(paper_run):
+    _, run_dir, bodies, _ = paper_run
+    (body,) = _bodies_with(bodies, "Question: What moves?")
+    system, user = _texts(body)
+    assert "from the given video" in system and "Based on the video you watch" in user
+    kinds = [p["type"] for p in body["messages"][-1]["content"]]
+    assert kinds[-1] == "text" and set(kinds[:-1]) == {"image_url"}  # the video as frames, before the text
+    assert _results(run_dir)["tasks"]["amg_if_video"]["metrics"]["judge_media_mcq"]["value"] == 10
+
+
+def test_s_amg_from_the_papers_parts(paper_run, omni_reward_model):
+    import math
+
+    from eval_anything.datamodel import Part
+    from eval_anything.judges.reward import RewardModel
+
+    _, run_dir, bodies, folder = paper_run
+    (text_if,) = _bodies_with(bodies, "<Response>: COMPOSITE-A")
+    (image_if,) = [b for b in _bodies_with(bodies, "<Prompt>: Show me a cat and say meow.")
+                   if "<Response>:" not in _texts(b)[1]]
+    assert text_if["temperature"] == image_if["temperature"] == 0.5
+    assert "usefulness, relevance" in _texts(text_if)[0] and "Key elements present" in _texts(image_if)[0]
+    records = _records(run_dir, "amg")
+    synergy = records["s-a"]["scores"]["amg_composite"]["details"]["S_ij"]["ti"]
+    reading = RewardModel(omni_reward_model).read(SELECTION[0][1], "COMPOSITE-A", [Part.of_file("image", folder / "made.png")])
+    assert synergy == pytest.approx(1 / (1 + math.exp(-reading.token_mean)))
+    s_t, s_i = (7 - 1) / 9, 8 / 10
+    assert records["s-a"]["scores"]["amg_composite"]["value"] == pytest.approx(0.5 * 0.5 * (s_t + s_i) * synergy)
+    assert records["s-b"]["scores"]["amg_composite"]["value"] == 0.0  # text alone: no pair
+    assert _results(run_dir)["tasks"]["amg"]["metrics"]["amg_composite"]["value"] == pytest.approx(
+        (0.5 * 0.5 * (s_t + s_i) * synergy + 0.0) / 2)
+
+
 def test_audio_questions_score_ten_or_zero_averaged_over_question_rows(paper_run):
-    _, run_dir, bodies = paper_run
+    _, run_dir, bodies, _ = paper_run
     (animal,) = _bodies_with(bodies, "Question: Which animal?")
     system, user = _texts(animal)
     assert "multiple-choice questions correctly from the given audio" in system
@@ -269,7 +338,7 @@ def test_audio_questions_score_ten_or_zero_averaged_over_question_rows(paper_run
 # ---------------------------------------------------------------- modality selection (amg/selection)
 
 def test_selection_uses_the_original_prompt_and_parser(paper_run):
-    _, run_dir, _ = paper_run
+    _, run_dir, _, _ = paper_run
     records = _records(run_dir, "amg_modality_selection")
     prompt = records["s-a"]["outputs"][0]
     score_a = records["s-a"]["scores"]["modality_selection"]
@@ -337,23 +406,6 @@ def _synergy_answers(folder: Path) -> Path:
     path = folder / "synergy.jsonl"
     path.write_text("".join(json.dumps(line) + "\n" for line in lines))
     return path
-
-
-@pytest.fixture(scope="module")
-def omni_reward_model(tmp_path_factory, tiny_qwen2_5_omni_dir) -> Path:
-    """A tiny random Qwen2.5-Omni thinker with a random score head: image and audio in one prompt."""
-    import os
-
-    import torch
-
-    from eval_anything.judges.reward import save_score_head
-
-    folder = tmp_path_factory.mktemp("omni-reward")
-    for file in Path(tiny_qwen2_5_omni_dir).iterdir():
-        os.symlink(file, folder / file.name)
-    generator = torch.Generator().manual_seed(7)
-    save_score_head(folder, torch.randn(1, 64, generator=generator), torch.randn(1, generator=generator))
-    return folder
 
 
 def _run_synergy(published: Path, folder: Path, *extra: str) -> tuple[int, Path | None, int]:
@@ -434,3 +486,23 @@ def test_without_a_reward_model_paper_synergy_is_not_applicable_and_says_why(pub
     task = _results(run_dir)["tasks"]["amg_modality_synergy"]
     metric = task["metrics"]["amg_synergy"]
     assert metric["value"] is None and "--reward-model" in metric["not_applicable"]["reasons"][0]
+
+
+def test_system_and_user_templates_next_to_a_task_are_found_there(tmp_path, monkeypatch):
+    from eval_anything.tasks import Catalog
+
+    folder = tmp_path / "tasks"
+    folder.mkdir()
+    (folder / "sys.jinja").write_text("Judge the {{ item.kind }} answer.")
+    (folder / "user.jinja").write_text("{{ response }} [[N]]")
+    (folder / "items.jsonl").write_text(json.dumps({"id": "1", "q": "2+2?", "kind": "maths"}) + "\n")
+    (folder / "mine.yaml").write_text(
+        "name: mine\nversion: 1\ndataset: {path: items.jsonl}\ninput: [{text: q}]\n"
+        "scorers: [{name: judge_rating, args: {template: user.jinja, system_template: sys.jinja}}]\n")
+    monkeypatch.chdir(tmp_path)  # not the task's folder
+    (scorer,) = Catalog([folder]).tasks["mine"].scorers
+    from eval_anything.datamodel import Sample
+    from eval_anything.judges.base import JudgeQuery
+
+    (query,) = scorer.prepared(Sample(id="1", input=(), metadata={"kind": "maths"}), [JudgeQuery("rating", "x", str)])
+    assert query.system == "Judge the maths answer." and scorer.rubric.path == folder / "user.jinja"

@@ -95,9 +95,9 @@ class JudgeScorer(Scorer):
         self.template_name = template or self.default_template
         self.on_error = on_error
         self.human_label = human_label
-        self.rubric = Rubric.find(self.template_name)
+        self.rubric = _rubric_or_later(self.template_name)
         self.system_template = system_template
-        self.system_rubric = Rubric.find(system_template) if system_template else None
+        self.system_rubric = _rubric_or_later(system_template) if system_template else None
         self.temperature = temperature
         self.media_after_text = media_after_text
         self.strict_media = bool(strict_media)
@@ -165,6 +165,14 @@ class JudgeScorer(Scorer):
         result = self.conclude(sample, attempts, verdicts)
         return Score(value=result.value, answer=result.answer, explanation=result.explanation, error=result.error,
                      extraction_failed=result.extraction_failed, details={**details, **result.details})
+
+
+def _rubric_or_later(name: str) -> Rubric:
+    """A rubric found now, or, for a .jinja path relative to a task not bound yet, a placeholder that
+    `bind_task` replaces (a misspelt built-in name still fails at once)."""
+    if name.endswith((".jinja", ".j2")) and not Path(name).is_absolute() and not Path(name).is_file():
+        return Rubric(name, Path(name))
+    return Rubric.find(name)
 
 
 def question_of(sample: Sample, attempts: Sequence[Attempt]) -> str:

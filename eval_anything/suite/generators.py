@@ -13,7 +13,7 @@
     guidance=0, max_sequence_length=256, seed=0; other pipelines: steps=25, guidance=7.5, seed=0;
     `size` (square side) and `max_sequence_length` unset are the pipeline's own;
   - audio: AudioLDM2Pipeline, steps=200, seconds=10, guidance=3.5 (AudioLDM2's own), seed=0, a
-    float WAV at the vocoder's sampling rate (16 kHz for AudioLDM2; 16 kHz when none is given);
+    16-bit WAV at the vocoder's sampling rate (16 kHz for AudioLDM2; 16 kHz when none is given);
   - video: CogVideoXPipeline, steps=50, frames=49, guidance=6, seed=42, fps=8, an H.264 MP4 (PyAV);
     `height`/`width` unset are the pipeline's own (480x720), `max_sequence_length` the transformer's.
   Every kind takes `seed`, `device` (default cuda when available) and `dtype` (float32, float16 or
@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from eval_anything.datamodel import GenerationConfig, Modality, Part, Request
-from eval_anything.media import write_mp4
+from eval_anything.media import to_wav_bytes, write_mp4
 from eval_anything.registry import Registry
 
 SUFFIXES = {Modality.IMAGE: ".png", Modality.AUDIO: ".wav", Modality.VIDEO: ".mp4"}
@@ -371,8 +371,11 @@ class DiffusersImageGenerator(DiffusersGenerator):
 
 class DiffusersAudioGenerator(DiffusersGenerator):
     """AudioLDM2 text-to-audio with the paper's settings (200 steps, 10 s; guidance 3.5, the
-    pipeline's own), written as a 32-bit float WAV, as the original's scipy.io.wavfile.write of the
-    float waveform, at the vocoder's sampling rate (its config's `sampling_rate`, else 16 kHz)."""
+    pipeline's own), a WAV at the vocoder's sampling rate (its config's `sampling_rate`, else
+    16 kHz) as the original's scipy.io.wavfile.write(rate=16000). 16-bit PCM rather than the
+    original's float samples: libsndfile's float WAV carries a PEAK chunk with the time of writing,
+    so the same audio would not be the same bytes (the judge cache keys media by sha256); the
+    vocoder's tanh keeps samples within [-1, 1], and judges get 16-bit PCM anyway."""
 
     modality = Modality.AUDIO
     suffix = ".wav"
@@ -392,12 +395,10 @@ class DiffusersAudioGenerator(DiffusersGenerator):
 
     def write(self, output: Any, target: Path) -> None:
         import numpy as np
-        import soundfile
 
         vocoder = getattr(self.pipeline(), "vocoder", None)
         rate = _sample_rate(vocoder.config) if vocoder is not None else self.sample_rate
-        waveform = np.asarray(output.audios[0], dtype=np.float32)
-        soundfile.write(str(target), waveform, rate, format="WAV", subtype="FLOAT")
+        target.write_bytes(to_wav_bytes(np.clip(np.asarray(output.audios[0], dtype=np.float32), -1.0, 1.0), rate))
 
 
 class DiffusersVideoGenerator(DiffusersGenerator):
