@@ -234,6 +234,9 @@ def _compare_metric(task: str, metric: str, aggregate: str, base_run, cand_run, 
         p_value, test = bootstrap_p(draws), f"paired bootstrap of the {statistic} ({args.resamples} resamples)"
     comparison = Comparison(task, metric, len(shared), float(reduce(base)), float(reduce(cand)),
                             _percentile_ci(draws, args.alpha), p_value, test, draws=draws)
+    if aggregate == "weighted_mean":
+        comparison.notes.append("gated on the unweighted mean over items; the metric itself weights items "
+                                "(e.g. by their question count)")
     unshared = len(base_values) + len(cand_values) - 2 * len(shared)
     if unshared:
         comparison.notes.append(f"{unshared} samples scored in only one run are left out")

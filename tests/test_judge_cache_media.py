@@ -43,7 +43,8 @@ def judge_image(tmp_path, image, output: str) -> int:
         spec = ModelSpec("openai", "stub-judge", {"base_url": server.base_url})
         settings = RunSettings(output_dir=tmp_path / output, generators="",
                                judge=JudgeSettings(spec, cache_path=tmp_path / "cache.sqlite"))
-        report = evaluate(resolve_spec(str(answers)), Catalog([folder]).resolve("test_amg_if_image"), settings)
+        report = evaluate(resolve_spec(str(answers)),
+                              [t.under("extended") for t in Catalog([folder]).resolve("test_amg_if_image")], settings)
         calls = server.calls
     assert report.results["tasks"]["test_amg_if_image"]["metrics"]["judge_rating"]["value"] == 0.6
     return calls

@@ -50,23 +50,23 @@ def judge_server(letter: str = "A", rating: int = 7, malformed_once: str | None 
     return StubServer(reply)
 
 
-def write_tasks(tmp_path: Path, strict: bool = False) -> Path:
-    """judged_media: a text rating (no media) and audio MCQs about the generated audio per item;
-    judged_text: a text rating only."""
+def write_tasks(tmp_path: Path, strict: bool = False, scorers: str | None = None) -> Path:
+    """judged_media: a text rating (no media) and audio MCQs about the generated audio per item
+    (or `scorers`); judged_text: a text rating only."""
     folder = tmp_path / "tasks"
     folder.mkdir(exist_ok=True)
     rows = [{"id": i, "question": f"Make a tone for {i}.", "answer": "a tone", "questions": QUESTIONS} for i in ITEMS]
     (folder / "items.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     strict_arg = ", strict_media: true" if strict else ""
+    scorers = scorers or (f"[{{name: judge_rating, args: {{media: none}}}}, "
+                          f"{{name: judge_media_mcq, args: {{questions: questions, modality: audio{strict_arg}}}}}]")
     (folder / "media.yaml").write_text(textwrap.dedent(f"""
         name: {MEDIA_TASK}
         version: 1
         dataset: {{path: items.jsonl}}
         input: [{{text: question}}]
         target: answer
-        scorers:
-          - {{name: judge_rating, args: {{media: none}}}}
-          - {{name: judge_media_mcq, args: {{questions: questions, modality: audio{strict_arg}}}}}
+        scorers: {scorers}
     """))
     (folder / "text.yaml").write_text(textwrap.dedent(f"""
         name: {TEXT_TASK}
@@ -91,8 +91,9 @@ def predictions(tmp_path: Path) -> Path:
 
 
 def run_cli(tmp_path: Path, *judge: str, tasks: str = MEDIA_TASK, output: str = "runs", model: list[str] | None = None,
-            strict: bool = False) -> tuple[int, Path | None]:
-    argv = ["run", *(model or ["--model", str(predictions(tmp_path))]), "--include-path", str(write_tasks(tmp_path, strict)),
+            strict: bool = False, scorers: str | None = None) -> tuple[int, Path | None]:
+    folder = write_tasks(tmp_path, strict, scorers)
+    argv = ["run", *(model or ["--model", str(predictions(tmp_path))]), "--include-path", str(folder),
             "--tasks", tasks, "--judge-cache", str(tmp_path / "cache.sqlite"), "--output-dir", str(tmp_path / output),
             "--judge-retries", "1", *judge]
     code = main(argv)
@@ -195,6 +196,22 @@ def test_strict_media_refuses_a_text_only_judge_before_any_request(tmp_path, cap
         code, _ = run_cli(tmp_path, "--judge", f"hf:{tiny_llama_dir}", "--judge", "audio=openai:audio-judge",
                           *judged(audio.base_url, "audio"), "--judge-max-tokens", "4", strict=True, output="fixed")
         assert code == 0 and audio.calls == 4 and all(map(carries_audio, audio.bodies))
+
+
+def test_strict_media_errors_media_it_did_not_declare_instead_of_dropping_them(tmp_path, tiny_llama_dir):
+    # media: output without `requires` declares no modality, so the check passes; the answers' audio
+    # still reaches the query, and the text-only judge cannot take it
+    for strict, output in ((True, "strict"), (False, "lenient")):
+        code, run_dir = run_cli(tmp_path, "--judge", f"hf:{tiny_llama_dir}", "--judge-max-tokens", "4", output=output,
+                                scorers=f"[{{name: judge_rating, args: {{media: output, strict_media: {str(strict).lower()}}}}}]")
+        assert code == 0
+        score = records(run_dir)["m1"]["scores"]["judge_rating"]
+        verdict = score["details"]["judge"][0]
+        if strict:
+            assert score["value"] is None and f"strict_media: the judge hf:{tiny_llama_dir} cannot take audio" in score["error"]
+            assert verdict["calls"] == 0 and verdict["raw"] == []
+        else:  # as before: judged on the text, the dropped media recorded
+            assert verdict["media_dropped"] == ["audio"] and verdict["calls"] >= 1 and verdict["raw"]
 
 
 def old_run_id(spec, tasks, settings) -> str:

@@ -4,6 +4,7 @@ number of times, and every failure ends as a recorded error, never a silent scor
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import json
 import sys
@@ -199,22 +200,20 @@ class JudgeEngine:
             self.cache.close()
 
     def check_media(self, judges: list[JudgeScorer], task_name: str, inputs: Iterable[Modality] = ()) -> None:
-        """Raise JudgeSetupError when a strict_media scorer's queries may carry media (alone or
-        together) that the judge they go to cannot take. Loads the judges concerned (an hf judge's
-        modalities are its processor's); a loaded judge is reused."""
+        """Raise JudgeSetupError when a strict_media scorer declares a modality (judge_modalities)
+        that the judge its queries with that modality go to cannot take. Loads the judges concerned
+        (an hf judge's modalities are its processor's); a loaded judge is reused. A query carrying
+        several media at once goes to one judge (MEDIA_ROUTES), which may lack one of them: that
+        query is a judge error when asked (`_ask`), never judged on part of its media."""
         inputs = frozenset(inputs)
         for judge in judges:
             if not getattr(judge, "strict_media", False):
                 continue
-            needed = sorted(set(judge.judge_modalities(inputs)) - {Modality.TEXT}, key=MEDIA_ROUTES.index)
-            for size in range(1, len(needed) + 1):
-                for carried in itertools.combinations(needed, size):
-                    route = self.settings.route(task_name, carried)
-                    model = self.models[route].get()
-                    missing = [m.value for m in carried if m not in model.input_modalities]
-                    if missing:
-                        raise JudgeSetupError(_media_message(task_name, judge.name, route, carried, missing, model))
-
+            for modality in sorted(set(_declared_media(judge, inputs)) - {Modality.TEXT}, key=MEDIA_ROUTES.index):
+                route = self.settings.route(task_name, (modality,))
+                model = self.models[route].get()
+                if modality not in model.input_modalities:
+                    raise JudgeSetupError(_media_message(task_name, judge.name, route, modality, model))
 
     def score(self, judges: list[JudgeScorer], task_name: str,
               finished: Iterable[tuple[Sample, list[Attempt], dict[str, Score]]],
@@ -405,12 +404,20 @@ class JudgeEngine:
             yield entry.sample, entry.attempts, entry.scores
 
 
-def _media_message(task: str, scorer: str, route: str, carried: tuple[Modality, ...], missing: list[str],
-                   model: Any) -> str:
-    media = " and ".join(m.value for m in carried)
-    which = f"its {route} judge" if route != DEFAULT_ROUTE else "the default judge"
+def _declared_media(judge: JudgeScorer, inputs: frozenset[Modality]) -> frozenset[Modality]:
+    """The scorer's judge_modalities, given the task's inputs where its method takes them."""
+    method = judge.judge_modalities
+    try:
+        takes_inputs = bool(inspect.signature(method).parameters)
+    except (TypeError, ValueError):
+        takes_inputs = True
+    return frozenset(method(inputs) if takes_inputs else method())
+
+
+def _media_message(task: str, scorer: str, route: str, modality: Modality, model: Any) -> str:
+    which = f"the {route} judge" if route != DEFAULT_ROUTE else "the default judge"
     takes = ", ".join(sorted(m.value for m in model.input_modalities))
-    key = route if route != DEFAULT_ROUTE else carried[0].value
-    return (f"task {task}: scorer {scorer} (strict_media) sends {media} to {which} {model.spec.label}, which cannot "
-            f"take {', '.join(missing)} (it takes {takes}); name a judge that takes {media} with "
+    key = route if route != DEFAULT_ROUTE else modality.value
+    return (f"task {task}: scorer {scorer} (strict_media) sends {modality.value} to {which} {model.spec.label}, "
+            f"which cannot take {modality.value} (it takes {takes}); name a judge that takes {modality.value} with "
             f"--judge {key}=[BACKEND:]REF")
