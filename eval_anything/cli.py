@@ -235,7 +235,8 @@ def _judge_entries(args: argparse.Namespace) -> dict[str, tuple[str | None, dict
         key, text = (keyed.group(1), keyed.group(2)) if keyed else ("default", item)
         if key not in entries:
             if key != "default":
-                raise ValueError(f"--judge-args {item}: no judge is named for {key!r}; give --judge {key}=[BACKEND:]REF")
+                raise ValueError(f"--judge-args {item}: no judge is named for {key!r}; "
+                                 f"give --judge {key}=[BACKEND:]REF")
             entries[key] = (None, {})
         entries[key][1].update(parse_model_args(text))
     return entries
@@ -263,8 +264,9 @@ def _judge_file(path: Path) -> dict[str, tuple[str | None, dict[str, Any]]]:
             raise ValueError(f"{path}: {key}: give a judge as [BACKEND:]REF or {{model: [BACKEND:]REF, args: {{...}}}}")
         for field_name in entry:
             if field_name not in _JUDGE_FILE_FIELDS:
-                raise ValueError(f"{path}: {key}: unknown field {field_name!r}{_did_you_mean(str(field_name), _JUDGE_FILE_FIELDS)}"
-                                 f" (known: {', '.join(_JUDGE_FILE_FIELDS)})")
+                hint = _did_you_mean(str(field_name), _JUDGE_FILE_FIELDS)
+                raise ValueError(f"{path}: {key}: unknown field {field_name!r}{hint} "
+                                 f"(known: {', '.join(_JUDGE_FILE_FIELDS)})")
         model, extra = entry.get("model"), entry.get("args") or {}
         if (model is not None and not isinstance(model, str)) or (model is None and key != "default"):
             raise ValueError(f"{path}: {key}: model must be [BACKEND:]REF")
@@ -293,8 +295,8 @@ def _check_judge_keys(keys: Sequence[str], tasks: Sequence["Task"], include_path
     known = set(Catalog(include_path).tasks)
     for key in unknown:
         if key not in known:
-            raise ValueError(f"--judge: unknown judge key {key!r}{_did_you_mean(key, [*JUDGE_KEYS, *sorted(names | known)])}"
-                             f" (keys: {', '.join(JUDGE_KEYS)} or a task name)")
+            hint = _did_you_mean(key, [*JUDGE_KEYS, *sorted(names | known)])
+            raise ValueError(f"--judge: unknown judge key {key!r}{hint} (keys: {', '.join(JUDGE_KEYS)} or a task name)")
 
 
 def _judge_settings(args: argparse.Namespace, tasks: Sequence["Task"] = ()) -> "JudgeSettings":

@@ -11,8 +11,6 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from eval_anything.cli import build_parser, evaluation_from_args, main
 from eval_anything.manifest import read_lineage
 from eval_anything.rundir import SampleLog
@@ -85,7 +83,8 @@ def predictions(tmp_path: Path) -> Path:
     lines = []
     for k, i in enumerate(ITEMS):
         audio = write_wav(tmp_path / f"made-{i}.wav", hz=440.0 + 220 * k)
-        lines.append(json.dumps({"id": i, "text": "Here is a tone.", "media": [{"modality": "audio", "path": str(audio)}]}))
+        media = [{"modality": "audio", "path": str(audio)}]
+        lines.append(json.dumps({"id": i, "text": "Here is a tone.", "media": media}))
     path.write_text("\n".join(lines) + "\n")
     return path
 
@@ -93,8 +92,8 @@ def predictions(tmp_path: Path) -> Path:
 def run_cli(tmp_path: Path, *judge: str, tasks: str = MEDIA_TASK, output: str = "runs", model: list[str] | None = None,
             strict: bool = False, scorers: str | None = None) -> tuple[int, Path | None]:
     folder = write_tasks(tmp_path, strict, scorers)
-    argv = ["run", *(model or ["--model", str(predictions(tmp_path))]), "--include-path", str(folder),
-            "--tasks", tasks, "--judge-cache", str(tmp_path / "cache.sqlite"), "--output-dir", str(tmp_path / output),
+    argv = ["run", *(model or ["--model", str(predictions(tmp_path))]), "--include-path", str(folder), "--tasks", tasks,
+            "--judge-cache", str(tmp_path / "cache.sqlite"), "--output-dir", str(tmp_path / output),
             "--judge-retries", "1", *judge]
     code = main(argv)
     runs = list((tmp_path / output).iterdir()) if (tmp_path / output).exists() else []
@@ -202,13 +201,15 @@ def test_strict_media_errors_media_it_did_not_declare_instead_of_dropping_them(t
     # media: output without `requires` declares no modality, so the check passes; the answers' audio
     # still reaches the query, and the text-only judge cannot take it
     for strict, output in ((True, "strict"), (False, "lenient")):
+        scorer = f"[{{name: judge_rating, args: {{media: output, strict_media: {str(strict).lower()}}}}}]"
         code, run_dir = run_cli(tmp_path, "--judge", f"hf:{tiny_llama_dir}", "--judge-max-tokens", "4", output=output,
-                                scorers=f"[{{name: judge_rating, args: {{media: output, strict_media: {str(strict).lower()}}}}}]")
+                                scorers=scorer)
         assert code == 0
         score = records(run_dir)["m1"]["scores"]["judge_rating"]
         verdict = score["details"]["judge"][0]
         if strict:
-            assert score["value"] is None and f"strict_media: the judge hf:{tiny_llama_dir} cannot take audio" in score["error"]
+            assert score["value"] is None
+            assert f"strict_media: the judge hf:{tiny_llama_dir} cannot take audio" in score["error"]
             assert verdict["calls"] == 0 and verdict["raw"] == []
         else:  # as before: judged on the text, the dropped media recorded
             assert verdict["media_dropped"] == ["audio"] and verdict["calls"] >= 1 and verdict["raw"]

@@ -506,3 +506,26 @@ def test_system_and_user_templates_next_to_a_task_are_found_there(tmp_path, monk
 
     (query,) = scorer.prepared(Sample(id="1", input=(), metadata={"kind": "maths"}), [JudgeQuery("rating", "x", str)])
     assert query.system == "Judge the maths answer." and scorer.rubric.path == folder / "user.jinja"
+
+
+def test_a_named_judge_that_cannot_hear_stops_the_paper_audio_task_before_any_call(published, tmp_path, capsys):
+    answers = answers_file(tmp_path)
+    with StubServer(RecordingJudge()) as server:
+        code = main(["run", "--model", f"replay:{answers}", "--data-dir", str(published), "--generator", "",
+                     "--tasks", "amg_if_audio", "--judge", "openai:gpt-4o", "--judge-cache", "off",
+                     "--judge-args", f"base_url={server.base_url},modalities=text+image",
+                     "--output-dir", str(tmp_path / "runs")])
+        calls = server.calls
+    assert code == 2 and calls == 0
+    error = capsys.readouterr().err
+    assert "task amg_if_audio" in error and "openai:gpt-4o" in error and "--judge audio=" in error
+
+
+def test_the_unchosen_default_judge_leaves_media_tasks_not_applicable_with_the_reason(published, tmp_path):
+    answers = answers_file(tmp_path)  # no --judge: the embedded text-only model, which cannot hear
+    code = main(["run", "--model", f"replay:{answers}", "--data-dir", str(published), "--generator", "",
+                 "--tasks", "amg_if_audio", "--judge-cache", "off", "--output-dir", str(tmp_path / "runs")])
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    metric = _results(run_dir)["tasks"]["amg_if_audio"]["metrics"]["judge_media_mcq"]
+    assert code == 0 and metric["value"] is None
+    assert "cannot take audio" in metric["not_applicable"]["reasons"][0]

@@ -167,6 +167,8 @@ class JudgeEngine:
         """Cache key of a request in flight -> the other queries asking exactly the same (e.g. the
         repeats of a greedy sample): one call answers them all."""
         self._warned = False
+        self._unfit: dict[str, str] = {}
+        """Strict scorers of the task being judged that the unchosen default judge cannot serve."""
         self._loaded: dict[int, dict[str, Any]] = {}
 
     @property
@@ -206,14 +208,21 @@ class JudgeEngine:
         several media at once goes to one judge (MEDIA_ROUTES), which may lack one of them: that
         query is a judge error when asked (`_ask`), never judged on part of its media."""
         inputs = frozenset(inputs)
+        self._unfit = {}
         for judge in judges:
             if not getattr(judge, "strict_media", False):
                 continue
             for modality in sorted(set(_declared_media(judge, inputs)) - {Modality.TEXT}, key=MEDIA_ROUTES.index):
                 route = self.settings.route(task_name, (modality,))
                 model = self.models[route].get()
-                if modality not in model.input_modalities:
-                    raise JudgeSetupError(_media_message(task_name, judge.name, route, modality, model))
+                if modality in model.input_modalities:
+                    continue
+                message = _media_message(task_name, judge.name, route, modality, model)
+                if self.settings.weak_default and route == DEFAULT_ROUTE:
+                    # nobody chose this judge: the scores it cannot give are not applicable, the run goes on
+                    self._unfit.setdefault(judge.name, message)
+                    continue
+                raise JudgeSetupError(message)
 
     def score(self, judges: list[JudgeScorer], task_name: str,
               finished: Iterable[tuple[Sample, list[Attempt], dict[str, Score]]],
@@ -264,6 +273,9 @@ class JudgeEngine:
         for judge in judges:
             if generation_failed:
                 scores[judge.name] = Score.errored(f"generation failed: {generation_failed}")
+                continue
+            if judge.name in self._unfit:
+                scores[judge.name] = Score.inapplicable(self._unfit[judge.name])
                 continue
             try:
                 queries = judge.prepared(sample, judge.queries(sample, attempts))

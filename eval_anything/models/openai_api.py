@@ -10,6 +10,8 @@ Arguments (all optional):
                jitter, or after the server's Retry-After (default 5)
   timeout      seconds per HTTP attempt (default 120)
   video_frames frames sampled from a video and sent as images (default 8)
+  modalities   what the served model takes, joined by + (default text+image+audio+video); a judge
+               declared text+image is refused audio before its first call where the protocol is strict
 
 Requests run on an asyncio event loop in a background thread; `stream` pulls requests lazily and
 keeps up to `concurrency` of them in flight. A request whose media cannot be decoded, or whose
@@ -57,6 +59,7 @@ DEFAULTS: dict[str, Any] = {
     "max_retries": 5,
     "timeout": 120.0,
     "video_frames": 8,
+    "modalities": "text+image+audio+video",
 }
 
 K = TypeVar("K")
@@ -184,6 +187,7 @@ class OpenAIModel(Model):
         self.max_retries = _positive_int(args, "max_retries", minimum=0)
         self.timeout = _positive_float(args, "timeout")
         self.video_frames = _positive_int(args, "video_frames", minimum=1)
+        self.input_modalities = _modalities(args["modalities"])
         key = os.environ.get(self.api_key_env) or None
         if key is None:
             if not _is_loopback(self.base_url):
@@ -438,6 +442,18 @@ def _check_args(given: Any) -> dict[str, Any]:
         raise ValueError(f"unknown argument(s) for the openai backend: {', '.join(unknown)} "
                          f"(accepted: {', '.join(DEFAULTS)})")
     return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
+
+
+def _modalities(value: Any) -> frozenset[Modality]:
+    """`modalities=text+image`: what the served model takes (a judge that cannot hear is then refused
+    audio before its first call, where the protocol asks for that, instead of being sent it)."""
+    names = [n.strip() for n in str(value).replace(",", "+").split("+") if n.strip()]
+    try:
+        modalities = frozenset(Modality(n) for n in names) | {Modality.TEXT}
+    except ValueError:
+        raise ValueError(f"openai backend argument modalities takes text, image, audio and video joined by +, "
+                         f"not {value!r}") from None
+    return modalities
 
 
 def _positive_int(args: dict[str, Any], name: str, minimum: int) -> int:

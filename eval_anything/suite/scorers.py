@@ -164,8 +164,10 @@ class SynergyJudge(JudgeScorer):
             reward.check({MODALITY_OF[letter] for pair in self.pairs for letter in pair})  # before any call
             self.reward = reward
 
-    def judge_modalities(self) -> frozenset[Modality]:
-        return frozenset() if self.scorer == "reward_model" else frozenset({Modality.IMAGE, Modality.AUDIO})
+    def judge_modalities(self, inputs: frozenset[Modality] = frozenset()) -> frozenset[Modality]:
+        if self.scorer == "reward_model":
+            return frozenset()  # computed here: no judge model is asked
+        return frozenset(MODALITY_OF[letter] for pair in self.pairs for letter in pair if letter != "t")
 
     def pair_query(self, pair: str, sample: Sample, attempts: Sequence[Attempt], made: _GeneratedMedia) -> JudgeQuery:
         text = made.output.text if "t" in pair else ""
@@ -287,8 +289,8 @@ class CompositeJudge(SynergyJudge):
         self.mcq, self.mcq_system = Rubric.find(template), Rubric.find(system) if system else None
         self.if_fallback = Rubric.find("instruction_following_1_10")
 
-    def judge_modalities(self) -> frozenset[Modality]:
-        return frozenset({Modality.IMAGE, Modality.AUDIO})
+    def judge_modalities(self, inputs: frozenset[Modality] = frozenset()) -> frozenset[Modality]:
+        return frozenset({Modality.IMAGE, Modality.AUDIO, Modality.VIDEO})  # instruction following of each
 
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
         made = _GeneratedMedia(attempts[0].output)
