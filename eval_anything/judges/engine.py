@@ -167,8 +167,8 @@ class JudgeEngine:
         """Cache key of a request in flight -> the other queries asking exactly the same (e.g. the
         repeats of a greedy sample): one call answers them all."""
         self._warned = False
-        self._unfit: dict[str, str] = {}
-        """Strict scorers of the task being judged that the unchosen default judge cannot serve."""
+        self._unfit: dict[str, dict[Modality, str]] = {}
+        """Strict scorers of the task being judged -> media the unchosen default judge cannot take, and why."""
         self._loaded: dict[int, dict[str, Any]] = {}
 
     @property
@@ -220,7 +220,7 @@ class JudgeEngine:
                 message = _media_message(task_name, judge.name, route, modality, model)
                 if self.settings.weak_default and route == DEFAULT_ROUTE:
                     # nobody chose this judge: the scores it cannot give are not applicable, the run goes on
-                    self._unfit.setdefault(judge.name, message)
+                    self._unfit.setdefault(judge.name, {})[modality] = message
                     continue
                 raise JudgeSetupError(message)
 
@@ -274,11 +274,9 @@ class JudgeEngine:
             if generation_failed:
                 scores[judge.name] = Score.errored(f"generation failed: {generation_failed}")
                 continue
-            if judge.name in self._unfit:
-                scores[judge.name] = Score.inapplicable(self._unfit[judge.name])
-                continue
             try:
                 queries = judge.prepared(sample, judge.queries(sample, attempts))
+                _refuse_unfit(queries, self._unfit.get(judge.name, {}))
             except NotApplicable as exc:
                 scores[judge.name] = Score.inapplicable(str(exc))
                 continue
@@ -424,6 +422,14 @@ def _declared_media(judge: JudgeScorer, inputs: frozenset[Modality]) -> frozense
     except (TypeError, ValueError):
         takes_inputs = True
     return frozenset(method(inputs) if takes_inputs else method())
+
+
+def _refuse_unfit(queries: Iterable[JudgeQuery], unfit: dict[Modality, str]) -> None:
+    """NotApplicable, with the reason, for a sample whose queries carry media the judge cannot take."""
+    carried = {p.modality for q in queries if q.local is None for p in q.media}
+    for modality, message in unfit.items():
+        if modality in carried:
+            raise NotApplicable(message)
 
 
 def _media_message(task: str, scorer: str, route: str, modality: Modality, model: Any) -> str:

@@ -290,7 +290,7 @@ class CompositeJudge(SynergyJudge):
         self.if_fallback = Rubric.find("instruction_following_1_10")
 
     def judge_modalities(self, inputs: frozenset[Modality] = frozenset()) -> frozenset[Modality]:
-        return frozenset({Modality.IMAGE, Modality.AUDIO, Modality.VIDEO})  # instruction following of each
+        return frozenset({Modality.IMAGE, Modality.AUDIO})  # the selection combinations: text, image, audio
 
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
         made = _GeneratedMedia(attempts[0].output)
