@@ -183,12 +183,13 @@ def _list(args: argparse.Namespace) -> int:
 
     catalog = Catalog(args.include_path)
     table = Table(title="tasks")
-    for column in ("task", "version", "modalities", "items", "groups", "description"):
+    for column in ("task", "version", "modalities", "items", "groups", "protocols", "description"):
         table.add_column(column)
     for name in sorted(catalog.tasks):
         task = catalog.tasks[name]
         table.add_row(name, str(task.version), ",".join(sorted(m.value for m in task.modalities)),
-                      str(task.count()), ",".join(task.config.tags), task.config.description)
+                      str(task.count()), ",".join(task.config.tags), ",".join(task.config.protocol_names) or "-",
+                      task.config.description)
     console = stdout_console()
     console.print(table)
     groups = catalog.groups()

@@ -58,22 +58,15 @@ def write_tasks(tmp_path: Path, strict: bool = False, scorers: str | None = None
     strict_arg = ", strict_media: true" if strict else ""
     scorers = scorers or (f"[{{name: judge_rating, args: {{media: none}}}}, "
                           f"{{name: judge_media_mcq, args: {{questions: questions, modality: audio{strict_arg}}}}}]")
-    (folder / "media.yaml").write_text(textwrap.dedent(f"""
-        name: {MEDIA_TASK}
-        version: 1
-        dataset: {{path: items.jsonl}}
-        input: [{{text: question}}]
-        target: answer
-        scorers: {scorers}
-    """))
-    (folder / "text.yaml").write_text(textwrap.dedent(f"""
-        name: {TEXT_TASK}
-        version: 1
-        dataset: {{path: items.jsonl}}
-        input: [{{text: question}}]
-        target: answer
-        scorers: [judge_rating]
-    """))
+    for file, name, scorer_list in (("media.yaml", MEDIA_TASK, scorers), ("text.yaml", TEXT_TASK, "[judge_rating]")):
+        (folder / file).write_text(textwrap.dedent(f"""
+            name: {name}
+            version: 1
+            dataset: {{path: items.jsonl}}
+            input: [{{text: question}}]
+            target: answer
+            scorers: {scorer_list}
+        """))
     return folder
 
 
