@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -45,9 +45,7 @@ class Registry(Generic[T]):
         return entry
 
     def unknown_message(self, name: str) -> str:
-        near = difflib.get_close_matches(name, self._entries, n=3)
-        hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
-        return f"unknown {self.kind} {name!r}{hint} (known: {', '.join(sorted(self._entries))})"
+        return f"unknown {self.kind} {name!r}{did_you_mean(name, self._entries)} (known: {', '.join(sorted(self._entries))})"
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries
@@ -57,3 +55,9 @@ class Registry(Generic[T]):
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """"; did you mean 'x'?" for the names close to `name`, or ""."""
+    near = difflib.get_close_matches(name, list(known), n=3)
+    return f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
