@@ -4,7 +4,6 @@ number of times, and every failure ends as a recorded error, never a silent scor
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import itertools
 import json
 import sys
@@ -212,7 +211,7 @@ class JudgeEngine:
         for judge in judges:
             if not getattr(judge, "strict_media", False):
                 continue
-            for modality in sorted(set(_declared_media(judge, inputs)) - {Modality.TEXT}, key=MEDIA_ROUTES.index):
+            for modality in sorted(set(judge.judge_modalities(inputs)) - {Modality.TEXT}, key=MEDIA_ROUTES.index):
                 route = self.settings.route(task_name, (modality,))
                 model = self.models[route].get()
                 if modality in model.input_modalities:
@@ -412,16 +411,6 @@ class JudgeEngine:
                     verdicts = [q.verdict for q in entry.queries[judge.name]]
                     entry.scores[judge.name] = judge.finish(entry.sample, entry.attempts, verdicts)
             yield entry.sample, entry.attempts, entry.scores
-
-
-def _declared_media(judge: JudgeScorer, inputs: frozenset[Modality]) -> frozenset[Modality]:
-    """The scorer's judge_modalities, given the task's inputs where its method takes them."""
-    method = judge.judge_modalities
-    try:
-        takes_inputs = bool(inspect.signature(method).parameters)
-    except (TypeError, ValueError):
-        takes_inputs = True
-    return frozenset(method(inputs) if takes_inputs else method())
 
 
 def _refuse_unfit(queries: Iterable[JudgeQuery], unfit: dict[Modality, str]) -> None:
