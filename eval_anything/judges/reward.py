@@ -3,14 +3,13 @@ sigmoid(reward), in [0, 1]. The reward is the model's end score (see reward_mode
 a transformers sequence-classification model, or any model folder with a score head file)."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
 from eval_anything.datamodel import Sample, Score
 from eval_anything.judges.base import question_of
 from eval_anything.judges.reward_models import (HEAD_SCORE, HEAD_SEQUENCE_CLASSIFICATION, SCORE_HEAD_FILE,
-                                                RewardModel, RewardReading, reward_text, save_score_head)
+                                                RewardModel, RewardReading, reward_text, save_score_head, sigmoid)
 from eval_anything.scorers.base import Attempt, Scorer
 
 __all__ = ["DEFAULT_FORMAT", "HEAD_SCORE", "HEAD_SEQUENCE_CLASSIFICATION", "SCORE_HEAD_FILE", "RewardModel",
@@ -43,7 +42,7 @@ class RewardModelScorer(Scorer):
 
     def score(self, sample: Sample, attempts: Sequence[Attempt]) -> Score:
         reward = self.reward(question_of(sample, attempts), attempts[0].output.text)
-        return Score(value=1 / (1 + math.exp(-reward)), answer=f"{reward:.4f}",
+        return Score(value=sigmoid(reward), answer=f"{reward:.4f}",
                      details={"reward": reward, "reward_model": self.path})
 
 

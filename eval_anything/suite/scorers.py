@@ -6,7 +6,7 @@ import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Sample, Score
 from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict, instruction_of, question_of
@@ -158,7 +158,7 @@ class SynergyJudge(JudgeScorer):
             return
         reference = self.reward_reference or getattr(settings, "reward_model", None)
         if reference:
-            from eval_anything.judges.reward import RewardModel
+            from eval_anything.judges.reward_models import RewardModel
 
             reward = RewardModel(reference)
             reward.check({MODALITY_OF[letter] for pair in self.pairs for letter in pair})  # before any call
@@ -182,10 +182,12 @@ class SynergyJudge(JudgeScorer):
         end = self.readout == "end" or pair == "ia"
         reward = self.reward
 
+        from eval_anything.judges.reward_models import sigmoid
+
         def read() -> dict[str, float]:
             reading = reward.read(instruction, text, media)
             raw = reading.end_score if end else reading.token_mean
-            return {"value": _sigmoid(raw), "raw": raw, "readout": "end_score" if end else "token_mean"}
+            return {"value": sigmoid(raw), "raw": raw, "readout": "end_score" if end else "token_mean"}
 
         return JudgeQuery(f"synergy {pair}", reward.format_text(instruction, text, media), _not_parsed, tuple(media),
                           local=read)
@@ -225,12 +227,6 @@ class SynergyJudge(JudgeScorer):
 
 def _not_parsed(reply: str) -> Any:
     raise AssertionError("a locally computed verdict has no reply to parse")
-
-
-def _sigmoid(x: float) -> float:
-    import math
-
-    return 1 / (1 + math.exp(-x))
 
 
 def amg_synergy(pairs: Sequence[str] = ("ti", "ta", "ia"), scorer: str = "judge", reward_model: str | None = None,
