@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from eval_anything.files import file_sha256
+from eval_anything.redaction import was_redacted
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"
@@ -190,7 +191,7 @@ def apply_bundle(args: argparse.Namespace) -> None:
             args.model = f"replay:{folder / info['model_file']}"
         elif model.get("backend"):
             args.model = f"{model['backend']}:{model['reference']}"
-    if "***" in str(getattr(args, "model_args", "")) or "***" in str(getattr(args, "judge_args", "")):
+    if was_redacted(getattr(args, "model_args", "")) or was_redacted(getattr(args, "judge_args", "")):
         print("eval-anything: note: the bundle's command had secrets redacted; give them again if needed",
               file=sys.stderr)
     settings = info.get("settings") or {}

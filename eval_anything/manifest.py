@@ -4,14 +4,14 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import platform
-import re
 import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from eval_anything.models.base import REDACTED, ModelSpec
+from eval_anything.models.base import ModelSpec
+from eval_anything.redaction import redact_command
 
 if TYPE_CHECKING:
     from eval_anything.runner import RunSettings
@@ -19,15 +19,6 @@ if TYPE_CHECKING:
 
 PACKAGES = ("eval-anything", "torch", "transformers", "accelerate", "datasets", "aiohttp", "numpy",
             "pillow", "soundfile", "av", "jinja2", "pydantic")
-_SECRET_ASSIGNMENT = re.compile(r"((?:[\w-]*(?:key|token|secret|password)[\w-]*)=)[^,\s]+", re.IGNORECASE)
-
-
-def redact_command(argv: Sequence[str]) -> list[str]:
-    """The command line with the values of secret-looking key=value arguments hidden."""
-    return [_SECRET_ASSIGNMENT.sub(lambda m: m.group(1) + REDACTED if not m.group(1).endswith("_env=")
-                                   else m.group(0), arg) for arg in argv]
-
-
 @functools.lru_cache(maxsize=1)  # once per process: installed software does not change under a run
 def package_versions() -> dict[str, str | None]:
     versions: dict[str, str | None] = {}

@@ -1,22 +1,13 @@
 """The model interface every backend implements, and how `--model` strings are read."""
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Request
-
-_SECRET_KEY = re.compile(r"key|token|secret|password", re.IGNORECASE)
-REDACTED = "<redacted>"
-
-
-def redact(args: Mapping[str, Any]) -> dict[str, Any]:
-    """Model arguments safe to write down: values of secret-looking keys are hidden."""
-    return {k: (REDACTED if _SECRET_KEY.search(k) and not k.endswith("_env") else v) for k, v in args.items()}
-
+from eval_anything.redaction import redact
 
 @dataclass(frozen=True)
 class ModelSpec:

@@ -43,7 +43,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Part, Request, Usage
 from eval_anything.media import image_data_uri, load_audio, load_image, load_video_frames, to_wav_bytes
-from eval_anything.models.base import REDACTED, BackendError, Model, ModelSpec, cut_at_stop
+from eval_anything.models.base import BackendError, Model, ModelSpec, cut_at_stop
+from eval_anything.redaction import REDACTED
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
 PLACEHOLDER_KEY = "EMPTY"
