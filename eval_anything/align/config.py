@@ -170,7 +170,7 @@ def load_yaml(path: Path | str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 @dataclass
-class GenerateConfig(StageConfig):
+class GeneratingStageConfig(StageConfig):
     """Knobs shared by the generation stages (sample, critique, refine)."""
 
     output_dir: str = knob("", "the stage's artefact folder (records.jsonl + manifest.json)", identity=False)
@@ -190,7 +190,7 @@ class GenerateConfig(StageConfig):
 
 
 @dataclass
-class SampleConfig(GenerateConfig):
+class SampleConfig(GeneratingStageConfig):
     """Stage 2: draw y ~ policy(. | x) for every prompt."""
 
     STAGE = "sample"
@@ -199,7 +199,7 @@ class SampleConfig(GenerateConfig):
 
 
 @dataclass
-class CritiqueConfig(GenerateConfig):
+class CritiqueConfig(GeneratingStageConfig):
     """Stage 3: c = critic(x, y)."""
 
     STAGE = "critique"
@@ -208,7 +208,7 @@ class CritiqueConfig(GenerateConfig):
 
 
 @dataclass
-class RefineConfig(GenerateConfig):
+class RefineConfig(GeneratingStageConfig):
     """Stage 4: y* = policy(x, y, c)."""
 
     STAGE = "refine"

@@ -9,7 +9,7 @@ import logging
 from typing import Callable, Sequence
 
 from eval_anything.align.artifacts import Artifact, fingerprint, write_records
-from eval_anything.align.config import CritiqueConfig, GenerateConfig, PairsConfig, RefineConfig, SampleConfig
+from eval_anything.align.config import CritiqueConfig, GeneratingStageConfig, PairsConfig, RefineConfig, SampleConfig
 from eval_anything.align.data import llf_pairs, load_llf_records
 from eval_anything.align.records import LLFRecord
 
@@ -31,7 +31,7 @@ def refine_prompt(record: LLFRecord) -> str:
                                   critique=record.critique or "")
 
 
-def _load_backend(reference: str, config: GenerateConfig):
+def _load_backend(reference: str, config: GeneratingStageConfig):
     from eval_anything.models import load_model, resolve_spec
 
     spec = resolve_spec(reference)
@@ -40,7 +40,7 @@ def _load_backend(reference: str, config: GenerateConfig):
     return load_model(spec)
 
 
-def _generate_stage(stage: str, config: GenerateConfig, model_ref: str, source: str,
+def _generate_stage(stage: str, config: GeneratingStageConfig, model_ref: str, source: str,
                     records: Sequence[LLFRecord], make_text: Callable[[LLFRecord], str], fill: str) -> Artifact:
     from eval_anything.datamodel import GenerationConfig, Request
 

@@ -35,7 +35,10 @@ class ScorerConfig(_Strict):
                                     "weighted_mean (weights from each score's details.weight, e.g. its question count).")
 
 
-class GenerationSettings(_Strict):
+class GenerationDefaults(_Strict):
+    """A task's `generation:` block: how its answers are generated unless a run overrides it (the run
+    turns it into each request's datamodel.GenerationConfig)."""
+
     max_new_tokens: int = Field(default=64, ge=1)
     temperature: float = Field(default=0.0, ge=0.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -52,7 +55,7 @@ class ProtocolVariant(_Strict):
     description: str | None = None
     prompt: str | None = None
     system: str | None = None
-    generation: GenerationSettings | None = None
+    generation: GenerationDefaults | None = None
     scorers: list[ScorerConfig] | None = Field(default=None, min_length=1)
     breakdown: list[str] | None = None
     tagged_sections: SectionsBy | None = None
@@ -86,7 +89,7 @@ class TaskConfig(_Strict):
     choices: str | None = Field(default=None, description="Column with the list of options.")
     prompt: str | None = Field(default=None, description="Jinja2 template for the text prompt.")
     system: str | None = None
-    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    generation: GenerationDefaults = Field(default_factory=GenerationDefaults)
     scorers: list[ScorerConfig] = Field(min_length=1)
     output_format: Literal["text", "tagged"] = Field(
         default="text", description="tagged: answers carry [[response]]/[[image_instruction]]/... sections, "
