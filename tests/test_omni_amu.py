@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 import soundfile
 
-from eval_anything.judges.engine import JudgeSettings
 from eval_anything.models import ModelSpec
 from eval_anything.models.hf import HFModel
 from eval_anything.rundir import SampleLog
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import JudgeSettings, RunSettings
 from eval_anything.tasks import Catalog
 from stub_openai import StubServer, completion
 from tiny_models import OMNI_SPECIAL_TOKENS
@@ -95,7 +95,7 @@ def test_omni_processor_loads_and_saves_without_a_video_processor(tiny_qwen2_5_o
     import transformers
 
     from eval_anything.datamodel import Modality
-    from eval_anything.models.hf import _load_processor
+    from eval_anything.models.inputs import load_processor
 
     model = HFModel(ModelSpec("hf", str(tiny_qwen2_5_omni_dir), {}))
     assert model.input_modalities == {Modality.TEXT, Modality.IMAGE, Modality.VIDEO, Modality.AUDIO}
@@ -103,6 +103,6 @@ def test_omni_processor_loads_and_saves_without_a_video_processor(tiny_qwen2_5_o
     assert type(model.processor).__name__ == "Qwen2_5OmniProcessor" and model.processor.video_processor is None
     assert not model.inputs.native_video  # no torchvision: video goes in as frames
     model.processor.save_pretrained(tmp_path / "saved")  # as align does after training
-    reloaded = _load_processor(transformers, tmp_path / "saved")
+    reloaded = load_processor(transformers, tmp_path / "saved")
     assert reloaded.to_dict() == model.processor.to_dict()
     assert reloaded.chat_template == model.processor.chat_template

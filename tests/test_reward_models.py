@@ -91,10 +91,10 @@ def manual_reading(models, name: str, text: str, parts: list[Part]) -> tuple[flo
     import transformers
     from PIL import Image
 
-    from eval_anything.models.hf import _load_processor
+    from eval_anything.models.inputs import load_processor
 
     folder, head, auto = models[name]
-    processor = _load_processor(transformers, folder)
+    processor = load_processor(transformers, folder)
     model = getattr(transformers, auto).from_pretrained(folder, dtype=torch.float32).eval()
     kwargs = {"text": [text], "return_tensors": "pt"}
     images = [Image.open(p.path).convert("RGB") for p in parts if p.modality is Modality.IMAGE]

@@ -169,7 +169,7 @@ def make_tiny_qwen2_5_omni(target_dir: str | Path, tokenizer_dir: str | Path | N
                               Qwen2_5OmniThinkerForConditionalGeneration, Qwen2VLImageProcessorPil,
                               WhisperFeatureExtractor)
 
-    from eval_anything.models.hf import _accepting_no_video
+    from eval_anything.models.inputs import accepting_no_video
 
     target = Path(target_dir)
     if tokenizer_dir is None:
@@ -196,7 +196,7 @@ def make_tiny_qwen2_5_omni(target_dir: str | Path, tokenizer_dir: str | Path | N
     model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
     image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=OMNI_IMAGE_PIXELS)
     extractor = WhisperFeatureExtractor(feature_size=128, sampling_rate=AUDIO_SAMPLING_RATE)
-    processor = _accepting_no_video(Qwen2_5OmniProcessor)(
+    processor = accepting_no_video(Qwen2_5OmniProcessor)(
         image_processor=image_processor, video_processor=None, feature_extractor=extractor, tokenizer=tokenizer,
         chat_template=OMNI_CHAT_TEMPLATE)
     return _finish(model, processor, tokenizer, target)

@@ -67,10 +67,11 @@ def load_for_training(reference: str, video_frames: int = 8, head: str = "causal
     import torch
     import transformers
 
-    from eval_anything.models.hf import InputProcessor, _input_modalities, _load_model, _load_processor
+    from eval_anything.models.hf import load_generative_model
+    from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
 
     path = model_dir(reference)
-    processor = _load_processor(transformers, path)
+    processor = load_processor(transformers, path)
     tokenizer = getattr(processor, "tokenizer", processor)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -78,7 +79,7 @@ def load_for_training(reference: str, video_frames: int = 8, head: str = "causal
         model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
         model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = _load_model(transformers, path, torch.float32, {}, _input_modalities(processor))
+        model = load_generative_model(transformers, path, torch.float32, {}, input_modalities_of(processor))
     return model, processor, InputProcessor(processor, video_frames, str(path))
 
 

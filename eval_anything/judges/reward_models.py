@@ -149,10 +149,10 @@ class RewardModel:
             if self._processor is None:
                 import transformers
 
-                from eval_anything.models.hf import _load_processor
+                from eval_anything.models.inputs import load_processor
 
                 transformers.utils.logging.disable_progress_bar()
-                processor = _load_processor(transformers, self.path)
+                processor = load_processor(transformers, self.path)
                 tokenizer = getattr(processor, "tokenizer", processor)
                 if tokenizer.pad_token is None:
                     tokenizer.pad_token = tokenizer.eos_token
@@ -170,9 +170,9 @@ class RewardModel:
         Video is never taken: the original scores images and audio."""
         with self._lock:
             if self._modalities is None:
-                from eval_anything.models.hf import _input_modalities
+                from eval_anything.models.inputs import input_modalities_of
 
-                offered = _input_modalities(self.processor)
+                offered = input_modalities_of(self.processor)
                 model_class = self._model_class()
                 found = {Modality.TEXT}
                 for modality in MEDIA_ORDER:
@@ -258,7 +258,7 @@ class RewardModel:
     def _encode(self, formatted: str, media: Sequence[Part]) -> Any:
         if not media:  # as reward_model always encoded text: the tokenizer, truncated at max_length
             return self.tokenizer(formatted, return_tensors="pt", truncation=True, max_length=self.max_length)
-        from eval_anything.models.hf import InputProcessor
+        from eval_anything.models.inputs import InputProcessor
 
         inputs = InputProcessor(self.processor, label=f"reward model {self.path}")
         ordered = [part for modality in MEDIA_ORDER for part in media if part.modality is modality]

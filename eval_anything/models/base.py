@@ -4,9 +4,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from eval_anything.datamodel import Modality, ModelOutput, Request
+from eval_anything.media import MediaError
 from eval_anything.redaction import redact
 
 @dataclass(frozen=True)
@@ -77,6 +78,9 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut]
 
 
+Prepared = TypeVar("Prepared")
+
+
 class Model(ABC):
     """A backend. One required method: generate a batch of requests, outputs in the same order.
 
@@ -120,6 +124,29 @@ class Model(ABC):
 
     def missing_modalities(self, needed: Iterable[Modality]) -> frozenset[Modality]:
         return frozenset(needed) - self.input_modalities
+
+    def input_refusal(self, request: Request) -> ModelOutput | None:
+        """The failed output for a request with input this model does not accept; None if it accepts it all."""
+        missing = self.missing_modalities(request.modalities)
+        if not missing:
+            return None
+        names = ", ".join(sorted(m.value for m in missing))
+        return ModelOutput.failed(f"{self.spec.label} does not accept {names} input")
+
+    def prepare_accepted(self, requests: Sequence[Request], prepare: Callable[[Request], Prepared]
+                         ) -> tuple[list[ModelOutput | None], list[tuple[int, Prepared]]]:
+        """`prepare` each request this model accepts: the outputs so far (a failure for input it does
+        not accept or media that cannot be decoded, else None) and the (index, prepared) pairs."""
+        outputs: list[ModelOutput | None] = [None] * len(requests)
+        ready: list[tuple[int, Prepared]] = []
+        for index, request in enumerate(requests):
+            outputs[index] = self.input_refusal(request)
+            if outputs[index] is None:
+                try:
+                    ready.append((index, prepare(request)))
+                except MediaError as exc:
+                    outputs[index] = ModelOutput.failed(str(exc))
+        return outputs, ready
 
     def describe(self) -> dict[str, Any]:
         """Identity for the run manifest; never includes secrets."""

