@@ -21,7 +21,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from eval_anything.models import ModelSpec
 from eval_anything.models.embedded import embedded_model_dir
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import RunSettings
 from eval_anything.tasks import Catalog
 
 STOP = "\n"

@@ -33,9 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from stub_openai import StubServer, completion  # noqa: E402
 
-from eval_anything.judges.engine import JudgeSettings  # noqa: E402
 from eval_anything.models import ModelSpec, resolve_spec  # noqa: E402
-from eval_anything.runner import RunSettings, evaluate  # noqa: E402
+from eval_anything.runner import evaluate  # noqa: E402
+from eval_anything.settings import JudgeSettings, RunSettings  # noqa: E402
 from eval_anything.tasks import Catalog  # noqa: E402
 
 

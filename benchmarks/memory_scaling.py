@@ -24,7 +24,8 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from eval_anything.datamodel import ModelOutput
     from eval_anything.models import Model, ModelSpec, backends, resolve_spec
-    from eval_anything.runner import RunSettings, evaluate
+    from eval_anything.runner import evaluate
+    from eval_anything.settings import RunSettings
     from eval_anything.tasks import Catalog
 
     class Echo(Model):  # answers from the prompt itself: a model whose memory does not depend on N

@@ -1,7 +1,11 @@
-"""Terminal output: a progress bar per task and the results table."""
+"""Terminal output: a progress bar per task, the results table, and the errors a user can fix."""
 from __future__ import annotations
 
-from typing import Any
+import sys
+from typing import TYPE_CHECKING, Any, Callable
+
+if TYPE_CHECKING:
+    from eval_anything.runner import RunReport
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -71,3 +75,39 @@ def results_table(results: dict[str, Any]) -> Table:
         table.add_row(f"[bold]{name}[/bold] (group)", "", f"mean {group['metric']}", _format_value(group), "", "",
                       "", f"{group.get('status', '')}: {group['reason']}" if group.get("reason") else "complete")
     return table
+
+
+def report_run(report: "RunReport") -> int:
+    """Print a finished run's results (rank 0 only: the others write shards) and return the exit
+    code of the command that ran it: 0, or 1 when a task ended in error."""
+    if not report.primary:
+        return 0 if report.ok else 1
+    out = stdout_console()
+    out.print(results_table(report.results))
+    resumed = sum(report.resumed.values())
+    judge = report.results.get("judge")
+    if judge:
+        cost = f", ${judge['cost_usd']:.4f}" if "cost_usd" in judge else ""
+        weak = " (weak default judge)" if judge.get("weak_default") else ""
+        out.print(f"judge {judge['backend']}:{judge['reference']}{weak}: {judge['calls']} calls, {judge['cached']} "
+                  f"cached, {judge['input_tokens']}+{judge['output_tokens']} tokens{cost}, {judge['errors']} errors")
+    out.print(f"run directory: {report.run_dir}  ·  generated {report.generated} requests"
+                  + (f", resumed {resumed} finished samples" if resumed else ""))
+    return 0 if report.ok else 1
+
+
+def exit_code_of(command: Callable[[], int]) -> int:
+    """`command()`'s exit code; an error the user can fix is said on stderr instead, with code 2
+    for what they gave (tasks, arguments, files) and 1 for a model backend that failed."""
+    from eval_anything.models.base import BackendError
+    from eval_anything.tasks import TaskFileError
+
+    try:
+        return command()
+    except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:  # BundleError is a ValueError
+        print(f"eval-anything: error: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:
+        print(f"eval-anything: error: {exc}\nfinished samples are kept; rerun the same command to resume",
+              file=sys.stderr)
+        return 1

@@ -20,10 +20,13 @@ import sys
 import tarfile
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eval_anything.files import file_sha256
 from eval_anything.redaction import was_redacted
+
+if TYPE_CHECKING:
+    from eval_anything.settings import RunArguments
 
 BUNDLE_FORMAT = 1
 BUNDLE_FILE = "bundle.json"
@@ -166,38 +169,39 @@ def read_info(folder: Path) -> dict[str, Any]:
     return info
 
 
-NOT_FROM_BUNDLE = ("handler", "command", "from_bundle", "tasks", "model", "output_dir", "include_path", "data_dir",
-                   "argv")
+NOT_FROM_BUNDLE = ("from_bundle", "tasks", "model", "output_dir", "include_path", "data_dir", "argv")
 """`run --from`: these come from this command line; every other run argument from the bundle's command
 (`--model-args` too, unless `--model` is given here)."""
 
 
-def apply_bundle(args: argparse.Namespace) -> None:
-    """Turn `run --from BUNDLE` into the original run's arguments, with the bundled task files."""
-    from eval_anything.cli import build_parser
+def apply_bundle(arguments: RunArguments) -> RunArguments:
+    """The arguments of `run --from BUNDLE` as the original run's, with the bundled task files."""
+    from eval_anything.flags import flag_names
+    from eval_anything.settings import RunArguments, parse_run_command
 
-    folder = unpack(args.from_bundle, Path(args.output_dir) / ".bundles" / file_sha256(Path(args.from_bundle))[:16])
+    bundle = arguments.from_bundle
+    folder = unpack(bundle, Path(arguments.output_dir) / ".bundles" / file_sha256(Path(bundle))[:16])
     info = read_info(folder)
-    command = list(info.get("command") or [])[1:]
-    original = build_parser().parse_args(command) if command else None
-    if original is not None and getattr(original, "command", None) == "run":
-        for key, value in vars(original).items():
-            if key in NOT_FROM_BUNDLE or (key == "model_args" and args.model is not None):
-                continue
-            setattr(args, key, value)
-    if args.model is None:
-        model = info.get("model") or {}
+    original = parse_run_command(list(info.get("command") or [])[1:])
+    changes: dict[str, Any] = {}
+    if original is not None:
+        changes = {key: getattr(original, key) for key in flag_names(RunArguments) if key not in NOT_FROM_BUNDLE
+                   and not (key == "model_args" and arguments.model is not None)}
+    model = arguments.model
+    if model is None:
+        described = info.get("model") or {}
         if info.get("model_file"):
-            args.model = f"replay:{folder / info['model_file']}"
-        elif model.get("backend"):
-            args.model = f"{model['backend']}:{model['reference']}"
-    if was_redacted(getattr(args, "model_args", "")) or was_redacted(getattr(args, "judge_args", "")):
+            model = f"replay:{folder / info['model_file']}"
+        elif described.get("backend"):
+            model = f"{described['backend']}:{described['reference']}"
+    arguments = dataclasses.replace(arguments, **changes, model=model)
+    if was_redacted(arguments.model_args) or was_redacted(arguments.judge_args):
         print("eval-anything: note: the bundle's command had secrets redacted; give them again if needed",
               file=sys.stderr)
     settings = info.get("settings") or {}
-    for key in ("limit", "seed", "max_new_tokens"):
-        if key in settings:
-            setattr(args, key, settings[key])
-    args.tasks = ",".join(str(folder / t["file"]) for t in info["tasks"])
-    print(f"eval-anything: rerunning {info.get('run_id')} from {args.from_bundle}: model {args.model}, "
+    arguments = dataclasses.replace(arguments, **{key: settings[key] for key in ("limit", "seed", "max_new_tokens")
+                                                  if key in settings},
+                                    tasks=",".join(str(folder / t["file"]) for t in info["tasks"]))
+    print(f"eval-anything: rerunning {info.get('run_id')} from {bundle}: model {arguments.model}, "
           f"tasks {', '.join(t['name'] for t in info['tasks'])}", file=sys.stderr)
+    return arguments

@@ -21,11 +21,42 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
+from eval_anything.flags import add_arguments, flag, from_namespace
+
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
 """Exit codes."""
 AGGREGATE = "all tasks"
 DEFAULT_MAX_DROP = 0.01
 """--max-drop when neither given nor measured (`eval-anything noise` on the baseline)."""
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """What to gate, and how strictly: the flags of `eval-anything gate`."""
+
+    baseline: Path = field(metadata=flag(
+        "--baseline", required=True, type=Path, metavar="RUN", help="the reference run directory"))
+    candidate: Path = field(metadata=flag(
+        "--candidate", required=True, type=Path, metavar="RUN", help="the run directory to gate"))
+    tasks: str | None = field(default=None, metadata=flag(
+        "--tasks", metavar="NAME,...", help="gate only these tasks (default: every task of the baseline)"))
+    max_drop: float | None = field(default=None, metadata=flag(
+        "--max-drop", type=float, metavar="X",
+        help="largest drop tolerated, in the metric's units (default: the baseline's noise floor "
+             f"per task when `eval-anything noise` stored one in it, else {DEFAULT_MAX_DROP:g})"))
+    alpha: float = field(default=0.05, metadata=flag(
+        "--alpha", type=float, help="significance level (default: 0.05)"))
+    errors_as_wrong: bool = field(default=False, metadata=flag(
+        "--errors-as-wrong", action="store_true",
+        help="count samples the candidate errored on (and the baseline scored) as 0 instead of "
+             "leaving them out; use when errors come from the checkpoint, not the infrastructure"))
+    resamples: int = field(default=2000, metadata=flag(
+        "--resamples", type=int, metavar="N", help="bootstrap resamples (default: 2000)"))
+    seed: int = field(default=0, metadata=flag("--seed", type=int, help="bootstrap seed (default: 0)"))
+    markdown: Path | None = field(default=None, metadata=flag(
+        "--markdown", type=Path, metavar="FILE", help="write a markdown summary (for a PR comment)"))
+    junit: Path | None = field(default=None, metadata=flag(
+        "--junit", type=Path, metavar="FILE", help="write JUnit XML (for CI test reports)"))
 
 
 class NotComparable(Exception):
@@ -205,13 +236,13 @@ def _decide(c: Comparison, max_drop: float, alpha: float) -> None:
         c.reason = f"pass: {change}; no drop ({stats})"
 
 
-def _compare_metric(task: str, metric: str, aggregate: str, base_run, cand_run, args) -> Comparison | None:
+def _compare_metric(task: str, metric: str, aggregate: str, base_run, cand_run, gate: _Gating) -> Comparison | None:
     import numpy as np
 
     base_values, base_errors = _scores(base_run, task, metric)
     cand_values, cand_errors = _scores(cand_run, task, metric)
     new_errors = sorted(cand_errors & base_values.keys())
-    if args.errors_as_wrong:  # a sample the candidate failed on, that the baseline scored, counts as 0
+    if gate.settings.errors_as_wrong:  # a sample the candidate failed on, that the baseline scored, counts as 0
         cand_values.update(dict.fromkeys(new_errors, 0.0))
     shared = sorted(base_values.keys() & cand_values.keys())
     if not base_values and not cand_values:
@@ -223,17 +254,17 @@ def _compare_metric(task: str, metric: str, aggregate: str, base_run, cand_run, 
     cand = np.array([cand_values[i] for i in shared])
     statistic = "median" if aggregate == "median" else "mean"
     reduce = np.median if statistic == "median" else np.mean
-    seed = args.seed + sum(map(ord, f"{task}/{metric}"))
-    draws = paired_bootstrap(base, cand, statistic, args.resamples, seed)
+    seed = gate.settings.seed + sum(map(ord, f"{task}/{metric}"))
+    draws = paired_bootstrap(base, cand, statistic, gate.settings.resamples, seed)
     binary = statistic == "mean" and bool(np.isin(base, (0.0, 1.0)).all() and np.isin(cand, (0.0, 1.0)).all())
     if binary:
         losses = int(np.sum((base == 1) & (cand == 0)))
         wins = int(np.sum((base == 0) & (cand == 1)))
         p_value, test = mcnemar_exact(losses, wins), f"McNemar exact ({losses} lost, {wins} gained)"
     else:
-        p_value, test = bootstrap_p(draws), f"paired bootstrap of the {statistic} ({args.resamples} resamples)"
+        p_value, test = bootstrap_p(draws), f"paired bootstrap of the {statistic} ({gate.settings.resamples} resamples)"
     comparison = Comparison(task, metric, len(shared), float(reduce(base)), float(reduce(cand)),
-                            _percentile_ci(draws, args.alpha), p_value, test, draws=draws)
+                            _percentile_ci(draws, gate.settings.alpha), p_value, test, draws=draws)
     if aggregate == "weighted_mean":
         comparison.notes.append("gated on the unweighted mean over items; the metric itself weights items "
                                 "(e.g. by their question count)")
@@ -242,22 +273,22 @@ def _compare_metric(task: str, metric: str, aggregate: str, base_run, cand_run, 
         comparison.notes.append(f"{unshared} samples scored in only one run are left out")
     if new_errors:
         comparison.notes.append(f"the candidate errored on {len(new_errors)} samples the baseline scored ("
-                                + ("counted as 0: --errors-as-wrong" if args.errors_as_wrong else
+                                + ("counted as 0: --errors-as-wrong" if gate.settings.errors_as_wrong else
                                    "left out; --errors-as-wrong counts them as 0") + ")")
-    _decide(comparison, args.max_drop.of(task, metric), args.alpha)
+    _decide(comparison, gate.max_drop.of(task, metric), gate.settings.alpha)
     return comparison
 
 
-def _aggregate(firsts: list[Comparison], args) -> Comparison:
+def _aggregate(firsts: list[Comparison], gate: _Gating) -> Comparison:
     import numpy as np
 
     draws = np.mean([c.draws for c in firsts], axis=0)
     p_value = bootstrap_p(draws)
     comparison = Comparison(AGGREGATE, "macro mean of each task's first metric", sum(c.n for c in firsts),
                             float(np.mean([c.baseline for c in firsts])), float(np.mean([c.candidate for c in firsts])),
-                            _percentile_ci(draws, args.alpha), p_value,
-                            f"paired bootstrap within tasks ({args.resamples} resamples)")
-    _decide(comparison, args.max_drop.of(AGGREGATE, "macro mean"), args.alpha)
+                            _percentile_ci(draws, gate.settings.alpha), p_value,
+                            f"paired bootstrap within tasks ({gate.settings.resamples} resamples)")
+    _decide(comparison, gate.max_drop.of(AGGREGATE, "macro mean"), gate.settings.alpha)
     return comparison
 
 
@@ -266,11 +297,11 @@ def _judge_identity(run) -> tuple[str, str] | None:
     return (str(judge.get("backend")), str(judge.get("reference"))) if isinstance(judge, dict) else None
 
 
-def _compare_task(task: str, base_run, cand_run, args, report: GateReport) -> list[Comparison]:
+def _compare_task(task: str, base_run, cand_run, gate: _Gating, report: GateReport) -> list[Comparison]:
     """Every metric the task has in both runs; raises NotComparable when the runs cannot be paired."""
     if task not in base_run.tasks or task not in cand_run.tasks:
         where = "baseline" if task not in base_run.tasks else "candidate"
-        raise NotComparable(f"{task}: no result in the {where} run" + ("" if args.tasks else " (use --tasks to gate a subset)"))
+        raise NotComparable(f"{task}: no result in the {where} run" + ("" if gate.settings.tasks else " (use --tasks to gate a subset)"))
     base, cand = base_run.tasks[task], cand_run.tasks[task]
     _check_comparable(task, base_run, cand_run)
     statuses = (base.get("status"), cand.get("status"))
@@ -290,7 +321,7 @@ def _compare_task(task: str, base_run, cand_run, args, report: GateReport) -> li
     comparisons = []
     for metric in metrics:
         comparison = _compare_metric(task, metric, (base["metrics"][metric] or {}).get("aggregate", "mean"),
-                                     base_run, cand_run, args)
+                                     base_run, cand_run, gate)
         if comparison is None:
             report.skipped.append(f"{task}/{metric}: no sample scored in either run")
             continue
@@ -300,39 +331,49 @@ def _compare_task(task: str, base_run, cand_run, args, report: GateReport) -> li
     return comparisons
 
 
-def compare(args: argparse.Namespace) -> GateReport:
+@dataclass(frozen=True)
+class _Gating:
+    """The settings of one gate, with the drop tolerated per task resolved."""
+
+    settings: GateSettings
+    max_drop: MaxDrop
+
+
+def compare(settings: GateSettings) -> GateReport:
     from eval_anything.leaderboard.runs import RunDirError, load_run
 
-    report = GateReport(str(args.baseline), str(args.candidate), MaxDrop(), args.alpha)
+    report = GateReport(str(settings.baseline), str(settings.candidate), MaxDrop(), settings.alpha)
     try:
-        if not 0 < args.alpha < 1:
-            raise NotComparable(f"--alpha must be between 0 and 1, not {args.alpha}")
-        if args.max_drop is not None and args.max_drop < 0:
-            raise NotComparable(f"--max-drop must be 0 or more, not {args.max_drop}")
+        if not 0 < settings.alpha < 1:
+            raise NotComparable(f"--alpha must be between 0 and 1, not {settings.alpha}")
+        if settings.max_drop is not None and settings.max_drop < 0:
+            raise NotComparable(f"--max-drop must be 0 or more, not {settings.max_drop}")
         try:
-            max_drop = MaxDrop(args.max_drop) if args.max_drop is not None else MaxDrop.from_noise(Path(args.baseline))
+            max_drop = (MaxDrop(settings.max_drop) if settings.max_drop is not None
+                        else MaxDrop.from_noise(Path(settings.baseline)))
         except ValueError as exc:
             raise NotComparable(str(exc)) from exc
-        args = argparse.Namespace(**{**vars(args), "max_drop": max_drop})
+        gate = _Gating(settings, max_drop)
         report.max_drop = max_drop
-        if args.resamples < 100:
-            raise NotComparable(f"--resamples must be at least 100, not {args.resamples}")
+        if settings.resamples < 100:
+            raise NotComparable(f"--resamples must be at least 100, not {settings.resamples}")
         try:
-            base_run, cand_run = load_run(args.baseline), load_run(args.candidate)
+            base_run, cand_run = load_run(settings.baseline), load_run(settings.candidate)
         except RunDirError as exc:
             raise NotComparable(str(exc)) from exc
-        tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else list(base_run.tasks)
+        tasks = ([t.strip() for t in settings.tasks.split(",") if t.strip()] if settings.tasks
+                 else list(base_run.tasks))
         report.skipped += [f"{t}: only in the candidate run, not gated" for t in cand_run.tasks if t not in tasks
                            and t not in base_run.tasks]
         if not tasks:
             raise NotComparable("the baseline has no tasks")
         firsts = []
         for task in tasks:
-            comparisons = _compare_task(task, base_run, cand_run, args, report)
+            comparisons = _compare_task(task, base_run, cand_run, gate, report)
             report.comparisons += comparisons
             firsts += comparisons[:1]
         if len(firsts) > 1:
-            report.comparisons.append(_aggregate(firsts, args))
+            report.comparisons.append(_aggregate(firsts, gate))
         if not report.comparisons:
             raise NotComparable("nothing to compare: " + "; ".join(report.skipped))
     except NotComparable as exc:
@@ -413,29 +454,17 @@ def add_command(subparsers: argparse._SubParsersAction) -> None:
         description="Compare a candidate run with a baseline run on the samples both scored, per task and "
                     "over all tasks; fail only on a drop that is larger than --max-drop and significant at --alpha.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", required=True, type=Path, metavar="RUN", help="the reference run directory")
-    parser.add_argument("--candidate", required=True, type=Path, metavar="RUN", help="the run directory to gate")
-    parser.add_argument("--tasks", metavar="NAME,...", help="gate only these tasks (default: every task of the baseline)")
-    parser.add_argument("--max-drop", type=float, default=None, metavar="X",
-                        help="largest drop tolerated, in the metric's units (default: the baseline's noise floor "
-                             f"per task when `eval-anything noise` stored one in it, else {DEFAULT_MAX_DROP:g})")
-    parser.add_argument("--alpha", type=float, default=0.05, help="significance level (default: 0.05)")
-    parser.add_argument("--errors-as-wrong", action="store_true",
-                        help="count samples the candidate errored on (and the baseline scored) as 0 instead of "
-                             "leaving them out; use when errors come from the checkpoint, not the infrastructure")
-    parser.add_argument("--resamples", type=int, default=2000, metavar="N", help="bootstrap resamples (default: 2000)")
-    parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
-    parser.add_argument("--markdown", type=Path, metavar="FILE", help="write a markdown summary (for a PR comment)")
-    parser.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML (for CI test reports)")
+    add_arguments(parser, GateSettings)
     parser.set_defaults(handler=run_gate)
 
 
 def run_gate(args: argparse.Namespace) -> int:
-    report = compare(args)
+    settings = from_namespace(GateSettings, args)
+    report = compare(settings)
     (sys.stderr if report.error else sys.stdout).write(to_text(report))
-    if args.markdown:
-        args.markdown.write_text(to_markdown(report), encoding="utf-8")
-    if args.junit:
-        args.junit.write_text(to_junit(report), encoding="utf-8")
+    if settings.markdown:
+        settings.markdown.write_text(to_markdown(report), encoding="utf-8")
+    if settings.junit:
+        settings.junit.write_text(to_junit(report), encoding="utf-8")
     return report.exit_code
 

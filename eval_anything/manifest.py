@@ -14,7 +14,7 @@ from eval_anything.models.base import ModelSpec
 from eval_anything.redaction import redact_command
 
 if TYPE_CHECKING:
-    from eval_anything.runner import RunSettings
+    from eval_anything.settings import RunSettings
     from eval_anything.tasks import Task
 
 PACKAGES = ("eval-anything", "torch", "transformers", "accelerate", "datasets", "aiohttp", "numpy",

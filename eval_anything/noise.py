@@ -12,16 +12,28 @@ import argparse
 import datetime as _dt
 import itertools
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval_anything.flags import add_arguments, flag
+from eval_anything.settings import EvaluationArguments
 from eval_anything.stats import sample_std
 
 NOISE_FILE = "noise.json"
 FORMAT_VERSION = 1
 AGGREGATE = "all tasks"
 """The macro mean of each task's first metric, as the gate's aggregate."""
+
+
+@dataclass(frozen=True)
+class NoiseArguments(EvaluationArguments):
+    """The flags of `eval-anything noise`: an evaluation, and what varies across its runs."""
+
+    seeds: int = field(default=3, metadata=flag(
+        "--seeds", type=int, metavar="N", help="seeds seed, seed+1, ..., seed+N-1 (default: 3)"))
+    batch_sizes: str = field(default="8,1", metadata=flag(
+        "--batch-sizes", metavar="B,...", help="batch sizes to try, hf models only (default: 8,1)"))
 
 
 @dataclass(frozen=True)
@@ -78,14 +90,14 @@ def read_noise(run_dir: Path) -> dict[str, Any] | None:
     return noise
 
 
-def measure(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
-    from eval_anything.cli import evaluation_from_args, with_batch_size
+def measure(arguments: NoiseArguments) -> tuple[Path, dict[str, Any]]:
     from eval_anything.console import RichProgress, console
     from eval_anything.runner import evaluate
+    from eval_anything.settings import resolve_evaluation, with_batch_size
 
-    spec, tasks, settings = evaluation_from_args(args)
-    batch_sizes = _batch_sizes(args, spec.backend)
-    combos = configurations(args.seed, args.seeds, batch_sizes)
+    spec, tasks, settings = resolve_evaluation(arguments)
+    batch_sizes = _batch_sizes(arguments.batch_sizes, spec.backend)
+    combos = configurations(arguments.seed, arguments.seeds, batch_sizes)
     if len(combos) < 2:
         raise ValueError("a noise floor needs at least two configurations: --seeds 2 or more, or two --batch-sizes")
     runs, scores, reference_dir = [], [], None
@@ -111,13 +123,13 @@ def measure(args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     return reference_dir, noise
 
 
-def _batch_sizes(args: argparse.Namespace, backend: str) -> list[str] | None:
+def _batch_sizes(batch_sizes: str, backend: str) -> list[str] | None:
     if backend not in ("hf", "embedded"):
         from eval_anything.console import console
 
         console.print(f"noise: the {backend} backend sets its own batching; only the seed is varied")
         return None
-    sizes = [b.strip() for b in args.batch_sizes.split(",") if b.strip()]
+    sizes = [b.strip() for b in batch_sizes.split(",") if b.strip()]
     for size in sizes:
         if size != "auto" and not size.isdigit():
             raise ValueError(f"--batch-sizes: {size!r} is neither a number nor 'auto'")
@@ -146,27 +158,22 @@ stored there as noise.json, and later runs with the same arguments reuse that ru
 
 
 def add_command(subparsers: argparse._SubParsersAction) -> None:
-    from eval_anything.cli import add_evaluation_arguments
-
     parser = subparsers.add_parser(
         "noise", help="measure how much scores move with seed and batch size alone",
         description="Evaluate the same model on the same tasks under several seeds and batch sizes and store "
                     "each task's noise floor (the range of its scores) in the run directory, for the gate.",
         epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_evaluation_arguments(parser)
-    parser.add_argument("--seeds", type=int, default=3, metavar="N",
-                        help="seeds seed, seed+1, ..., seed+N-1 (default: 3)")
-    parser.add_argument("--batch-sizes", default="8,1", metavar="B,...",
-                        help="batch sizes to try, hf models only (default: 8,1)")
+    add_arguments(parser, NoiseArguments)
     parser.set_defaults(handler=run_noise)
 
 
 def run_noise(args: argparse.Namespace) -> int:
     from eval_anything.console import stdout_console
 
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, not {args.seeds}")
-    run_dir, noise = measure(args)
+    arguments = NoiseArguments.from_namespace(args, args.argv)
+    if arguments.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, not {arguments.seeds}")
+    run_dir, noise = measure(arguments)
     out = stdout_console()
     out.print(_table(noise))
     out.print(f"noise floor written to {run_dir / NOISE_FILE}; `eval-anything gate --baseline {run_dir} ...` "

@@ -1,168 +1,29 @@
 """The runner: task -> backend -> scorers -> run directory, resumable at sample granularity."""
 from __future__ import annotations
 
-import dataclasses
-import gc
 import hashlib
 import itertools
 import json
-import os
 import re
-import shutil
-import time
-from collections import defaultdict
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-from eval_anything.datamodel import GenerationConfig, Request, Sample, SampleResult, Score
-from eval_anything.judges.engine import JudgeEngine, JudgeSettings
+from eval_anything.composites import group_scores
+from eval_anything.datamodel import Sample
+from eval_anything.distributed import DataParallel, data_parallel, merge_shards, share_of
 from eval_anything.files import read_log
+from eval_anything.generation import NoProgress, Pipeline, ProgressSink, generate
+from eval_anything.heap import startup_objects_left_out_of_collections
+from eval_anything.judges.engine import JudgeEngine
 from eval_anything.manifest import build_manifest, read_lineage
-from eval_anything.models import LazyModel, Model, ModelSpec
-from eval_anything.models.embedded import NAME as EMBEDDED_NAME, cache_root
-from eval_anything.repeats import combine
-from eval_anything.rundir import RunDirectory, SampleLog
-from eval_anything.scorers import Attempt
+from eval_anything.models import LazyModel, ModelSpec
 from eval_anything.results import JUDGE_COUNTS, aggregate, judge_cost
-from eval_anything.suite.groups import group_scores
+from eval_anything.rundir import RunDirectory, SampleLog
+from eval_anything.settings import RunSettings
 from eval_anything.tasks import DataFileError, Task
 
-COMMIT_INTERVAL_S = 1.0
-"""Sample logs are fsynced at least this often while samples finish (and after every batch)."""
 COMPLETE, NOT_APPLICABLE, ERROR = "complete", "not_applicable", "error"
-
-
-@dataclass(frozen=True)
-class RunSettings:
-    """Run-wide settings; everything that changes results is part of the run id."""
-
-    output_dir: Path = Path("runs")
-    limit: int | None = None
-    """Evaluate only the first N samples of each task."""
-    seed: int = 1234
-    max_new_tokens: int | None = None
-    """Override every task's generation length."""
-    command: tuple[str, ...] = ()
-    """The command line, recorded (secrets redacted) in the manifest."""
-    judge: JudgeSettings | None = None
-    """Who judges tasks with judge scorers; None means the embedded model, labelled a weak judge."""
-    generators: str | None = None
-    """Which generator renders each modality of tagged answers, e.g. "audio=espeak"; None: espeak
-    for audio when espeak-ng is installed."""
-    repeats: int = 1
-    """Generations per sample, repeat r seeded with seed + r; a sample scores the mean of its repeats."""
-    temperature: float | None = None
-    """Override every task's sampling temperature (repeats of greedy decoding differ little)."""
-
-    def __post_init__(self) -> None:
-        if self.repeats < 1:
-            raise ValueError(f"--repeats must be at least 1, not {self.repeats}")
-        if self.temperature is not None and self.temperature < 0:
-            raise ValueError(f"--temperature must be 0 or more, not {self.temperature}")
-
-    def identity(self) -> dict[str, Any]:
-        identity: dict[str, Any] = {"limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
-        if self.repeats != 1:  # only when set, so that the run ids of earlier runs stay as they were
-            identity["repeats"] = self.repeats
-        if self.temperature is not None:
-            identity["temperature"] = self.temperature
-        return identity
-
-    def generations(self, task: Task) -> list[GenerationConfig]:
-        """The generation settings of each repeat of a task's samples."""
-        return [task.generation(self.seed + r, self.max_new_tokens, self.temperature) for r in range(self.repeats)]
-
-    def generator_spec(self) -> str:
-        if self.generators is not None:
-            return self.generators
-        return "audio=espeak" if shutil.which("espeak-ng") else ""
-
-    def generator_table(self) -> dict:
-        from eval_anything.suite.generators import parse_generators
-
-        return parse_generators(self.generator_spec())
-
-    def judge_settings(self) -> JudgeSettings:
-        if self.judge is not None:
-            return self.judge
-        return JudgeSettings(ModelSpec("embedded", EMBEDDED_NAME), weak_default=True, seed=self.seed,
-                             cache_path=cache_root() / "judge-cache.sqlite")
-
-
-@dataclass(frozen=True)
-class DataParallel:
-    """This process's place in a data-parallel run: rank r of `world` evaluates the samples whose
-    position in the task's sample order is r modulo `world`, into its own durable shard."""
-
-    rank: int = 0
-    world: int = 1
-    owns_group: bool = False
-    """This process joined the gloo group itself, so it leaves it when the run ends."""
-
-    @property
-    def primary(self) -> bool:
-        return self.rank == 0
-
-    def mine(self, index: int) -> bool:
-        return index % self.world == self.rank
-
-    def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-
-    def total(self, count: int) -> int:
-        """The sum of `count` over every rank."""
-        if self.world == 1:
-            return count
-        import torch
-        import torch.distributed as dist
-
-        value = torch.tensor([count], dtype=torch.int64)
-        dist.all_reduce(value)
-        return int(value.item())
-
-    def close(self) -> None:
-        """Leave the group once every rank is done: gloo's threads abort the process at exit otherwise."""
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.barrier()
-            dist.destroy_process_group()
-
-
-BARRIER_TIMEOUT_S = float(os.environ.get("EVAL_ANYTHING_BARRIER_TIMEOUT_S", 24 * 3600))
-"""How long a rank that finished its shard waits for the slowest one (ranks' shares differ)."""
-
-
-def data_parallel() -> DataParallel:
-    """Rank and world size from the launcher (`accelerate launch`, `torchrun`: WORLD_SIZE, RANK and
-    MASTER_ADDR/PORT); torch is imported, and a gloo group joined, only when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE") or 1)
-    if world <= 1:
-        return DataParallel()
-    import torch.distributed as dist
-
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group(backend="gloo", timeout=timedelta(seconds=BARRIER_TIMEOUT_S))
-    return DataParallel(dist.get_rank(), dist.get_world_size(), owns_group)
-
-
-class ProgressSink(Protocol):
-    def start(self, task: str, total: int, done: int) -> None: ...
-    def advance(self, count: int = 1) -> None: ...
-    def finish(self) -> None: ...
-
-
-class NoProgress:
-    def start(self, task: str, total: int, done: int) -> None: ...
-    def advance(self, count: int = 1) -> None: ...
-    def finish(self) -> None: ...
 
 
 @dataclass
@@ -184,6 +45,24 @@ class RunReport:
         return all(t["status"] != ERROR for t in self.results["tasks"].values())
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """What every task of one run shares."""
+
+    model: LazyModel
+    judges: JudgeEngine | None
+    """Judges the tasks with judge scorers; None when no task has one."""
+    run_dir: RunDirectory
+    settings: RunSettings
+    progress: ProgressSink
+    report: RunReport
+    """Filled in as tasks run: what was resumed."""
+    parallel: DataParallel = DataParallel()
+
+    def pipeline(self, task: Task) -> Pipeline:
+        return Pipeline(task, self.model, self.settings, self.judges, self.progress)
+
+
 def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str:
     identity = {"model": spec.describe(), "settings": settings.identity(),
                 "tasks": [(t.name, t.version, t.content_hash) for t in tasks]}
@@ -202,24 +81,8 @@ def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str
 def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = RunSettings(),
              progress: ProgressSink = NoProgress()) -> RunReport:
     """Evaluate `tasks` with the model of `spec`, resuming whatever an earlier invocation finished."""
-    with _startup_objects_left_out_of_collections():
+    with startup_objects_left_out_of_collections():
         return _evaluate(spec, tasks, settings, progress)
-
-
-@contextmanager
-def _startup_objects_left_out_of_collections() -> Iterator[None]:
-    """The objects that exist when a run starts (torch's and transformers' modules: hundreds of
-    thousands) are frozen for its duration. Each full collection scanned them all, 25-40 ms in which
-    the judge client's event loop waits for the GIL (benchmarks/judge_throughput.py at concurrency 32:
-    1.09-1.11 -> 1.07-1.08). Unfrozen afterwards, so cyclic garbage from before the run is still collected."""
-    if gc.get_freeze_count():  # the caller froze objects itself: leave that alone
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, progress: ProgressSink) -> RunReport:
@@ -239,12 +102,12 @@ def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, pro
     judges = (JudgeEngine(settings.judge_settings().for_tasks(t.name for t in tasks))
               if any(t.judge_scorers for t in tasks) else None)
     report = RunReport(run_dir.path, {}, primary=parallel.primary)
+    context = RunContext(model, judges, run_dir, settings, progress, report, parallel)
     outcomes: dict[str, dict[str, Any]] = {}
     status = "interrupted"
     try:
         for task in tasks:
-            outcomes[task.name] = _run_task(task, model, judges, run_dir, settings, previous.get(task.name),
-                                            progress, report, parallel)
+            outcomes[task.name] = _run_task(task, context, previous.get(task.name))
             if parallel.primary:
                 run_dir.write_results(_results(manifest, outcomes, "running", judges))
         status = COMPLETE
@@ -283,78 +146,61 @@ def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str,
     return results
 
 
-def _run_task(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir: RunDirectory,
-              settings: RunSettings, previous: dict[str, Any] | None, progress: ProgressSink,
-              report: RunReport, parallel: DataParallel = DataParallel()) -> dict[str, Any]:
+def _run_task(task: Task, context: RunContext, previous: dict[str, Any] | None) -> dict[str, Any]:
     header = {"task": task.name, "version": task.version, "hash": task.content_hash,
               **({"protocol": task.protocol} if task.protocol else {})}
     if previous and previous.get("status") == NOT_APPLICABLE:
         return previous
-    if parallel.world > 1:
-        return _run_shard(task, model, judges, run_dir, settings, progress, report, parallel, header)
+    if context.parallel.world > 1:
+        return _run_share(task, context, header)
+    run_dir, limit = context.run_dir, context.settings.limit
     if run_dir.shards(task.name):  # a data-parallel run was interrupted: keep what its ranks finished
         try:
-            run_dir.merge_shards(task.name, (s.id for s in task.samples(settings.limit)))
+            run_dir.merge_shards(task.name, (s.id for s in task.samples(limit)))
         except DataFileError as exc:
             return {**header, "status": ERROR, "reason": str(exc)}
     log = run_dir.samples(task.name)
     done = log.completed()
     try:
-        pending = _peekable(s for s in task.samples(settings.limit) if s.id not in done)
+        pending = _peekable(s for s in task.samples(limit) if s.id not in done)
         if pending.has_more():
-            reason = _inapplicable(task, model)
+            reason = _inapplicable(task, context.model)
             if reason:
                 return {**header, "status": NOT_APPLICABLE, "reason": reason}
-            report.resumed[task.name] = len(done)
-            total = task.count() if settings.limit is None else min(task.count(), settings.limit)
-            _generate_with_progress(task, model, pending, log, settings, progress, judges, total, len(done))
+            context.report.resumed[task.name] = len(done)
+            total = task.count() if limit is None else min(task.count(), limit)
+            generate(context.pipeline(task), pending, log, total, len(done))
     except DataFileError as exc:
-        return {**header, "status": ERROR, "reason": str(exc), **_summary(task, log, judges)}
-    return {**header, "status": COMPLETE, **_summary(task, log, judges)}
+        return {**header, "status": ERROR, "reason": str(exc), **_summary(task, log, context.judges)}
+    return {**header, "status": COMPLETE, **_summary(task, log, context.judges)}
 
 
-def _run_shard(task: Task, model: LazyModel, judges: JudgeEngine | None, run_dir: RunDirectory,
-               settings: RunSettings, progress: ProgressSink, report: RunReport, parallel: DataParallel,
-               header: dict[str, Any]) -> dict[str, Any]:
-    """One rank's share of a task: the samples at positions rank, rank + world, ... not finished by
-    any earlier invocation (of any world size), appended to this rank's shard; after every rank is
-    done, rank 0 merges the shards into `<task>.jsonl` in the task's sample order and summarises."""
+def _run_share(task: Task, context: RunContext, header: dict[str, Any]) -> dict[str, Any]:
+    """One rank's share of a task, appended to this rank's shard; after every rank is done, rank 0
+    merges the shards into `<task>.jsonl` in the task's sample order and summarises."""
+    parallel, run_dir = context.parallel, context.run_dir
     parallel.barrier()  # every rank reads the logs before any appends to them
     log = run_dir.shard(task.name, parallel.rank, parallel.world)
     outcome: dict[str, Any] = {**header, "status": COMPLETE}
     try:
-        done: set[str] = set(run_dir.samples(task.name).completed())
-        for shard in run_dir.shards(task.name):
-            done.update(shard.completed())
-        mine = [0, 0]  # own samples: all, finished
-        any_left = False
-        for index, sample in enumerate(task.samples(settings.limit)):
-            finished = sample.id in done
-            any_left = any_left or not finished
-            if parallel.mine(index):
-                mine[0] += 1
-                mine[1] += finished
-        pending = _peekable(s for i, s in enumerate(task.samples(settings.limit))
-                            if parallel.mine(i) and s.id not in done)
+        share = share_of(task, run_dir, parallel, context.settings.limit)
+        pending = _peekable(share.pending)
         # rank 0 decides the task's status, so it looks at the model whenever any rank has work
-        if pending.has_more() or (parallel.primary and any_left):
-            reason = _inapplicable(task, model)
+        if pending.has_more() or (parallel.primary and share.any_left):
+            reason = _inapplicable(task, context.model)
             if reason:
                 outcome = {**header, "status": NOT_APPLICABLE, "reason": reason}
             elif pending.has_more():
-                report.resumed[task.name] = mine[1]
-                _generate_with_progress(task, model, pending, log, settings, progress, judges, mine[0], mine[1])
+                context.report.resumed[task.name] = share.finished
+                generate(context.pipeline(task), pending, log, share.owned, share.finished)
     except DataFileError as exc:
         outcome = {**header, "status": ERROR, "reason": str(exc)}
     parallel.barrier()  # every shard is durable
     if not parallel.primary or outcome["status"] == NOT_APPLICABLE:
         return outcome
     main = run_dir.samples(task.name)
-    try:
-        run_dir.merge_shards(task.name, (s.id for s in task.samples(settings.limit)))
-    except DataFileError:
-        run_dir.merge_shards(task.name, ())
-    return {**outcome, **_summary(task, main, judges)}
+    merge_shards(task, run_dir, context.settings.limit)
+    return {**outcome, **_summary(task, main, context.judges)}
 
 
 def _summary(task: Task, log: SampleLog, judges: JudgeEngine | None) -> dict[str, Any]:
@@ -391,104 +237,6 @@ def _inapplicable(task: Task, model: LazyModel) -> str | None:
     if not missing:
         return None
     return f"{model.spec.label} does not take {', '.join(sorted(m.value for m in missing))} input"
-
-
-def _generate_with_progress(task: Task, model: LazyModel, pending: Iterable[Sample], log: SampleLog,
-                            settings: RunSettings, progress: ProgressSink, judges: JudgeEngine | None,
-                            total: int, done: int) -> None:
-    progress.start(task.name, total, done)
-    try:
-        _generate(task, model.get(), pending, log, settings, progress, judges)
-    finally:
-        log.close()
-        progress.finish()
-
-
-def _generate(task: Task, model: Model, pending: Iterable[Sample], log: SampleLog, settings: RunSettings,
-              progress: ProgressSink, judges: JudgeEngine | None) -> None:
-    render = _answer_renderer(task, settings, log.path.parent.parent / "media" / task.name)
-    finished = _generated(task, model, pending, settings, render)
-    if task.judge_scorers:
-        assert judges is not None
-        finished = judges.score(task.judge_scorers, task.name, finished, task.modalities)
-    if settings.repeats > 1:
-        finished = _combined_repeats(finished, settings.repeats)
-    since_commit, last_commit = 0, time.monotonic()
-    for sample, attempts, scores in finished:
-        record = SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
-                              outputs=tuple(a.output for a in attempts), scores=scores, target=sample.target).to_json()
-        if task.config.breakdown:
-            record["breakdown"] = _breakdown_key(task.config.breakdown, sample, attempts)
-        log.append(record)
-        progress.advance()
-        since_commit += 1
-        if since_commit >= model.batch_size or time.monotonic() - last_commit > COMMIT_INTERVAL_S:
-            log.commit()
-            since_commit, last_commit = 0, time.monotonic()
-    log.commit()
-
-
-def _answer_renderer(task: Task, settings: RunSettings, media_dir: Path) -> Callable[[Attempt], Attempt]:
-    """For tagged any-to-any answers: text, native media, and media rendered from instructions."""
-    if task.config.output_format != "tagged":
-        return lambda attempt: attempt
-    from eval_anything.suite.outputs import render_answer
-
-    generators = settings.generator_table()
-    def stem(request: Request) -> str:
-        return f"{request.sample_id}_{request.variant}" + (f"_r{request.repeat}" if request.repeat else "")
-
-    sections = task.config.tagged_sections
-    return lambda a: Attempt(a.request, render_answer(a.output, generators, media_dir, stem(a.request), sections))
-
-
-def _breakdown_key(columns: Sequence[str], sample: Sample, attempts: Sequence[Attempt]) -> str:
-    def value(column: str) -> str:
-        if column == "chosen":
-            return str(attempts[0].output.metadata.get("chosen", "?"))
-        return str(sample.metadata.get(column, "?"))
-
-    return "+".join(value(c) for c in columns)
-
-
-def _generated(task: Task, model: Model, pending: Iterable[Sample], settings: RunSettings,
-               render: Callable[[Attempt], Attempt]) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
-    """Samples' repeats as their generations complete, with their rule-based scores (one repeat
-    unless `settings.repeats` says more)."""
-    generations = settings.generations(task)
-    window = max(256, model.batch_size * 16)
-    for chunk in _batched(pending, window):
-        samples = {s.id: s for s in chunk}
-        requests = [dataclasses.replace(r, repeat=k) if k else r
-                    for s in chunk for k, generation in enumerate(generations) for r in task.requests(s, generation)]
-        expected = defaultdict(int)
-        for request in requests:
-            expected[request.sample_id, request.repeat] += 1
-        requests.sort(key=lambda r: -len(r.prompt_text))  # similar lengths batch together
-        attempts: dict[tuple[str, int], list[Attempt]] = defaultdict(list)
-        for request, output in model.stream(requests):
-            key = request.sample_id, request.repeat
-            attempts[key].append(render(Attempt(request, output)))
-            if len(attempts[key]) == expected[key]:
-                done = sorted(attempts.pop(key), key=lambda a: a.request.variant)
-                yield samples[key[0]], done, task.score(samples[key[0]], done)
-
-
-def _combined_repeats(finished: Iterable[tuple[Sample, list[Attempt], dict[str, Score]]], repeats: int
-                      ) -> Iterator[tuple[Sample, list[Attempt], dict[str, Score]]]:
-    """Each sample once all its repeats are scored: every repeat's attempts, and scores averaged."""
-    waiting: dict[str, list[tuple[int, list[Attempt], dict[str, Score]]]] = defaultdict(list)
-    for sample, attempts, scores in finished:
-        waiting[sample.id].append((attempts[0].request.repeat, attempts, scores))
-        if len(waiting[sample.id]) == repeats:
-            done = sorted(waiting.pop(sample.id), key=lambda item: item[0])
-            yield sample, [a for _, attempts_r, _ in done for a in attempts_r], combine([s for _, _, s in done])
-
-
-def _batched(items: Iterable[Sample], size: int) -> Iterator[list[Sample]]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
 
 
 class _peekable:

@@ -214,7 +214,7 @@ def _handle(args: argparse.Namespace) -> int:
         if not args.tasks:
             print("eval-anything verify: give a RUN directory, or --tasks (and --model) to run first", file=sys.stderr)
             return 2
-        run_dir = _run_first(args)
+        run_dir = _run_first(args.tasks, args.model, args.output_dir)
         if run_dir is None:
             return 2
     run_dir = _run_folder(run_dir)
@@ -241,14 +241,21 @@ def _handle(args: argparse.Namespace) -> int:
     return code
 
 
-def _run_first(args: argparse.Namespace) -> Path | None:
-    from eval_anything.cli import main
+def _run_first(tasks: str, model: str | None, output_dir: Path) -> Path | None:
+    """The run directory of `eval-anything run --tasks TASKS [--model MODEL]`, run here; None when
+    that command could not run (the error said on stderr)."""
+    from eval_anything.console import RichProgress, exit_code_of, report_run
+    from eval_anything.runner import evaluate
+    from eval_anything.settings import parse_run_command, resolve_evaluation
 
-    argv = ["run", "--tasks", args.tasks, "--output-dir", str(args.output_dir)]
-    if args.model:
-        argv += ["--model", args.model]
-    code = main(argv)
-    if code not in (0, 1):
+    argv = ["run", "--tasks", tasks, "--output-dir", str(output_dir)] + (["--model", model] if model else [])
+
+    def run() -> int:
+        arguments = parse_run_command(argv)
+        spec, resolved, settings = resolve_evaluation(arguments, repeats=arguments.repeats)
+        return report_run(evaluate(spec, resolved, settings, RichProgress()))
+
+    if exit_code_of(run) not in (0, 1):
         return None
-    manifests = sorted(Path(args.output_dir).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
+    manifests = sorted(Path(output_dir).glob("*/manifest.json"), key=lambda p: p.stat().st_mtime)
     return manifests[-1].parent if manifests else None

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from eval_anything.models import resolve_spec
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import RunSettings
 from eval_anything.tasks import Catalog
 
 

@@ -128,9 +128,9 @@ def test_synergy_parts_beside_the_value(runs):
 
 def test_a_genuinely_judged_run_logs_and_shows_what_the_judge_was_asked(tmp_path, monkeypatch):
     """The real runner and judge engine, with a system message, through an OpenAI-compatible stub."""
-    from eval_anything.judges.engine import JudgeSettings
     from eval_anything.models import ModelSpec, resolve_spec
-    from eval_anything.runner import RunSettings, evaluate
+    from eval_anything.runner import evaluate
+    from eval_anything.settings import JudgeSettings, RunSettings
     from eval_anything.tasks import Catalog
     from stub_openai import StubServer, completion
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from eval_anything.datamodel import Modality, Part
-from eval_anything.judges.engine import JudgeSettings
 from eval_anything.media import load_image, load_video_frames
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.rundir import SampleLog
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import JudgeSettings, RunSettings
 from eval_anything.suite.generators import (DiffusersAudioGenerator, DiffusersImageGenerator,
                                             DiffusersVideoGenerator, EspeakGenerator, GeneratorError,
                                             parse_generators)

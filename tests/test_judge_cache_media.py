@@ -8,9 +8,9 @@ import shutil
 
 from eval_anything.datamodel import Part
 from eval_anything.judges.cache import media_key
-from eval_anything.judges.engine import JudgeSettings
 from eval_anything.models import ModelSpec, resolve_spec
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import JudgeSettings, RunSettings
 from eval_anything.tasks import Catalog
 from media_files import write_png
 from stub_openai import StubServer

@@ -11,10 +11,11 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from eval_anything.cli import build_parser, evaluation_from_args, main
+from eval_anything.cli import main
 from eval_anything.manifest import read_lineage
 from eval_anything.rundir import SampleLog
 from eval_anything.runner import run_id
+from eval_anything.settings import parse_run_command, resolve_evaluation
 from media_files import write_wav
 from stub_openai import StubServer, completion, user_text
 
@@ -227,10 +228,9 @@ def test_run_ids_change_only_with_another_judge(tmp_path):
     folder, preds = write_tasks(tmp_path), predictions(tmp_path)
 
     def ids(*judge: str) -> tuple[str, str]:
-        args = build_parser().parse_args(["run", "--model", str(preds), "--include-path", str(folder),
-                                          "--tasks", MEDIA_TASK, *judge])
-        args.argv = []
-        spec, tasks, settings = evaluation_from_args(args)
+        arguments = parse_run_command(["run", "--model", str(preds), "--include-path", str(folder),
+                                       "--tasks", MEDIA_TASK, *judge])
+        spec, tasks, settings = resolve_evaluation(arguments)
         return run_id(spec, tasks, settings), old_run_id(spec, tasks, settings)
 
     for judge in [(), ("--judge", "openai:gpt-4o", "--judge-args", "base_url=http://127.0.0.1:9/v1,concurrency=3"),

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from eval_anything.judges.engine import JudgeSettings
 from eval_anything.judges.parsers import (JudgeParseError, explanation_of, parse_choice, parse_json_object,
                                           parse_pairwise, parse_rating)
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.rundir import SampleLog
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import JudgeSettings, RunSettings
 from eval_anything.tasks import Catalog
 from media_files import write_png, write_wav
 from stub_openai import StubServer, completion, user_text

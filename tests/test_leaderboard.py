@@ -130,9 +130,9 @@ def test_leaderboard_does_not_import_torch(runs, tmp_path):
 
 def test_a_genuinely_judged_run_shows_its_judge_accounting_and_replies(tmp_path, monkeypatch):
     """The real runner with a judge_rating task, judged through an OpenAI-compatible stub server."""
-    from eval_anything.judges.engine import JudgeSettings
     from eval_anything.models import ModelSpec, resolve_spec
-    from eval_anything.runner import RunSettings, evaluate
+    from eval_anything.runner import evaluate
+    from eval_anything.settings import JudgeSettings, RunSettings
     from eval_anything.tasks import Catalog
     from run_factory import write_task
     from stub_openai import StubServer, completion, user_text

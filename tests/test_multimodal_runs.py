@@ -8,7 +8,8 @@ import pytest
 
 from eval_anything.models import ModelSpec
 from eval_anything.rundir import SampleLog
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import RunSettings
 from eval_anything.tasks import Catalog
 
 from tiny_models import LLAVA_IMAGE_TOKENS

@@ -181,9 +181,9 @@ def test_repeats_and_seeds_must_be_positive(capsys):
 def test_judged_repeats_count_every_judgement_once(tmp_path, monkeypatch):
     from test_judges import FAKE_KEY, KEY_ENV as JUDGE_KEY_ENV, judged_task, predictions, rating_reply
 
-    from eval_anything.judges.engine import JudgeSettings
     from eval_anything.models import ModelSpec, resolve_spec
-    from eval_anything.runner import RunSettings, evaluate
+    from eval_anything.runner import evaluate
+    from eval_anything.settings import JudgeSettings, RunSettings
     from eval_anything.tasks import Catalog
 
     monkeypatch.setenv(JUDGE_KEY_ENV, FAKE_KEY)

@@ -5,7 +5,8 @@ import pytest
 
 from eval_anything.models import resolve_spec
 from eval_anything.rundir import SampleLog
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import RunSettings
 from eval_anything.tasks import Catalog
 
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from eval_anything.judges.engine import JudgeSettings
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.rundir import SampleLog
-from eval_anything.runner import RunSettings, evaluate
+from eval_anything.runner import evaluate
+from eval_anything.settings import JudgeSettings, RunSettings
 from eval_anything.tasks import Catalog
 from eval_anything.tasks.catalog import BUILTIN_DIR
 from media_files import write_png, write_wav

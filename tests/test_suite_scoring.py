@@ -46,7 +46,8 @@ def test_chosen_modalities_count_native_media_and_default_to_text(tmp_path):
 
 
 def test_amu_group_is_the_unweighted_mean_of_its_four_dimensions():
-    from eval_anything.suite.groups import group_scores
+    import eval_anything.suite  # noqa: F401  (registers the AMU composite)
+    from eval_anything.composites import group_scores
 
     values = {"amu_perception": 8.0, "amu_reasoning": 6.0, "amu_instruction_following": 5.0, "amu_safety": 9.0}
     outcomes = {name: {"status": "complete", "metrics": {"judge_rating": {"value": v}}} for name, v in values.items()}

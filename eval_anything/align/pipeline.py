@@ -34,7 +34,8 @@ def evaluate_checkpoint(model: str, tasks: Sequence[str], output_dir: str, limit
                         max_new_tokens: int | None, command: Sequence[str] = ()) -> Any:
     """`eval-anything run` on a checkpoint: its run directory's manifest carries the lineage."""
     from eval_anything.models import resolve_spec
-    from eval_anything.runner import RunSettings, evaluate
+    from eval_anything.runner import evaluate
+    from eval_anything.settings import RunSettings
     from eval_anything.tasks import Catalog
 
     spec = resolve_spec(model)

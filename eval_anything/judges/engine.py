@@ -3,14 +3,12 @@ concurrency, the backend's retries), answers are cached, malformed replies are r
 number of times, and every failure ends as a recorded error, never a silent score."""
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import json
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterable, Iterator
 
 from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Part, Request, Sample, Score
 from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict
@@ -18,15 +16,11 @@ from eval_anything.judges.cache import JudgeCache, cache_key, media_key
 from eval_anything.judges.parsers import JudgeParseError
 from eval_anything.models import LazyModel, ModelSpec
 from eval_anything.scorers.base import Attempt
+from eval_anything.settings import DEFAULT_ROUTE, MEDIA_ROUTES, JudgeSettings, judge_identity
 
 WEAK_JUDGE_WARNING = ("eval-anything: warning: no --judge given, so the embedded SmolLM2-135M judges; it is a weak "
                       "judge, and its scores are labelled as such")
 
-DEFAULT_ROUTE = "default"
-MEDIA_ROUTES = (Modality.VIDEO, Modality.AUDIO, Modality.IMAGE)
-"""The modalities a judge can be named for (`--judge audio=...`), in the order a query's media
-choose among them: a query with video goes to the video judge, else with audio to the audio judge,
-else with an image to the image judge; a text-only query to the default judge."""
 GROUP_WINDOW = 256
 """With several judges, requests are taken this many at a time and each judge's share streamed in turn."""
 
@@ -34,65 +28,6 @@ GROUP_WINDOW = 256
 class JudgeSetupError(ValueError):
     """The judges named cannot judge a task as its scorers require (a strict scorer's media that
     its judge cannot take): raised before any judge call."""
-
-
-@dataclass(frozen=True)
-class JudgeSettings:
-    spec: ModelSpec
-    weak_default: bool = False
-    """The embedded model judges because the user named no judge."""
-    max_new_tokens: int = 256
-    temperature: float = 0.0
-    seed: int = 1234
-    parse_retries: int = 2
-    """How many times a malformed reply is asked again before it is recorded as a judge error."""
-    reward_model: str | None = None
-    """The reward model (a folder or Hub id) that scores synergy under protocol paper."""
-    price_per_million: tuple[float, float] | None = None
-    """USD per million input and output tokens, for the cost line of the results."""
-    cache_path: Path | None = None
-    routes: Mapping[str, ModelSpec] = field(default_factory=dict)
-    """Judges other than `spec` (the default), by route: a modality (image, audio, video: the
-    queries carrying it, see MEDIA_ROUTES) or a task name (every query of that task; beats a modality)."""
-
-    def identity(self) -> dict[str, Any]:
-        """What judged scores depend on (part of the run id and of cache keys): the judge model by
-        backend and name, not by where it is served, and how it is sampled."""
-        identity = {"judge": {"backend": self.spec.backend, "reference": self.spec.reference},
-                    "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                    "parse_retries": self.parse_retries}
-        if self.reward_model:  # only when set, so that earlier runs keep their ids
-            identity["reward_model"] = self.reward_model
-        routes = {key: _judge_identity(spec) for key, spec in sorted(self.routes.items())
-                  if _judge_identity(spec) != identity["judge"]}
-        if routes:  # only with other judges than the default, likewise
-            identity["routes"] = routes
-        return identity
-
-    def route(self, task: str, media: Iterable[Modality]) -> str:
-        """Which judge answers a query of `task` carrying `media`: a route key, or DEFAULT_ROUTE."""
-        if task in self.routes and task not in _MEDIA_KEYS:
-            return task
-        carried = set(media)
-        return next((m.value for m in MEDIA_ROUTES if m in carried and m.value in self.routes), DEFAULT_ROUTE)
-
-    def spec_of(self, route: str) -> ModelSpec:
-        return self.routes.get(route, self.spec) if route != DEFAULT_ROUTE else self.spec
-
-    def for_tasks(self, names: Iterable[str]) -> "JudgeSettings":
-        """These settings without the routes of tasks not among `names` (they judge nothing here,
-        so they are no part of the run's identity)."""
-        names = set(names)
-        kept = {k: v for k, v in self.routes.items() if k in _MEDIA_KEYS or k in names}
-        return self if len(kept) == len(self.routes) else dataclasses.replace(self, routes=kept)
-
-
-_MEDIA_KEYS = frozenset(m.value for m in MEDIA_ROUTES)
-
-
-def _judge_identity(spec: ModelSpec) -> dict[str, Any]:
-    """A judge model by backend and name (what cache keys and run ids hold of it)."""
-    return {"backend": spec.backend, "reference": spec.reference}
 
 
 def _spec_key(spec: ModelSpec) -> str:
@@ -338,7 +273,7 @@ class JudgeEngine:
                     "seed": request.generation.seed, "system": request.system,
                     **({"media_after_text": True} if query.query.media_after_text else {})}
         judge = (self._identity["judge"] if query.route == DEFAULT_ROUTE
-                 else _judge_identity(self.models[query.route].spec))  # the judge that answers it
+                 else judge_identity(self.models[query.route].spec))  # the judge that answers it
         return cache_key(judge, query.rubric_hash, query.query.text, media, sampling, query.attempt)
 
     def _receive(self, request: Request, output: ModelOutput, retries: list[_Query]) -> None:
@@ -376,7 +311,7 @@ class JudgeEngine:
                  "temperature": temperature, "max_new_tokens": self.settings.max_new_tokens,
                  "seeds": list(query.seeds)}
         if self.settings.routes:  # which judge answered, where there are several
-            asked["judge"] = {"route": query.route, **_judge_identity(self.models[query.route].spec)}
+            asked["judge"] = {"route": query.route, **judge_identity(self.models[query.route].spec)}
         return asked
 
     def _stream(self, requests: Iterable[Request], single: LazyModel | None) -> Iterator[tuple[Request, ModelOutput]]:

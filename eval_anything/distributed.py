@@ -1,0 +1,112 @@
+"""Data-parallel runs: this process's rank, the barriers between ranks, each rank's share of a
+task's samples (in its own durable shard) and the merge of the shards into the task's log."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Iterator
+
+from eval_anything.datamodel import Sample
+from eval_anything.rundir import RunDirectory
+from eval_anything.tasks import DataFileError, Task
+
+BARRIER_TIMEOUT_S = float(os.environ.get("EVAL_ANYTHING_BARRIER_TIMEOUT_S", 24 * 3600))
+"""How long a rank that finished its shard waits for the slowest one (ranks' shares differ)."""
+
+
+@dataclass(frozen=True)
+class DataParallel:
+    """This process's place in a data-parallel run: rank r of `world` evaluates the samples whose
+    position in the task's sample order is r modulo `world`, into its own durable shard."""
+
+    rank: int = 0
+    world: int = 1
+    owns_group: bool = False
+    """This process joined the gloo group itself, so it leaves it when the run ends."""
+
+    @property
+    def primary(self) -> bool:
+        return self.rank == 0
+
+    def mine(self, index: int) -> bool:
+        return index % self.world == self.rank
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def total(self, count: int) -> int:
+        """The sum of `count` over every rank."""
+        if self.world == 1:
+            return count
+        import torch
+        import torch.distributed as dist
+
+        value = torch.tensor([count], dtype=torch.int64)
+        dist.all_reduce(value)
+        return int(value.item())
+
+    def close(self) -> None:
+        """Leave the group once every rank is done: gloo's threads abort the process at exit otherwise."""
+        if self.owns_group:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def data_parallel() -> DataParallel:
+    """Rank and world size from the launcher (`accelerate launch`, `torchrun`: WORLD_SIZE, RANK and
+    MASTER_ADDR/PORT); torch is imported, and a gloo group joined, only when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE") or 1)
+    if world <= 1:
+        return DataParallel()
+    import torch.distributed as dist
+
+    owns_group = not dist.is_initialized()
+    if owns_group:
+        dist.init_process_group(backend="gloo", timeout=timedelta(seconds=BARRIER_TIMEOUT_S))
+    return DataParallel(dist.get_rank(), dist.get_world_size(), owns_group)
+
+
+@dataclass(frozen=True)
+class Share:
+    """One rank's share of a task: the samples at positions rank, rank + world, ..."""
+
+    pending: Iterator[Sample]
+    """Those no earlier invocation (of any world size) finished, read lazily in the task's order."""
+    owned: int
+    """How many samples are this rank's."""
+    finished: int
+    """How many of them an earlier invocation finished."""
+    any_left: bool
+    """Whether any rank has a sample left to evaluate."""
+
+
+def share_of(task: Task, run_dir: RunDirectory, parallel: DataParallel, limit: int | None) -> Share:
+    """This rank's share of `task`, from what the task's log and every shard on disk hold."""
+    done: set[str] = set(run_dir.samples(task.name).completed())
+    for shard in run_dir.shards(task.name):
+        done.update(shard.completed())
+    owned = finished = 0
+    any_left = False
+    for index, sample in enumerate(task.samples(limit)):
+        is_done = sample.id in done
+        any_left = any_left or not is_done
+        if parallel.mine(index):
+            owned += 1
+            finished += is_done
+    pending = (s for i, s in enumerate(task.samples(limit)) if parallel.mine(i) and s.id not in done)
+    return Share(pending, owned, finished, any_left)
+
+
+def merge_shards(task: Task, run_dir: RunDirectory, limit: int | None) -> None:
+    """Fold every rank's shard into the task's log in the task's sample order (in the shards' order
+    when the task's data cannot be read): rank 0, once every shard is durable."""
+    try:
+        run_dir.merge_shards(task.name, (s.id for s in task.samples(limit)))
+    except DataFileError:
+        run_dir.merge_shards(task.name, ())
