@@ -13,7 +13,7 @@ from eval_anything.settings import RUN_COMMAND, RunArguments, add_task_source
 
 COMMAND_MODULES: tuple[str, ...] = ("eval_anything.leaderboard.command", "eval_anything.gate",
                                    "eval_anything.align.command", "eval_anything.validate", "eval_anything.verify",
-                                   "eval_anything.export", "eval_anything.bundle", "eval_anything.noise")
+                                   "eval_anything.export", "eval_anything.data_bundles", "eval_anything.noise")
 """Modules adding further subcommands: each has `add_command(subparsers)`, which adds its parser
 and sets `handler` (a function of the parsed args returning the exit code). Keep them light to
 import: heavy libraries load inside the handler."""

@@ -104,7 +104,7 @@ def exit_code_of(command: Callable[[], int]) -> int:
 
     try:
         return command()
-    except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:  # BundleError is a ValueError
+    except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:  # export.BundleError and data_bundles.DataBundleError are ValueErrors
         print(f"eval-anything: error: {exc}", file=sys.stderr)
         return 2
     except BackendError as exc:

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from eval_anything import bundle
+from eval_anything import data_bundles
 from eval_anything.cli import main
 from eval_anything.suite import published
 from eval_anything.verify import SHIPPED, load_references
@@ -148,10 +148,10 @@ def test_a_tampered_bundle_is_refused(tmp_path):
 # ---- offline data bundles -----------------------------------------------------------------------
 
 def test_bundle_names_agree_with_the_published_loaders():
-    assert bundle.ALL_LAYOUT == published.ALL_LAYOUT
-    assert (bundle.AMU_DATASET, bundle.SELECTION_DATASET, bundle.IF_DATASET) == (
+    assert data_bundles.ALL_LAYOUT == published.ALL_LAYOUT
+    assert (data_bundles.AMU_DATASET, data_bundles.SELECTION_DATASET, data_bundles.IF_DATASET) == (
         published.AMU_DATASET, published.SELECTION_DATASET, published.IF_DATASET)
-    assert bundle.SELECTION_FILE == published.SELECTION_FILE and bundle.IF_MODALITIES == published.IF_MODALITIES
+    assert data_bundles.SELECTION_FILE == published.SELECTION_FILE and data_bundles.IF_MODALITIES == published.IF_MODALITIES
 
 
 def _published_snapshot(root: Path) -> Path:
@@ -195,8 +195,8 @@ def test_bundle_from_dir_passes_check_and_a_corrupted_file_is_named(tmp_path, ca
     snapshot = _published_snapshot(tmp_path / "copied")
     target = tmp_path / "bundle"
     assert main(["data", "fetch", "all", "--to", str(target), "--from-dir", str(snapshot)]) == 0
-    manifest = json.loads((target / bundle.MANIFEST).read_text())
-    assert set(manifest["datasets"]) == set(bundle.ALL_LAYOUT.values())
+    manifest = json.loads((target / data_bundles.MANIFEST).read_text())
+    assert set(manifest["datasets"]) == set(data_bundles.ALL_LAYOUT.values())
     assert "EvalAnything-AMU/visual.tar.gz" in manifest["files"]
     assert all(len(f["sha256"]) == 64 and f["size"] > 0 for f in manifest["files"].values())
     assert not any(".cache" in name for name in manifest["files"])
