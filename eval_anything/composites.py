@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from eval_anything.datamodel import Status
 from eval_anything.registry import Registry
 from eval_anything.stats import mean, mean_stderr
 
@@ -34,12 +35,12 @@ def group_scores(outcomes: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[st
         values = {m: (outcomes[m].get("metrics") or {}).get(metric, {}).get("value") for m in present}
         missing = [m for m in members if values.get(m) is None]
         if missing:
-            inapplicable = all(outcomes.get(m, {}).get("status") == "not_applicable" for m in missing if m in outcomes)
+            inapplicable = all(outcomes.get(m, {}).get("status") == Status.NOT_APPLICABLE for m in missing if m in outcomes)
             groups[name] = {"metric": metric, "value": None, "parts": values,
-                            "status": "not_applicable" if inapplicable else "incomplete",
+                            "status": Status.NOT_APPLICABLE if inapplicable else Status.INCOMPLETE,
                             "reason": f"no {metric} for {', '.join(missing)}"}
             continue
         parts = [values[m] for m in members]
         groups[name] = {"metric": metric, "value": mean(parts), "stderr_over_dimensions": mean_stderr(parts),
-                        "parts": values, "status": "complete"}
+                        "parts": values, "status": Status.COMPLETE}
     return groups

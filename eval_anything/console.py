@@ -11,6 +11,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from eval_anything.datamodel import Status
+
 console = Console(stderr=True)
 """Progress and messages; results tables go to standard output."""
 
@@ -60,7 +62,7 @@ def results_table(results: dict[str, Any]) -> Table:
     for column in ("task", "version", "metric", "value ± stderr", "n", "errors", "no answer", "status"):
         table.add_column(column, justify="right" if column in ("n", "errors", "no answer") else "left")
     for name, outcome in results["tasks"].items():
-        status = outcome["status"] if outcome["status"] == "complete" else f"{outcome['status']}: {outcome.get('reason', '')}"
+        status = outcome["status"] if outcome["status"] == Status.COMPLETE else f"{outcome['status']}: {outcome.get('reason', '')}"
         metrics = outcome.get("metrics") or {"—": {}}
         for metric_name, metric in metrics.items():
             skipped = metric.get("not_applicable")
@@ -73,7 +75,7 @@ def results_table(results: dict[str, Any]) -> Table:
                 table.add_row(f"  ↳ {key}", "", metric_name, _format_value(cell), str(cell["n"]), "", "", "")
     for name, group in (results.get("groups") or {}).items():
         table.add_row(f"[bold]{name}[/bold] (group)", "", f"mean {group['metric']}", _format_value(group), "", "",
-                      "", f"{group.get('status', '')}: {group['reason']}" if group.get("reason") else "complete")
+                      "", f"{group.get('status', '')}: {group['reason']}" if group.get("reason") else Status.COMPLETE.value)
     return table
 
 

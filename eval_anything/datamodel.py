@@ -18,6 +18,49 @@ class Modality(str, enum.Enum):
     VIDEO = "video"
 
 
+class _StatusValue(str, enum.Enum):
+    """A status written to JSON as its plain string: json.dumps, str(), f-strings and CSV give the
+    value ("complete"), and a member equals (and hashes as) that string as read back from a file."""
+
+    def __str__(self) -> str:
+        return str.__str__(self)
+
+    __format__ = str.__format__
+
+
+class Status(_StatusValue):
+    """How a task, a group (a composite such as AMU) or a leaderboard cell came out: the "status" of
+    results.json's tasks and groups, and of the leaderboard's cells. A run's own progress is
+    RunStatus, a different record; the two share only the string "complete"."""
+
+    COMPLETE = "complete"
+    """A task that ran over its samples (some may have errored; its counts say so); a group whose
+    members all have the metric; a leaderboard cell with a value."""
+    NOT_APPLICABLE = "not_applicable"
+    """A task the model cannot take (an input modality it lacks), with a reason; a group whose missing
+    members are all not applicable; a leaderboard cell shown as n/a. Kept on resume, never rerun."""
+    ERROR = "error"
+    """A task stopped by a bad data file (before or during generation), with the reason; a leaderboard
+    cell for such a task or for an incomplete group."""
+    INCOMPLETE = "incomplete"
+    """Groups only: a member lacks the metric and not all the missing ones are inapplicable."""
+    ABSENT = "absent"
+    """Leaderboard cells only: the run has no entry or no value for the column; never in results.json."""
+
+
+class RunStatus(_StatusValue):
+    """Where a whole run stands: the top-level "status" of an evaluation's manifest.json and
+    results.json, and of an align stage artefact's manifest.json."""
+
+    RUNNING = "running"
+    """Written when a run starts and with each task's results (results.json is rewritten after every
+    task), so also what a killed run leaves; an align artefact still being written."""
+    COMPLETE = "complete"
+    """Every task ran; an align artefact holds all its records (a rerun with the same identity skips it)."""
+    INTERRUPTED = "interrupted"
+    """The run stopped (an exception, Ctrl-C) before every task ran; rerunning it resumes."""
+
+
 def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
     return MappingProxyType(dict(value or {}))
 

@@ -116,10 +116,13 @@ def export_run(run_dir: Path, output: Path) -> dict[str, Any]:
                       "system": task.config.system, "prompt_template": task.config.prompt})
     model = manifest.get("model") or {}
     model_file = None
-    if model.get("backend") == "replay" and Path(model.get("reference", "")).is_file():
+    from eval_anything.models import known_traits
+
+    traits = known_traits(model.get("backend"))
+    if traits is not None and traits.packs_reference_file and Path(model.get("reference", "")).is_file():
         model_file = f"model/{Path(model['reference']).name}"
         members[model_file] = Path(model["reference"])
-    elif model.get("backend") == "hf":
+    elif traits is not None and traits.local_weights:
         notes.append(f"the model folder {model.get('reference')} is not packed; give it with --model on rerun")
     info = {"format": BUNDLE_FORMAT, "run_id": manifest.get("run_id"), "command": manifest.get("command"),
             "model": {k: model.get(k) for k in ("backend", "reference", "args")}, "model_file": model_file,
@@ -190,8 +193,8 @@ def apply_bundle(arguments: RunArguments) -> RunArguments:
     model = arguments.model
     if model is None:
         described = info.get("model") or {}
-        if info.get("model_file"):
-            model = f"replay:{folder / info['model_file']}"
+        if info.get("model_file"):  # packed by a backend that packs its reference file
+            model = f"{described['backend']}:{folder / info['model_file']}"
         elif described.get("backend"):
             model = f"{described['backend']}:{described['reference']}"
     arguments = dataclasses.replace(arguments, **changes, model=model)

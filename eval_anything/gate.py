@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape, quoteattr
 
+from eval_anything.datamodel import Status
 from eval_anything.flags import add_arguments, flag, from_namespace
 
 PASS, REGRESSION, NOT_COMPARABLE = 0, 1, 2
@@ -305,11 +306,11 @@ def _compare_task(task: str, base_run, cand_run, gate: _Gating, report: GateRepo
     base, cand = base_run.tasks[task], cand_run.tasks[task]
     _check_comparable(task, base_run, cand_run)
     statuses = (base.get("status"), cand.get("status"))
-    if statuses == ("not_applicable", "not_applicable"):
+    if statuses == (Status.NOT_APPLICABLE, Status.NOT_APPLICABLE):
         report.skipped.append(f"{task}: not applicable to either model")
         return []
-    if "not_applicable" in statuses:
-        which = "baseline" if statuses[0] == "not_applicable" else "candidate"
+    if Status.NOT_APPLICABLE in statuses:
+        which = "baseline" if statuses[0] == Status.NOT_APPLICABLE else "candidate"
         other = base if which == "baseline" else cand
         raise NotComparable(f"{task}: not applicable to the {which} model ({other.get('reason', 'no reason')})")
     if ("judge" in base or "judge" in cand) and _judge_identity(base_run) != _judge_identity(cand_run):
@@ -325,7 +326,7 @@ def _compare_task(task: str, base_run, cand_run, gate: _Gating, report: GateRepo
         if comparison is None:
             report.skipped.append(f"{task}/{metric}: no sample scored in either run")
             continue
-        if "error" in statuses:
+        if Status.ERROR in statuses:
             comparison.notes.append(f"task status: baseline {statuses[0]}, candidate {statuses[1]}")
         comparisons.append(comparison)
     return comparisons

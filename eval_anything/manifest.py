@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
+from eval_anything.models import known_traits
 from eval_anything.models.base import ModelSpec
 from eval_anything.redaction import redact_command
 
@@ -48,7 +49,8 @@ def read_lineage(spec: ModelSpec) -> dict[str, Any] | None:
     """The lineage a trained checkpoint carries, for a local model directory; None otherwise."""
     import json
 
-    if spec.backend != "hf":
+    traits = known_traits(spec.backend)
+    if traits is None or not traits.lineage:
         return None
     path = Path(spec.reference) / LINEAGE_FILE
     if not path.is_file():

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval_anything.datamodel import Status
 from eval_anything.flags import add_arguments, flag
+from eval_anything.models import backend_traits, backends_where
 from eval_anything.settings import EvaluationArguments
 from eval_anything.stats import sample_std
 
@@ -33,14 +35,15 @@ class NoiseArguments(EvaluationArguments):
     seeds: int = field(default=3, metadata=flag(
         "--seeds", type=int, metavar="N", help="seeds seed, seed+1, ..., seed+N-1 (default: 3)"))
     batch_sizes: str = field(default="8,1", metadata=flag(
-        "--batch-sizes", metavar="B,...", help="batch sizes to try, hf models only (default: 8,1)"))
+        "--batch-sizes", metavar="B,...",
+        help=f"batch sizes to try, {'/'.join(backends_where(lambda t: t.batch_size_flag))} models only (default: 8,1)"))
 
 
 @dataclass(frozen=True)
 class Configuration:
     seed: int
     batch_size: str | None
-    """None where the backend sets its own (only hf models take a batch size)."""
+    """None where the backend sets its own (only those with `BackendTraits.batch_size_flag` take one)."""
 
     @property
     def label(self) -> str:
@@ -56,7 +59,7 @@ def first_metrics(results: dict[str, Any]) -> dict[str, dict[str, float]]:
     scores: dict[str, dict[str, float]] = {}
     for task, outcome in results["tasks"].items():
         values = {name: m["value"] for name, m in (outcome.get("metrics") or {}).items() if m.get("value") is not None}
-        if outcome.get("status") == "complete" and values:
+        if outcome.get("status") == Status.COMPLETE and values:
             scores[task] = values
     if len(scores) > 1:
         scores[AGGREGATE] = {"macro mean": sum(next(iter(v.values())) for v in scores.values()) / len(scores)}
@@ -124,7 +127,7 @@ def measure(arguments: NoiseArguments) -> tuple[Path, dict[str, Any]]:
 
 
 def _batch_sizes(batch_sizes: str, backend: str) -> list[str] | None:
-    if backend not in ("hf", "embedded"):
+    if not backend_traits(backend).batch_size_flag:
         from eval_anything.console import console
 
         console.print(f"noise: the {backend} backend sets its own batching; only the seed is varied")

@@ -60,7 +60,7 @@ def _slim_score(score: dict[str, Any], shared: dict[tuple[Any, Any], dict[str, A
     """What results read of a score: its value and error, and flags and details where set (not the
     answer texts). The common plain scores are one shared object per (value, error)."""
     slim = {k: v for k, v in score.items() if k in ("value", "error") or (v and k not in ("answer", "explanation"))}
-    if len(slim) == 2 and "value" in slim and "error" in slim:
+    if slim.keys() == {"value", "error"}:
         return shared.setdefault((slim["value"], slim["error"]), slim)
     return slim
 

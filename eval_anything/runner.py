@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from eval_anything.composites import group_scores
-from eval_anything.datamodel import Sample
+from eval_anything.datamodel import RunStatus, Sample, Status
 from eval_anything.distributed import DataParallel, data_parallel, merge_shards, share_of
 from eval_anything.files import read_log
 from eval_anything.generation import NoProgress, Pipeline, ProgressSink, generate
@@ -22,8 +22,6 @@ from eval_anything.results import JUDGE_COUNTS, aggregate, judge_cost
 from eval_anything.rundir import RunDirectory, SampleLog
 from eval_anything.settings import RunSettings
 from eval_anything.tasks import DataFileError, Task
-
-COMPLETE, NOT_APPLICABLE, ERROR = "complete", "not_applicable", "error"
 
 
 @dataclass
@@ -42,7 +40,7 @@ class RunReport:
 
     @property
     def ok(self) -> bool:
-        return all(t["status"] != ERROR for t in self.results["tasks"].values())
+        return all(t["status"] != Status.ERROR for t in self.results["tasks"].values())
 
 
 @dataclass(frozen=True)
@@ -97,20 +95,20 @@ def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, pro
     if parallel.world > 1:
         manifest["data_parallel"] = {"world_size": parallel.world}
     if parallel.primary:
-        run_dir.write_manifest({**manifest, "status": "running"})
+        run_dir.write_manifest({**manifest, "status": RunStatus.RUNNING})
     model = LazyModel(spec)
     judges = (JudgeEngine(settings.judge_settings().for_tasks(t.name for t in tasks))
               if any(t.judge_scorers for t in tasks) else None)
     report = RunReport(run_dir.path, {}, primary=parallel.primary)
     context = RunContext(model, judges, run_dir, settings, progress, report, parallel)
     outcomes: dict[str, dict[str, Any]] = {}
-    status = "interrupted"
+    status = RunStatus.INTERRUPTED
     try:
         for task in tasks:
             outcomes[task.name] = _run_task(task, context, previous.get(task.name))
             if parallel.primary:
-                run_dir.write_results(_results(manifest, outcomes, "running", judges))
-        status = COMPLETE
+                run_dir.write_results(_results(manifest, outcomes, RunStatus.RUNNING, judges))
+        status = RunStatus.COMPLETE
     finally:
         if model.model is not None:
             manifest["model"] = {**spec.describe(), "loaded": model.model.describe()}
@@ -120,19 +118,19 @@ def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, pro
             judges.close()
         model.close()
         report.generated = model.generated
-        if status == COMPLETE and parallel.world > 1:  # every rank is here: count all ranks' requests
+        if status == RunStatus.COMPLETE and parallel.world > 1:  # every rank is here: count all ranks' requests
             report.generated = parallel.total(model.generated)
             report.judge_calls = parallel.total(report.judge_calls)
         report.results = _results(manifest, outcomes, status, judges)
         if parallel.primary:
             run_dir.write_results(report.results)
             run_dir.write_manifest({**manifest, "status": status})
-        if status == COMPLETE:  # an interrupted rank must not wait on a barrier the others never reach
+        if status == RunStatus.COMPLETE:  # an interrupted rank must not wait on a barrier the others never reach
             parallel.close()
     return report
 
 
-def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str,
+def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: RunStatus,
              judges: JudgeEngine | None) -> dict[str, Any]:
     results = {"run_id": manifest["run_id"], "status": status, "model": manifest["model"], "tasks": dict(outcomes)}
     groups = group_scores(outcomes)
@@ -149,7 +147,7 @@ def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: str,
 def _run_task(task: Task, context: RunContext, previous: dict[str, Any] | None) -> dict[str, Any]:
     header = {"task": task.name, "version": task.version, "hash": task.content_hash,
               **({"protocol": task.protocol} if task.protocol else {})}
-    if previous and previous.get("status") == NOT_APPLICABLE:
+    if previous and previous.get("status") == Status.NOT_APPLICABLE:
         return previous
     if context.parallel.world > 1:
         return _run_share(task, context, header)
@@ -158,7 +156,7 @@ def _run_task(task: Task, context: RunContext, previous: dict[str, Any] | None) 
         try:
             run_dir.merge_shards(task.name, (s.id for s in task.samples(limit)))
         except DataFileError as exc:
-            return {**header, "status": ERROR, "reason": str(exc)}
+            return {**header, "status": Status.ERROR, "reason": str(exc)}
     log = run_dir.samples(task.name)
     done = log.completed()
     try:
@@ -166,13 +164,13 @@ def _run_task(task: Task, context: RunContext, previous: dict[str, Any] | None) 
         if pending.has_more():
             reason = _inapplicable(task, context.model)
             if reason:
-                return {**header, "status": NOT_APPLICABLE, "reason": reason}
+                return {**header, "status": Status.NOT_APPLICABLE, "reason": reason}
             context.report.resumed[task.name] = len(done)
             total = task.count() if limit is None else min(task.count(), limit)
             generate(context.pipeline(task), pending, log, total, len(done))
     except DataFileError as exc:
-        return {**header, "status": ERROR, "reason": str(exc), **_summary(task, log, context.judges)}
-    return {**header, "status": COMPLETE, **_summary(task, log, context.judges)}
+        return {**header, "status": Status.ERROR, "reason": str(exc), **_summary(task, log, context.judges)}
+    return {**header, "status": Status.COMPLETE, **_summary(task, log, context.judges)}
 
 
 def _run_share(task: Task, context: RunContext, header: dict[str, Any]) -> dict[str, Any]:
@@ -181,7 +179,7 @@ def _run_share(task: Task, context: RunContext, header: dict[str, Any]) -> dict[
     parallel, run_dir = context.parallel, context.run_dir
     parallel.barrier()  # every rank reads the logs before any appends to them
     log = run_dir.shard(task.name, parallel.rank, parallel.world)
-    outcome: dict[str, Any] = {**header, "status": COMPLETE}
+    outcome: dict[str, Any] = {**header, "status": Status.COMPLETE}
     try:
         share = share_of(task, run_dir, parallel, context.settings.limit)
         pending = _peekable(share.pending)
@@ -189,14 +187,14 @@ def _run_share(task: Task, context: RunContext, header: dict[str, Any]) -> dict[
         if pending.has_more() or (parallel.primary and share.any_left):
             reason = _inapplicable(task, context.model)
             if reason:
-                outcome = {**header, "status": NOT_APPLICABLE, "reason": reason}
+                outcome = {**header, "status": Status.NOT_APPLICABLE, "reason": reason}
             elif pending.has_more():
                 context.report.resumed[task.name] = share.finished
                 generate(context.pipeline(task), pending, log, share.owned, share.finished)
     except DataFileError as exc:
-        outcome = {**header, "status": ERROR, "reason": str(exc)}
+        outcome = {**header, "status": Status.ERROR, "reason": str(exc)}
     parallel.barrier()  # every shard is durable
-    if not parallel.primary or outcome["status"] == NOT_APPLICABLE:
+    if not parallel.primary or outcome["status"] == Status.NOT_APPLICABLE:
         return outcome
     main = run_dir.samples(task.name)
     merge_shards(task, run_dir, context.settings.limit)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple, Sequence
 
 from eval_anything.datamodel import GenerationConfig, Modality
 from eval_anything.flags import Group, add_arguments, flag, from_namespace
+from eval_anything.models import backend_traits, backends_where
 from eval_anything.models.base import ModelSpec
 
 if TYPE_CHECKING:
@@ -185,8 +186,8 @@ class EvaluationArguments:
         "--output-dir", type=Path, metavar="DIR", help="where run directories go (default: runs)"))
     batch_size: str | None = field(default=None, metadata=flag(
         "--batch-size", metavar="N|auto",
-        help="hf backends: requests per forward pass; 'auto' starts at 32 and halves on out-of-memory "
-             "(default: auto)"))
+        help=f"{'/'.join(backends_where(lambda t: t.batch_size_flag))} backends: requests per forward pass; "
+             "'auto' starts at 32 and halves on out-of-memory (default: auto)"))
     seed: int = field(default=1234, metadata=flag(
         "--seed", type=int, help="seed for sampling and anything random (default: 1234)"))
     max_new_tokens: int | None = field(default=None, metadata=flag(
@@ -337,7 +338,9 @@ def judge_settings(arguments: EvaluationArguments, tasks: Sequence["Task"] = ())
     def judge_spec(model: str | None, extra: dict[str, Any]) -> ModelSpec:
         spec = resolve_spec(model or f"embedded:{NAME}", extra)
         if arguments.judge_concurrency is not None:
-            key = "concurrency" if spec.backend == "openai" else "batch_size"
+            key = backend_traits(spec.backend).batch_argument
+            if key is None:
+                raise ValueError(f"--judge-concurrency: the {spec.backend} backend takes no batch argument")
             spec = dataclasses.replace(spec, args={**spec.args, key: arguments.judge_concurrency})
         return spec
 
@@ -366,8 +369,11 @@ def _judge_price(arguments: EvaluationArguments) -> tuple[float, float] | None:
 
 
 def with_batch_size(spec: ModelSpec, batch_size: str | int) -> ModelSpec:
-    if spec.backend not in ("hf", "embedded"):
-        raise ValueError(f"--batch-size applies to hf models; the {spec.backend} backend sets its own "
-                         "(e.g. --model-args concurrency=N for openai)")
+    traits = backend_traits(spec.backend)
+    if not traits.batch_size_flag:
+        takers = " and ".join(backends_where(lambda t: t.batch_size_flag))
+        own = (f"sets its own (--model-args {traits.batch_argument}=N)" if traits.batch_argument
+               else "takes no batch size")
+        raise ValueError(f"--batch-size applies to the {takers} backends; the {spec.backend} backend {own}")
     value = batch_size if batch_size == "auto" else int(batch_size)
-    return dataclasses.replace(spec, args={**spec.args, "batch_size": value})
+    return dataclasses.replace(spec, args={**spec.args, traits.batch_argument: value})

@@ -17,6 +17,7 @@ from typing import Any, Iterable
 
 import yaml
 
+from eval_anything.datamodel import Status
 from eval_anything.leaderboard.runs import task_protocol
 
 REFERENCES_DIR = Path(__file__).parent / "references"
@@ -94,7 +95,7 @@ def references_from_run(run_dir: Path, tolerance: float) -> list[Reference]:
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
     out = []
     for name, task in results.get("tasks", {}).items():
-        if task.get("status") != "complete":
+        if task.get("status") != Status.COMPLETE:
             continue
         for metric, figures in (task.get("metrics") or {}).items():
             if isinstance(figures, dict) and isinstance(figures.get("value"), (int, float)):
@@ -153,7 +154,7 @@ def compare(run_dir: Path, references: Iterable[Reference]) -> tuple[list[Compar
         if ref.protocol is not None and protocol is not None and ref.protocol != protocol:
             reason = (f"the reference was scored under protocol {ref.protocol!r}, the run under {protocol!r}; "
                       f"rerun with --protocol {ref.protocol}")
-        elif task.get("status") != "complete":
+        elif task.get("status") != Status.COMPLETE:
             reason = f"the task is {task.get('status')}" + (f": {task['reason']}" if task.get("reason") else "")
         elif ref.task_version is not None and str(ref.task_version) != str(task.get("version")):
             reason = f"task version {task.get('version')} in the run, {ref.task_version} in the reference"

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from eval_anything import __version__
+from eval_anything.datamodel import RunStatus
 from eval_anything.files import file_sha256
 from eval_anything.rundir import SampleLog, read_json, write_json_atomic
 
 FORMAT_VERSION = 1
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
-RUNNING, COMPLETE = "running", "complete"
 _FULL_HASH_BYTES = 64 * 2**20
 
 
@@ -41,10 +41,12 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
     size plus their first and last MiB)."""
     text = str(path)
     if ":" in text and not Path(text).exists():  # embedded:NAME and other backend references
-        if text.startswith("embedded:"):
-            from eval_anything.models.embedded import embedded_model_dir
+        from eval_anything.models import cached_weights_dir, known_traits
 
-            return {**fingerprint(embedded_model_dir()), "path": text}
+        backend = text.partition(":")[0]
+        traits = known_traits(backend)
+        if traits is not None and traits.cached_weights:
+            return {**fingerprint(cached_weights_dir(backend)), "path": text}
         return {"path": text, "sha256": None}
     p = Path(text).resolve()
     if (p / MANIFEST).exists() and (p / RECORDS).exists():
@@ -92,7 +94,7 @@ class Artifact:
 
     @property
     def complete(self) -> bool:
-        return (self.manifest() or {}).get("status") == COMPLETE
+        return (self.manifest() or {}).get("status") == RunStatus.COMPLETE
 
     def open(self, stage: str, config: Any, inputs: list[dict[str, Any]], model: Any = None) -> bool:
         """Start or resume the stage; True when it is already complete with this identity (nothing to do)."""
@@ -104,10 +106,10 @@ class Artifact:
                     f"{self.path} holds a {existing.get('stage')} run with another config or other inputs "
                     f"(identity {str(existing.get('identity'))[:12]}, now {identity[:12]}); "
                     "choose a new output_dir or delete it")
-            if existing.get("status") == COMPLETE:
+            if existing.get("status") == RunStatus.COMPLETE:
                 return True
         self._manifest = {
-            "format_version": FORMAT_VERSION, "stage": stage, "status": RUNNING,
+            "format_version": FORMAT_VERSION, "stage": stage, "status": RunStatus.RUNNING,
             "identity": identity, "config": config.to_dict(), "config_hash": config.config_hash(),
             "inputs": inputs, "model": model, "eval_anything": __version__,
             "started_at": (existing or {}).get("started_at") or now(),
@@ -125,7 +127,7 @@ class Artifact:
     def finish(self, **extra: Any) -> dict[str, Any]:
         records = list(self.done().values()) if self.records_path.exists() else []
         digest = file_sha256(self.records_path) if self.records_path.exists() else hashlib.sha256().hexdigest()
-        manifest = {**self._manifest, **extra, "status": COMPLETE, "count": len(records),
+        manifest = {**self._manifest, **extra, "status": RunStatus.COMPLETE, "count": len(records),
                     "records_sha256": digest, "finished_at": now()}
         write_json_atomic(self.manifest_path, manifest)
         return manifest

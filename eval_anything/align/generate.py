@@ -32,11 +32,12 @@ def refine_prompt(record: LLFRecord) -> str:
 
 
 def _load_backend(reference: str, config: GeneratingStageConfig):
-    from eval_anything.models import load_model, resolve_spec
+    from eval_anything.models import backend_traits, load_model, resolve_spec
 
     spec = resolve_spec(reference)
-    if spec.backend in ("hf", "embedded"):
-        spec = resolve_spec(reference, {"batch_size": config.batch_size, "video_frames": config.video_frames})
+    traits = backend_traits(spec.backend)
+    if traits.batch_size_flag:  # a backend whose batch the flags set takes the stage's batch and frames
+        spec = resolve_spec(reference, {traits.batch_argument: config.batch_size, "video_frames": config.video_frames})
     return load_model(spec)
 
 

@@ -48,13 +48,15 @@ class TrainResult:
 
 
 def model_dir(reference: str) -> Path:
-    """A local model folder for `embedded:NAME`, `hf:DIR` or `DIR`."""
-    backend, sep, rest = reference.partition(":")
-    if sep and backend == "embedded":
-        from eval_anything.models.embedded import embedded_model_dir
+    """A local model folder for `embedded:NAME`, `DIR`, or BACKEND:DIR for a backend with local weights
+    (`hf:DIR`, `vllm:DIR`)."""
+    from eval_anything.models import cached_weights_dir, known_traits
 
-        return embedded_model_dir()
-    if sep and backend == "hf":
+    backend, sep, rest = reference.partition(":")
+    traits = known_traits(backend) if sep else None
+    if traits is not None and traits.cached_weights:
+        return cached_weights_dir(backend)
+    if traits is not None and traits.local_weights:
         reference = rest
     path = Path(reference)
     if not (path / "config.json").exists():

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from eval_anything import __version__
+from eval_anything.datamodel import Status
 from eval_anything.leaderboard import table
 from eval_anything.leaderboard.runs import Run
 
@@ -280,7 +281,7 @@ def _sample_pages(index: int, run: Run, options: BoardOptions, media: _Media,
     """Pack each task's samples of one run into compressed page blocks; returns the tasks that have any."""
     with_samples = []
     for task, entry in run.tasks.items():
-        if entry.get("status") == "not_applicable":
+        if entry.get("status") == Status.NOT_APPLICABLE:
             continue
         records, total = [], 0
         for record in run.iter_samples(task):

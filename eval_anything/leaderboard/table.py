@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from eval_anything.datamodel import Status
 from eval_anything.leaderboard.runs import Run
 
 BREAKDOWN_KEYS = ("breakdown", "components")
@@ -75,7 +76,7 @@ def _parts(run: Run, task: str, metric_name: str) -> Iterable[tuple[str, str, di
         for key, scorers in by_key.items():
             if isinstance(scorers, dict) and isinstance(scorers.get(metric_name), dict):
                 yield "breakdown", str(key), scorers[metric_name]
-    if entry.get("status") != "not_applicable":
+    if entry.get("status") != Status.NOT_APPLICABLE:
         for name, value in run.derived_components(task).get(metric_name, {}).items():
             yield "components", name, value
 
@@ -170,11 +171,11 @@ def columns(runs: list[Run]) -> list[Column]:
 def _suite_cell(run: Run, column: Column) -> dict[str, Any]:
     group = (run.results.get("groups") or {}).get(column.task)
     if not isinstance(group, dict):
-        return {"status": "absent"}
+        return {"status": Status.ABSENT}
     parts = group.get("parts") or {}
     (protocol,) = protocols([run], column)
-    status = group.get("status") or ("complete" if group.get("value") is not None else "error")
-    out = {"status": "error" if status == "incomplete" else status,
+    status = group.get("status") or (Status.COMPLETE if group.get("value") is not None else Status.ERROR)
+    out = {"status": Status.ERROR if status == Status.INCOMPLETE else status,
            "value": _number(group.get("value")), "stderr": _number(group.get("stderr_over_dimensions")),
            "n": len(parts), "parts": {str(k): _number(v) for k, v in parts.items()}}
     if protocol:
@@ -190,8 +191,8 @@ def cell(run: Run, column: Column) -> dict[str, Any]:
         return _suite_cell(run, column)
     entry = run.tasks.get(column.task)
     if entry is None:
-        return {"status": "absent"}
-    out: dict[str, Any] = {"status": entry.get("status", "complete")}
+        return {"status": Status.ABSENT}
+    out: dict[str, Any] = {"status": entry.get("status", Status.COMPLETE)}
     protocol = run.protocol(column.task)
     if protocol:
         out["protocol"] = protocol
@@ -213,15 +214,15 @@ def cell(run: Run, column: Column) -> dict[str, Any]:
         out["partly_not_applicable"] = (f"{not_applicable['count']} samples not applicable: "
                                         + "; ".join(map(str, not_applicable.get("reasons") or [])))
     if metric is None:
-        if out["status"] == "complete":
-            out["status"] = "absent"
+        if out["status"] == Status.COMPLETE:
+            out["status"] = Status.ABSENT
         return out
     source = metric
     if column.part is not None:
         source = next((e for g, p, e in _parts(run, column.task, column.metric)
                        if g == column.group and p == column.part), None)
         if source is None:
-            return {**out, "status": "absent"}
+            return {**out, "status": Status.ABSENT}
     out.update(value=_number(source.get("value")), stderr=_number(source.get("stderr")), n=source.get("n"),
                errors=source.get("errors", metric.get("errors") if column.part is None else None),
                extraction_failures=source.get("extraction_failures"))
@@ -237,7 +238,7 @@ def long_rows(runs: list[Run]) -> list[dict[str, Any]]:
     for run in runs:
         for column in columns(runs):
             c = cell(run, column)
-            if c["status"] == "absent":
+            if c["status"] == Status.ABSENT:
                 continue
             rows.append({"model": run.label, "run_id": run.run_id, "task": column.task, "metric": column.metric,
                          "part": column.part or "", "status": c["status"], "value": c.get("value"),
@@ -248,16 +249,16 @@ def long_rows(runs: list[Run]) -> list[dict[str, Any]]:
 
 
 def format_cell(c: dict[str, Any], digits: int = 3) -> str:
-    if c["status"] == "absent":
+    if c["status"] == Status.ABSENT:
         return ""
-    if c["status"] == "not_applicable":
+    if c["status"] == Status.NOT_APPLICABLE:
         return "n/a"
     if c.get("value") is None:
-        return "error" if c["status"] == "error" else "–"
+        return Status.ERROR.value if c["status"] == Status.ERROR else "–"
     text = f"{c['value']:.{digits}f}"
     if c.get("stderr") is not None:
         text += f" ± {c['stderr']:.{digits}f}"
-    return text + (" (error)" if c["status"] == "error" else "")
+    return text + (" (error)" if c["status"] == Status.ERROR else "")
 
 
 def to_markdown(runs: list[Run]) -> str:
@@ -288,7 +289,7 @@ def to_markdown(runs: list[Run]) -> str:
         errors = sum((e.get("counts") or {}).get("errored", 0) for e in run.tasks.values())
         lines.append("| " + " | ".join(esc(x) for x in [run.label, *cells, str(samples), str(errors)]) + " |")
         for task, entry in run.tasks.items():
-            if entry.get("status") in ("not_applicable", "error") and entry.get("reason"):
+            if entry.get("status") in (Status.NOT_APPLICABLE, Status.ERROR) and entry.get("reason"):
                 notes.append(f"- {esc(run.label)} / {esc(task)}: {entry['status']}: {esc(str(entry['reason']))}")
             if entry.get("judge"):
                 c = cell(run, next(col for col in cols if col.task == task))
