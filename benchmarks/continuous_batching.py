@@ -34,6 +34,9 @@ from eval_anything.models.base import cut_at_stop
 from eval_anything.models.embedded import embedded_model_dir
 from eval_anything.models.hf import CONTINUOUS, STATIC, HFModel
 from eval_anything.tasks import Catalog
+from timing import markdown_table  # benchmarks/timing.py, beside this script
+
+TITLE = "Continuous against static batching"
 
 
 def backend_side(model: HFModel, requests: list, batching: str, in_flight: int) -> tuple[float, list[str], int]:
@@ -63,6 +66,26 @@ def default_sizing_side(model: HFModel, requests: list) -> tuple[float, list[str
     texts = [cut_at_stop(model.tokenizer.decode(r.generated_tokens, skip_special_tokens=True), generation.stop).strip()
              for r in results]
     return time.perf_counter() - started, texts, sum(len(r.generated_tokens) for r in results)
+
+
+def results_table(best: dict[str, tuple[float, list[str], int]], batch_size: int, max_new_tokens: int
+                  ) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns: each side's best wall time, generated tokens, wall-time ratio to static
+    and answers identical to static's (`best` maps the side names main() uses to (seconds, answers, tokens))."""
+    static_s, static_texts, _ = best["static"]
+    rows = []
+    for name, (elapsed, texts, tokens) in best.items():
+        if name == "static":
+            rows.append([f"static: batches of {batch_size}", f"{elapsed:.2f} s", str(tokens), "1", "—"])
+            continue
+        in_flight = name.removeprefix("continuous, ").removesuffix(" in flight")
+        label = (f"continuous, ≤ {in_flight} requests in flight" if in_flight == str(batch_size) else
+                 f"continuous, all {in_flight} in flight" if in_flight == str(len(static_texts)) else name)
+        same = sum(a == b for a, b in zip(texts, static_texts))
+        rows.append([label, f"{elapsed:.2f} s", str(tokens), f"{elapsed / static_s:.2f}",
+                     f"{same}/{len(static_texts)}"])
+    return [f"up to {max_new_tokens} new tokens", "wall time", "generated tokens", "ratio to static",
+            "answers identical to static"], rows
 
 
 def main() -> None:
@@ -118,6 +141,7 @@ def main() -> None:
         for index, (a, b) in enumerate(zip(texts, static_texts)):
             if a != b:
                 print(f"    differs at {requests[index].sample_id}: static {b!r} vs continuous {a!r}")
+    markdown_table(TITLE, *results_table(best, args.batch_size, args.max_new_tokens))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from timing import timed  # benchmarks/timing.py, beside this script
+from timing import markdown_table, timed  # benchmarks/timing.py, beside this script
+
+TITLE = "Data-parallel speed-up"
 
 
 def _free_port() -> int:
@@ -34,6 +36,21 @@ def metrics(output_dir: Path) -> dict:
     (run_dir,) = output_dir.iterdir()
     tasks = json.loads((run_dir / "results.json").read_text())["tasks"]
     return {name: {m: v["value"] for m, v in t.get("metrics", {}).items()} for name, t in tasks.items()}
+
+
+def results_table(processes: int, single: float, parallel: float, one: dict, many: dict
+                  ) -> tuple[list[str], list[list[str]]]:
+    """The figures docs/performance.md gives for this benchmark (in prose there): each side's wall time, the
+    speed-up, and its scores (`metrics()` of its output folder), whether they are equal."""
+    def scores(found: dict) -> str:
+        return "; ".join(f"{task} {metric} {value:.3f}" if isinstance(value, float) else f"{task} {metric} {value}"
+                         for task, values in found.items() for metric, value in values.items()) or "—"
+
+    equal = "equal" if one == many else "differ"
+    return (["", "wall time", "speed-up", "scores"],
+            [["1 process", f"{single:.2f} s", "1", scores(one)],
+             [f"{processes} processes (`accelerate launch`)", f"{parallel:.2f} s", f"{single / parallel:.2f}×",
+              f"{scores(many)} ({equal})"]])
 
 
 def main() -> None:
@@ -67,6 +84,7 @@ def main() -> None:
         print(f"1 process:           {single:7.2f} s  {metrics(one)}")
         print(f"{args.processes} processes (accelerate): {parallel:7.2f} s  {metrics(many)}")
         print(f"speed-up: {single / parallel:.2f}x  ·  scores equal: {same}")
+        markdown_table(TITLE, *results_table(args.processes, single, parallel, metrics(one), metrics(many)))
 
 
 if __name__ == "__main__":

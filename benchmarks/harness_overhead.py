@@ -24,8 +24,12 @@ from eval_anything.models.embedded import embedded_model_dir
 from eval_anything.runner import evaluate
 from eval_anything.settings import RunSettings
 from eval_anything.tasks import Catalog
+from timing import markdown_table  # benchmarks/timing.py, beside this script
 
 STOP = "\n"
+TITLE = "Harness overhead against a plain `generate` loop"
+LABELS = {"plain": "plain `generate` loop", "eval-anything continuous": "eval-anything, continuous batching (default)",
+          "eval-anything static": "eval-anything, `batching=static`"}
 
 
 def plain_loop(model_dir: Path, prompts: list[str], batch_size: int, max_new_tokens: int) -> tuple[float, int]:
@@ -63,6 +67,20 @@ def harness(model_dir: Path, task_name: str, batch_size: int, max_new_tokens: in
     return elapsed, report.results["tasks"][task_name]["usage"]["output_tokens"]
 
 
+def results_table(best: dict[str, tuple[float, int]], rounds: int, setup: str) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns for one run of this script: best wall time of each side, its generated
+    tokens/s, then each harness batching's throughput ratio to the plain loop; `setup` heads the first column."""
+    plain_s, plain_tokens = best["plain"]
+    rows = [[LABELS.get(name, name), f"{seconds:.2f} s", f"{tokens / seconds:.1f}"]
+            for name, (seconds, tokens) in best.items()]
+    for name, (seconds, tokens) in best.items():
+        if name != "plain":
+            batching = name.removeprefix("eval-anything ")
+            rows.append([f"ratio {batching} / plain (throughput)",
+                         f"{(tokens / seconds) / (plain_tokens / plain_s):.2f}", ""])
+    return [setup, f"this run (best of {rounds})", "generated tokens/s"], rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="arith_mini")
@@ -95,6 +113,9 @@ def main() -> None:
         if name != "plain":
             print(f"{name}: throughput ratio to plain {(tokens / seconds) / (plain_tokens / plain_s):.3f} "
                   f"(goal >= 0.95), wall-time ratio plain / {name} {plain_s / seconds:.3f}")
+    setup = (f"`{args.task}` ({len(prompts)} prompts), batch {args.batch_size}, "
+             f"up to {args.max_new_tokens} new tokens, {torch.get_num_threads()} torch threads")
+    markdown_table(TITLE, *results_table(best, args.rounds, setup))
 
 
 if __name__ == "__main__":

@@ -32,11 +32,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from stub_openai import StubServer, completion  # noqa: E402
+from timing import markdown_table, spread  # noqa: E402  benchmarks/timing.py, beside this script
 
 from eval_anything.models import ModelSpec, resolve_spec  # noqa: E402
 from eval_anything.runner import evaluate  # noqa: E402
 from eval_anything.settings import JudgeSettings, RunSettings  # noqa: E402
 from eval_anything.tasks import Catalog  # noqa: E402
+
+TITLE = "Judge throughput"
 
 
 def write_task(folder: Path, n: int) -> tuple[Path, Path]:
@@ -89,9 +92,9 @@ def lm_eval_level(python: str, base_url: str, n: int, concurrency: int) -> tuple
 
 
 def compare_level(base_url: str, folder: Path, predictions: Path, level: int, args: argparse.Namespace,
-                  stats: list["multiprocessing.Queue"], with_lm_eval: bool) -> None:
+                  stats: list["multiprocessing.Queue"], with_lm_eval: bool) -> tuple[list[float], list[float]]:
     """`args.rounds` runs at one concurrency, each followed by lm-eval's where it is installed; prints each
-    run's ratio and, over several, the medians."""
+    run's ratio and, over several, the medians. Returns the ratios of both sides (lm-eval's empty without it)."""
     ideal = args.n * args.latency / level
     ours, theirs = [], []
     for _ in range(args.rounds):
@@ -111,6 +114,31 @@ def compare_level(base_url: str, folder: Path, predictions: Path, level: int, ar
     if args.rounds > 1 or with_lm_eval:
         side_by_side = f", lm-eval {statistics.median(theirs):.3f}" if theirs else ""
         print(f"concurrency {level:>3}: median ratio eval-anything {statistics.median(ours):.3f}{side_by_side}")
+    return ours, theirs
+
+
+def lm_eval_version(python: str) -> str:
+    """lm-eval's version in its venv ('' when it cannot be read)."""
+    done = subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('lm_eval'))"],
+                          capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+def results_table(ratios: dict[int, tuple[list[float], list[float]]], rounds: int, lm_eval: str | None
+                  ) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns, one per concurrency level: wall time over the ideal, the median of the
+    rounds with their range when there are several. `ratios` maps a level to (eval-anything's, lm-eval's);
+    `lm_eval` is lm-eval's version, None when it did not run."""
+    def cell(values: list[float]) -> str:
+        middle, low_high = f"{statistics.median(values):.3f}", spread(values, "{:.3f}")
+        return middle if low_high == middle else f"{middle} ({low_high})"
+
+    how = f"medians of {rounds} rounds" if rounds > 1 else "1 round"
+    rows = [[f"eval-anything, whole judged run ({how})", *(cell(ours) for ours, _ in ratios.values())]]
+    if lm_eval is not None:
+        rows.append([f"lm-eval {lm_eval} API model, `generate_until` only, same server, same rounds".replace("  ", " "),
+                     *(cell(theirs) for _, theirs in ratios.values())])
+    return ["concurrency", *(str(level) for level in ratios)], rows
 
 
 def main() -> None:
@@ -135,11 +163,13 @@ def main() -> None:
             folder, predictions = write_task(Path(tmp) / "bench", args.n)
             queues[1].put("stats"), queues[2].get()
             print(f"{args.n} judgements, {args.latency:.3f} s per request, server in its own process")
-            for level in (int(x) for x in args.levels.split(",")):
-                compare_level(base_url, folder, predictions, level, args, queues[1:], with_lm_eval)
+            ratios = {level: compare_level(base_url, folder, predictions, level, args, queues[1:], with_lm_eval)
+                      for level in (int(x) for x in args.levels.split(","))}
     finally:
         queues[1].put("stop")
         server.join(timeout=10)
+    markdown_table(TITLE, *results_table(ratios, args.rounds,
+                                         lm_eval_version(args.lm_eval_python) if with_lm_eval else None))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from browser import chromium_session, file_url, wait_for  # noqa: E402
 from run_factory import make_run, write_task  # noqa: E402
+from timing import markdown_table, spread  # noqa: E402  benchmarks/timing.py, beside this script
+
+TITLE = "Leaderboard size and load time"
 
 
 def _texts(samples: int, wordy: bool, seed: int) -> dict[str, str]:
@@ -33,6 +36,21 @@ def _texts(samples: int, wordy: bool, seed: int) -> dict[str, str]:
         filler = " ".join(rng.choice(vocabulary) for _ in range(40)) + ". " if wordy else ""
         texts[f"q{i:06d}"] = f"{filler}I think it is {i + i % 97}, since {i} + {i % 97} = {i + i % 97}."
     return texts
+
+
+def results_table(samples: int, wordy: bool, sample_log_bytes: int, board_bytes: int, build_s: float,
+                  loads: list[dict[str, float]]) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns: sizes, build time, and the range over the page loads of each browser
+    timing (`loads`: one dict per load, milliseconds under paint, load, drill, next, filter)."""
+    def ms(key: str) -> str:
+        return spread([load[key] for load in loads], "{:.0f}") + " ms"
+
+    return (["answers", "sample logs", "board HTML", "built in", "first contentful paint", "load event",
+             f"open a {samples:,}-sample drill-down", "next page", "error filter"],
+            [["~40 random words each (`--wordy`)" if wordy else "short sentences",
+              f"{sample_log_bytes / 2**20:.1f} MiB", f"{board_bytes / 2**20:.1f} MiB", f"{build_s:.1f} s",
+              ms("paint"), ms("load"), spread([load["drill"] / 1000 for load in loads]) + " s", ms("next"),
+              ms("filter")]])
 
 
 def main() -> None:
@@ -72,6 +90,7 @@ def main() -> None:
     print(f"board: {args.runs * args.samples} samples, {board.stat().st_size / 2**20:.1f} MiB HTML "
           f"(sample logs {samples_bytes / 2**20:.1f} MiB), built in {build_s:.1f} s")
 
+    loads = []
     with chromium_session() as driver:
         for attempt in range(3):
             driver.get("about:blank")
@@ -99,6 +118,8 @@ def main() -> None:
                   f"{paint[1]:.0f} ms, load {paint[2]:.0f} ms (driver round trip {wall:.2f} s); drill-down of "
                   f"{args.samples} samples {drill_ms:.0f} ms, next page {next_ms:.0f} ms, error filter {filter_ms:.0f} ms; "
                   f"{driver.find_element('id', 'drill-count').text}")
+            loads.append({"paint": paint[0], "load": paint[2], "drill": drill_ms, "next": next_ms, "filter": filter_ms})
+    markdown_table(TITLE, *results_table(args.samples, args.wordy, samples_bytes, board.stat().st_size, build_s, loads))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,12 @@ import textwrap
 import time
 from pathlib import Path
 
+from timing import markdown_table  # benchmarks/timing.py, beside this script
+
+TITLE = "Memory against the number of samples"
+MODELS = {"echo": "a constant-memory in-process model (the default, `--backend echo`)",
+          "replay": "`--backend replay` (it indexes every prediction, so its \"weights\" grow with N)"}
+
 CHILD = textwrap.dedent("""
     import json, resource, sys, time
     from pathlib import Path
@@ -73,6 +79,16 @@ def measure(n: int, backend: str) -> dict:
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def results_table(backend: str, small: dict, large: dict) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns: the model, the peak RSS at each size (the child's `measure` records), ratio."""
+    def samples(row: dict) -> str:
+        return f"{row['samples']:,} samples".replace(",", " ")
+
+    return (["model", samples(small), samples(large), "ratio"],
+            [[MODELS[backend], f"{small['peak_rss_mib']:.1f} MiB", f"{large['peak_rss_mib']:.1f} MiB",
+              f"{large['peak_rss_mib'] / small['peak_rss_mib']:.2f}"]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000)
@@ -86,6 +102,7 @@ def main() -> None:
         print(f"{row['samples']:>8} samples: peak RSS {row['peak_rss_mib']:7.1f} MiB, {row['seconds']:6.1f} s, "
               f"exact_match {row['value']:.4f}")
     print(f"peak RSS ratio ({args.factor}x samples): {large['peak_rss_mib'] / small['peak_rss_mib']:.3f} (goal <= 1.2)")
+    markdown_table(TITLE, *results_table(args.backend, small, large))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from timing import markdown_table  # benchmarks/timing.py, beside this script
+
+TITLE = "Training overhead"
 QUESTIONS = [
     ("What is 12 + 30?", "12 + 30 = 42.", "It is 52."),
     ("Name the largest planet.", "Jupiter is the largest planet.", "Mars."),
@@ -80,6 +83,18 @@ def run_trl(model: str, pairs: Path, out: Path, steps: int, batch: int, max_leng
     return {"wall_s": wall, "train_samples_per_second": metrics.get("train_samples_per_second")}
 
 
+def results_table(steps: int, batch: int, max_length: int, results: dict[str, dict]
+                  ) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns: end-to-end samples/s (and wall time) of each side, ratio ours / TRL
+    (`results` holds each child's JSON line under "ours" and "trl")."""
+    samples = steps * batch
+    ours, trl = (samples / results[arm]["wall_s"] for arm in ("ours", "trl"))
+    return (["run", "`align dpo`", "TRL `DPOTrainer`", "ratio"],
+            [[f"{steps} step{'s' if steps != 1 else ''} × batch {batch}, max_length {max_length}",
+              f"{ours:.2f} samples/s ({results['ours']['wall_s']:.1f} s)",
+              f"{trl:.2f} samples/s ({results['trl']['wall_s']:.1f} s)", f"{ours / trl:.3f}"]])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="a transformers model folder (default: the embedded SmolLM2-135M-Instruct)")
@@ -116,6 +131,7 @@ def main() -> None:
               f"trainer loop {r['train_samples_per_second']} samples/s")
     ratio = (samples / results["ours"]["wall_s"]) / (samples / results["trl"]["wall_s"])
     print(f"  ratio ours/trl: {ratio:.3f} (goal >= 0.95)")
+    markdown_table(TITLE, *results_table(args.steps, args.batch_size, args.max_length, results))
 
 
 if __name__ == "__main__":

@@ -32,11 +32,12 @@ from pathlib import Path
 
 import yaml
 
-from timing import timed  # benchmarks/timing.py, beside this script
+from timing import dated, markdown_table, timed  # benchmarks/timing.py, beside this script
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILTIN = ROOT / "eval_anything" / "tasks" / "builtin"
 ARITH_MINI = BUILTIN / "data" / "arith_mini.jsonl"
+TITLE = "Against lm-evaluation-harness"
 
 LM_EVAL_TASK = """\
 task: arith_mini_ea
@@ -121,6 +122,28 @@ def eval_anything_side(model_dir: Path, work: Path, task: Path, batch: int, max_
     return elapsed, result["metrics"]["numeric"]["value"]
 
 
+def results_table(stamp: str, items_flag: str, items: int, max_new_tokens: int, batch_size: int, threads: int,
+                  batching: str | None, rounds: int, ea_times: list[float], ea_score: float,
+                  lm_times: list[float], lm_score: float | None) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns (date and load, setup, measured) for one run of this script; `stamp` is
+    the date and load (timing.dated()); `lm_times` is empty when lm-eval's venv was missing."""
+    data = f"`arith_mini` ({items} items)" if items_flag == "arith_mini" else f"{items} generated questions"
+    setup = (f"{data}, {max_new_tokens} new tokens, batch {batch_size}, "
+             f"{threads} thread{'s' if threads != 1 else ''}"
+             + (f", `batching={batching}`" if batching else ""))
+    ea = min(ea_times)
+    if lm_times:
+        lm = min(lm_times)
+        measured = (f"lm-eval {lm:.2f} s, eval-anything {ea:.2f} s: ratio {ea / lm:.2f}; "
+                    f"scores {lm_score:.3f} and {ea_score:.3f}")
+        when = ""
+    else:
+        measured = f"eval-anything {ea:.2f} s; score {ea_score:.3f}"
+        when = ", eval-anything side only (no lm-eval venv)"
+    when = f"{stamp}{when}, " + (f"best of {rounds}" if rounds > 1 else "1 round")
+    return ["date, load", "setup", "measured"], [[when, setup, measured]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lm-eval-python", default="/tmp/lmeval-venv/bin/python")
@@ -159,11 +182,14 @@ def main() -> None:
     print(f"model {model_dir.name}, {data.stem} ({items} items), batch {args.batch_size}, {args.max_new_tokens} new tokens, "
           f"{args.threads} threads, batching {args.batching or 'default'}, best of {args.rounds}")
     print(f"eval-anything: {ea:7.2f} s  numeric {ea_score:.4f}")
-    if not with_lm_eval:
-        return
-    lm = min(lm_times)
-    print(f"lm-eval:       {lm:7.2f} s  exact_match (last number) {lm_score:.4f}")
-    print(f"wall-time ratio eval-anything / lm-eval: {ea / lm:.2f} (goal <= 0.5)  ·  scores equal: {lm_score == ea_score}")
+    if with_lm_eval:
+        lm = min(lm_times)
+        print(f"lm-eval:       {lm:7.2f} s  exact_match (last number) {lm_score:.4f}")
+        print(f"wall-time ratio eval-anything / lm-eval: {ea / lm:.2f} (goal <= 0.5)  ·  "
+              f"scores equal: {lm_score == ea_score}")
+    markdown_table(TITLE, *results_table(dated(), args.items, items, args.max_new_tokens, args.batch_size, args.threads,
+                                         args.batching, args.rounds, ea_times, ea_score, lm_times,
+                                         lm_score if with_lm_eval else None))
 
 
 if __name__ == "__main__":
