@@ -183,3 +183,11 @@ def test_text_and_image_requests_in_one_stream(tiny_llava_dir: Path, tmp_path: P
     static_model = HFModel(ModelSpec("hf", str(tiny_llava_dir), {"batching": "static"}))
     [alone] = static_model.generate(requests[:1])
     assert (text.text, text.usage) == (alone.text, alone.usage)
+
+
+def test_one_out_of_memory_rule_for_both_batchings() -> None:
+    from eval_anything.models.out_of_memory import worth_retrying
+
+    assert worth_retrying(True, 4, 3) and not worth_retrying(False, 4, 3)
+    assert not worth_retrying(True, 4, 1), "a request alone would run out of memory again"
+    assert not worth_retrying(True, 1, 3), "one at a time cannot get smaller"

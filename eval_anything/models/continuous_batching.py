@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator
 
 from eval_anything.datamodel import Modality, ModelOutput, Request
 from eval_anything.models.base import ModelSpec
-from eval_anything.models.out_of_memory import halved_batch_size, says_out_of_memory
+from eval_anything.models.out_of_memory import halved_batch_size, says_out_of_memory, worth_retrying
 from eval_anything.models.static_batching import StaticBatching
 
 CONTINUOUS = "continuous"
@@ -67,7 +67,8 @@ class ContinuousBatching(StaticBatching):
                 manager.add_request(ids, request_id=str(index), max_new_tokens=request.generation.max_new_tokens,
                                     eos_token_id=self._stop_tokens(request.generation.stop))
             for index, output in self._collect(manager, inputs, requests, started):
-                if self._auto_batch and self._batch_size > 1 and says_out_of_memory(output.error or ""):
+                if worth_retrying(self._auto_batch, self._batch_size, len(requests)) \
+                        and says_out_of_memory(output.error or ""):
                     out_of_memory.append(requests[index])
                     continue
                 self.generated += 1

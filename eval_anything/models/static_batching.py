@@ -10,7 +10,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from eval_anything.datamodel import ModelOutput, Part, Request, Usage
 from eval_anything.models.base import Model, ModelSpec, cut_at_stop
 from eval_anything.models.inputs import InputProcessor, PreparedInput
-from eval_anything.models.out_of_memory import halved_batch_size, is_out_of_memory
+from eval_anything.models.out_of_memory import halved_batch_size, is_out_of_memory, worth_retrying
 
 STATIC = "static"
 
@@ -67,7 +67,7 @@ class StaticBatching(Model):
             try:
                 results = self._generate_batch([requests[i] for i, _ in chunk], [p for _, p in chunk])
             except Exception as exc:
-                if not (is_out_of_memory(exc) and self._auto_batch and len(chunk) > 1):
+                if not (is_out_of_memory(exc) and worth_retrying(self._auto_batch, self._batch_size, len(chunk))):
                     raise
                 self._batch_size = halved_batch_size(self._batch_size, len(chunk))
                 continue
