@@ -168,7 +168,7 @@ class EvaluationArguments:
 
     model: str | None = field(default=None, metadata=flag(
         "--model", metavar="[BACKEND:]REF",
-        help="backend and model: hf:DIR, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; "
+        help="backend and model: hf:DIR, vllm:DIR, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; "
              "a directory alone means hf, a .jsonl file replay (default: the embedded SmolLM2-135M-Instruct)"))
     model_args: str = field(default="", metadata=flag(
         "--model-args", metavar="K=V,...",

@@ -142,7 +142,7 @@ def _scorer_problems(scorers: Any, base_dir: Path, source: str) -> list[Problem]
 def _template_problems(config: Any, source: str) -> list[Problem]:
     import jinja2
 
-    from eval_anything.tasks.task import _TEMPLATES
+    from eval_anything.tasks.task import PROMPT_TEMPLATES
 
     problems = []
     for field_name in ("prompt", "system"):
@@ -150,7 +150,7 @@ def _template_problems(config: Any, source: str) -> list[Problem]:
         if text is None:
             continue
         try:
-            parsed = _TEMPLATES.parse(text)
+            parsed = PROMPT_TEMPLATES.parse(text)
         except jinja2.TemplateSyntaxError as exc:
             problems.append(Problem(source, f"field '{field_name}'", f"template syntax error on line {exc.lineno}: "
                                     f"{exc.message}", "fix the Jinja2 template"))
@@ -160,12 +160,12 @@ def _template_problems(config: Any, source: str) -> list[Problem]:
 def _undeclared(text: str | None) -> set[str]:
     from jinja2 import meta
 
-    from eval_anything.tasks.task import _TEMPLATES
+    from eval_anything.tasks.task import PROMPT_TEMPLATES
 
     if text is None:
         return set()
     try:
-        return set(meta.find_undeclared_variables(_TEMPLATES.parse(text)))
+        return set(meta.find_undeclared_variables(PROMPT_TEMPLATES.parse(text)))
     except Exception:
         return set()
 
@@ -174,7 +174,7 @@ def _row_problems(config: Any, base_dir: Path, source: str, decode: bool) -> tup
     from eval_anything.datamodel import Modality
     from eval_anything.tasks.config import MEDIA
     from eval_anything.tasks.dataset import DataFileError, iter_rows
-    from eval_anything.tasks.task import MEDIA_SUFFIXES, _as_list, _letter_to_choice
+    from eval_anything.tasks.task import MEDIA_SUFFIXES, as_list, letter_to_choice
 
     data_path = (base_dir / config.dataset.path).resolve()
     data_file = str(data_path)
@@ -223,9 +223,9 @@ def _row_problems(config: Any, base_dir: Path, source: str, decode: bool) -> tup
                     report("media", Problem(data_file, f"{where}, field '{column}'", *problem))
             # target and choices may be absent on a row (judged items, optional objective answers);
             # the scorers that need them are checked below
-            choices = [str(c) for c in _as_list(row.get(config.choices))] if config.choices else []
-            targets = [str(t) for t in _as_list(row.get(config.target))] if config.target else []
-            for problem in _answer_problems(scorer_names, choices, targets, config.choices, _letter_to_choice):
+            choices = [str(c) for c in as_list(row.get(config.choices))] if config.choices else []
+            targets = [str(t) for t in as_list(row.get(config.target))] if config.target else []
+            for problem in _answer_problems(scorer_names, choices, targets, config.choices, letter_to_choice):
                 report("answer", Problem(data_file, f"{where}, field '{config.target}'", *problem))
     except DataFileError as exc:
         problems.append(Problem(data_file, "file", str(exc), "fix the data file"))

@@ -136,3 +136,24 @@ def test_the_graph_sees_lazy_and_relative_imports(tmp_path):
         "eval_anything.runner", "eval_anything.files", "eval_anything.stats", "eval_anything.results"}
     edges = {"a": frozenset({"b"}), "b": frozenset({"c"}), "c": frozenset({"a"}), "d": frozenset({"a"})}
     assert cycles(edges) == [["a", "b", "c", "a"]]
+
+
+def private_imports(source: Path) -> list[str]:
+    """Names with a leading underscore that `source` imports from another module of the package."""
+    found = []
+    for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(PACKAGE):
+            found += [f"{node.module}.{a.name}" for a in node.names
+                      if a.name.startswith("_") and not a.name.startswith("__")]
+    return found
+
+
+def test_no_module_imports_another_modules_private_names():
+    offenders = {name: private_imports(path) for name, path in modules().items()}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_the_private_import_check_sees_one(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from eval_anything.tasks.task import _hidden, visible\nfrom eval_anything import __version__\n")
+    assert private_imports(sample) == ["eval_anything.tasks.task._hidden"]

@@ -15,7 +15,7 @@ from eval_anything.scorers.base import Attempt
 from eval_anything.scorers.choice import LETTERS
 
 
-def _rating_parser(reply: str, low: float, high: float) -> Any:
+def rating_parser(reply: str, low: float, high: float) -> Any:
     """The parser of a rating reply by name: ours (`rating`: the first [[N]], on the scale) or the
     original scripts' (`bracketed_int`: AMU's; `score_and_explanation`: instruction following's)."""
     if reply == "rating":
@@ -29,7 +29,7 @@ def _rating_parser(reply: str, low: float, high: float) -> Any:
 class RatingJudge(JudgeScorer):
     """A rating on a declared scale, e.g. 1-10, or 0-10 for the 4/3/2/1 image rubric.
 
-    `reply` names the reply format and its parser (see `_rating_parser`). A rating kept on its own
+    `reply` names the reply format and its parser (see `rating_parser`). A rating kept on its own
     scale (`normalize: false`) reports its [0, 1] value beside it in results (`normalized`)."""
 
     def __init__(self, scale: Sequence[float] = (1, 10), references: str | None = None, media: str = "both",
@@ -43,7 +43,7 @@ class RatingJudge(JudgeScorer):
         self.low, self.high = float(scale[0]), float(scale[1])
         self.references, self.media, self.normalize = references, media, normalize
         self.floor = 0.0 if normalize else self.low
-        self.parse = _rating_parser(reply, self.low, self.high)
+        self.parse = rating_parser(reply, self.low, self.high)
 
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
         if self.requires is not None:
@@ -174,7 +174,7 @@ class MediaQuestionsJudge(JudgeScorer):
 
     def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
         items = _question_list(sample, self.questions)
-        correct = [v.value == _answer_letter(item) for v, item in zip(verdicts, items)]
+        correct = [v.value == expected_letter(item) for v, item in zip(verdicts, items)]
         unread = sum(v.value == "" for v in verdicts)
         per_question = [self.points * c for c in correct]
         return Score(value=sum(per_question) / len(per_question), answer="".join(v.value or "-" for v in verdicts),
@@ -203,7 +203,7 @@ def _question_list(sample: Sample, column: str) -> list[dict[str, Any]]:
     return items
 
 
-def _answer_letter(item: dict[str, Any]) -> str:
+def expected_letter(item: dict[str, Any]) -> str:
     answer, choices = str(item["answer"]).strip(), [str(c) for c in item["choices"]]
     if len(answer) == 1 and answer.upper() in LETTERS[: len(choices)]:
         return answer.upper()

@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Sample, Score
 from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict, instruction_of, question_of
-from eval_anything.judges.kinds import _rating_parser, require_output
+from eval_anything.judges.kinds import rating_parser, require_output
 from eval_anything.judges.parsers import parse_choice, parse_letter_as_published, parse_rating
 from eval_anything.judges.templates import Rubric
 from eval_anything.scorers.base import AnswerScorer, Attempt, Scorer
@@ -304,7 +304,7 @@ class CompositeJudge(SynergyJudge):
         if letter in self.kits:
             kit, (rubric, system) = self.kits[letter], self.rubrics[letter]
             text = rubric.render(question=question, instruction=instruction_of(sample), response=made.output.text)
-            return [JudgeQuery(f"if {letter}", text, _rating_parser(kit.reply, kit.low, kit.high),
+            return [JudgeQuery(f"if {letter}", text, rating_parser(kit.reply, kit.low, kit.high),
                                tuple(made.media(letter)) if letter != "t" else (),
                                system=system.render(item=dict(sample.metadata)) if system else None,
                                temperature=kit.temperature)]
@@ -350,9 +350,9 @@ class CompositeJudge(SynergyJudge):
         items = sample.metadata.get(f"questions_{NAMES[letter]}")
         if not items:
             return _normalized(verdicts[0].value, 1, 10)
-        from eval_anything.judges.kinds import _answer_letter
+        from eval_anything.judges.kinds import expected_letter
 
-        return sum(v.value == _answer_letter(item) for v, item in zip(verdicts, items)) / len(items)
+        return sum(v.value == expected_letter(item) for v, item in zip(verdicts, items)) / len(items)
 
 
 def amg_composite(votes: str = "selection", protocol: str = "extended", reward_model: str | None = None,

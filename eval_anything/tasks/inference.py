@@ -12,7 +12,7 @@ from typing import Any
 
 from eval_anything.tasks.config import TaskFileError, parse_task_config
 from eval_anything.tasks.dataset import SUPPORTED, iter_rows
-from eval_anything.tasks.task import Task, _as_list
+from eval_anything.tasks.task import Task, as_list
 
 ID_COLUMNS = ("id", "item_id", "uid", "qid", "question_id", "sample_id", "idx")
 QUESTION_COLUMNS = ("question", "prompt", "text", "query", "instruction", "input")
@@ -98,7 +98,7 @@ def infer_config(path: Path) -> Inference:
         data["input"] = [{kind: column} for column, kind in media] or [{"text": question}]
         data["generation"]["max_new_tokens"] = 8
         scorer, why = "multiple_choice", f"the choices column {choices!r}"
-    elif all(_NUMBER.match(str(t)) for row in rows for t in _as_list(row.get(answer))):
+    elif all(_NUMBER.match(str(t)) for row in rows for t in as_list(row.get(answer))):
         scorer, why = "numeric", f"every answer in {answer!r} is a number"
     else:
         scorer, why = "exact_match", f"the answers in {answer!r} are text"

@@ -17,7 +17,7 @@ from eval_anything.scorers.choice import LETTERS
 from eval_anything.tasks.config import MEDIA, TaskConfig, TaskFileError
 from eval_anything.tasks.dataset import DataFileError, count_rows, iter_rows
 
-_TEMPLATES = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
+PROMPT_TEMPLATES = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class Task:
             raise TaskFileError(f"invalid task file {self.source}: only one scorer may ask for choice rotations")
         if self.config.prompt is not None:
             try:
-                _TEMPLATES.parse(self.config.prompt)
+                PROMPT_TEMPLATES.parse(self.config.prompt)
             except jinja2.TemplateSyntaxError as exc:
                 raise TaskFileError(
                     f"invalid task file {self.source}:\n  field 'prompt': template syntax error on line {exc.lineno}: {exc.message}"
@@ -139,10 +139,10 @@ class Task:
             path = self._media_path(value, where, column)
             modality = media_modality(path, where, column) if kind == MEDIA else Modality(kind)
             parts.append(Part.of_file(modality, path, column=column))
-        choices = tuple(str(c) for c in _as_list(row.get(cfg.choices))) if cfg.choices else ()
-        target = tuple(str(t) for t in _as_list(row.get(cfg.target))) if cfg.target else ()
+        choices = tuple(str(c) for c in as_list(row.get(cfg.choices))) if cfg.choices else ()
+        target = tuple(str(t) for t in as_list(row.get(cfg.target))) if cfg.target else ()
         if choices:
-            target = tuple(_letter_to_choice(t, choices) for t in target)
+            target = tuple(letter_to_choice(t, choices) for t in target)
         return Sample(id=sample_id, input=tuple(parts), target=target, choices=choices, metadata=row)
 
     def _media_path(self, value: Any, where: str, column: str) -> Path:
@@ -169,7 +169,7 @@ class Task:
         variables = dict(sample.metadata)
         variables.update(choices=list(choices), letters=list(LETTERS[: len(choices)]), sample_id=sample.id)
         try:
-            return _TEMPLATES.from_string(self.config.prompt or "").render(**variables).strip()
+            return PROMPT_TEMPLATES.from_string(self.config.prompt or "").render(**variables).strip()
         except jinja2.UndefinedError as exc:
             raise DataFileError(f"task {self.name}: sample {sample.id!r}: prompt template: {exc.message}") from None
 
@@ -219,7 +219,7 @@ def _score_safely(scorer: Scorer, sample: Sample, attempts: Sequence[Attempt]) -
         return Score.errored(f"scorer {scorer.name} raised {type(exc).__name__}: {exc}")
 
 
-def _as_list(value: Any) -> list[Any]:
+def as_list(value: Any) -> list[Any]:
     if value is None:
         return []
     if isinstance(value, str):
@@ -233,7 +233,7 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _letter_to_choice(target: str, choices: tuple[str, ...]) -> str:
+def letter_to_choice(target: str, choices: tuple[str, ...]) -> str:
     letter = target.strip().upper()
     if len(letter) == 1 and letter in LETTERS[: len(choices)]:
         return choices[LETTERS.index(letter)]
