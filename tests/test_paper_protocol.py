@@ -309,6 +309,7 @@ def test_s_amg_from_the_papers_parts(paper_run, omni_reward_model):
                    if "<Response>:" not in _texts(b)[1]]
     assert text_if["temperature"] == image_if["temperature"] == 0.5
     assert "usefulness, relevance" in _texts(text_if)[0] and "Key elements present" in _texts(image_if)[0]
+    assert [p["type"] for p in image_if["messages"][-1]["content"]] == ["text", "image_url"]
     records = _records(run_dir, "amg")
     synergy = records["s-a"]["scores"]["amg_composite"]["details"]["S_ij"]["ti"]
     reading = RewardModel(omni_reward_model).read(SELECTION[0][1], "COMPOSITE-A", [Part.of_file("image", folder / "made.png")])

@@ -246,11 +246,14 @@ class _InstructionFollowing:
     low: float
     high: float
     temperature: float | None
+    media_after_text: bool = False
+    """The original image judge gets its text first, then the image."""
 
 
 COMPOSITE_PROTOCOLS: dict[str, dict[str, Any]] = {
     "paper": {"t": _InstructionFollowing("if_text_paper_user", "if_text_paper_system", "score_and_explanation", 1, 10, 0.5),
-              "i": _InstructionFollowing("if_image_paper_user", "if_image_paper_system", "score_and_explanation", 0, 10, 0.5),
+              "i": _InstructionFollowing("if_image_paper_user", "if_image_paper_system", "score_and_explanation", 0, 10, 0.5,
+                                        media_after_text=True),
               "mcq": ("media_mcq_paper", "media_mcq_paper_system", "letter_as_published"),
               "synergy": "reward_model"},
     "extended": {"t": _InstructionFollowing("instruction_following_1_10", None, "rating", 1, 10, None),
@@ -307,7 +310,7 @@ class CompositeJudge(SynergyJudge):
             return [JudgeQuery(f"if {letter}", text, rating_parser(kit.reply, kit.low, kit.high),
                                tuple(made.media(letter)) if letter != "t" else (),
                                system=system.render(item=dict(sample.metadata)) if system else None,
-                               temperature=kit.temperature)]
+                               temperature=kit.temperature, media_after_text=kit.media_after_text)]
         items = sample.metadata.get(f"questions_{NAMES[letter]}")
         if not items:
             return [_rating_query(f"if {letter}", self.if_fallback, 1, 10, made.media(letter), question=question,
