@@ -68,9 +68,8 @@ class JudgeSettings:
     def identity(self) -> dict[str, Any]:
         """What judged scores depend on (part of the run id and of cache keys): the judge model by
         backend and name, not by where it is served, and how it is sampled."""
-        identity = {"judge": {"backend": self.spec.backend, "reference": self.spec.reference},
-                    "max_new_tokens": self.max_new_tokens, "temperature": self.temperature,
-                    "parse_retries": self.parse_retries}
+        identity = {"judge": judge_identity(self.spec), "max_new_tokens": self.max_new_tokens,
+                    "temperature": self.temperature, "parse_retries": self.parse_retries}
         if self.reward_model:  # only when set, so that earlier runs keep their ids
             identity["reward_model"] = self.reward_model
         routes = {key: judge_identity(spec) for key, spec in sorted(self.routes.items())

@@ -29,14 +29,22 @@ LLAVA_IMAGE_TOKENS = (LLAVA_IMAGE_SIZE // LLAVA_PATCH_SIZE) ** 2  # CLS dropped 
 AUDIO_SAMPLING_RATE = 16000
 
 
-def _base_tokenizer(tokenizer_dir: str | Path | None):
+def _base_tokenizer(tokenizer_dir: str | Path | None, **options):
     from transformers import AutoTokenizer
 
     if tokenizer_dir is None:
         from eval_anything.models.embedded import embedded_model_dir
 
         tokenizer_dir = embedded_model_dir()
-    return AutoTokenizer.from_pretrained(tokenizer_dir)
+    return AutoTokenizer.from_pretrained(tokenizer_dir, **options)
+
+
+def _tokenizer_with_named_tokens(tokenizer_dir: str | Path | None, tokens: dict[str, str]):
+    """The base tokenizer with `tokens` added as named special tokens (processors read e.g.
+    tokenizer.image_token), and their ids by name."""
+    tokenizer = _base_tokenizer(tokenizer_dir, extra_special_tokens=tokens)
+    tokenizer.add_tokens(list(tokens.values()), special_tokens=True)
+    return tokenizer, {name: tokenizer.convert_tokens_to_ids(token) for name, token in tokens.items()}
 
 
 def _text_config(config_class, vocab_size: int, tokenizer, **overrides):
@@ -165,21 +173,14 @@ def make_tiny_qwen2_5_omni(target_dir: str | Path, tokenizer_dir: str | Path | N
     loads it (video then goes in as frames).
     """
     import torch
-    from transformers import (AutoTokenizer, Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig,
+    from transformers import (Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig,
                               Qwen2_5OmniThinkerForConditionalGeneration, Qwen2VLImageProcessorPil,
                               WhisperFeatureExtractor)
 
     from eval_anything.models.inputs import accepting_no_video
 
     target = Path(target_dir)
-    if tokenizer_dir is None:
-        from eval_anything.models.embedded import embedded_model_dir
-
-        tokenizer_dir = embedded_model_dir()
-    # named special tokens: the processor reads tokenizer.image_token, tokenizer.audio_token_id...
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, extra_special_tokens=OMNI_SPECIAL_TOKENS)
-    tokenizer.add_tokens(list(OMNI_SPECIAL_TOKENS.values()), special_tokens=True)
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in OMNI_SPECIAL_TOKENS.items()}
+    tokenizer, ids = _tokenizer_with_named_tokens(tokenizer_dir, OMNI_SPECIAL_TOKENS)
     config = Qwen2_5OmniThinkerConfig(
         audio_config=dict(num_mel_bins=128, d_model=32, encoder_layers=2, encoder_attention_heads=2,
                           encoder_ffn_dim=64, output_dim=64),
@@ -214,17 +215,11 @@ def make_tiny_gemma3_reward(target_dir: str | Path, tokenizer_dir: str | Path | 
     of the sequence-classification layout, with a Gemma3Processor whose template writes
     <start_of_image> per image (the processor expands it to 4 image tokens between begin/end)."""
     import torch
-    from transformers import (AutoTokenizer, Gemma3Config, Gemma3ForSequenceClassification,
+    from transformers import (Gemma3Config, Gemma3ForSequenceClassification,
                               Gemma3ImageProcessorPil, Gemma3Processor, SiglipVisionConfig)
 
     target = Path(target_dir)
-    if tokenizer_dir is None:
-        from eval_anything.models.embedded import embedded_model_dir
-
-        tokenizer_dir = embedded_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir, extra_special_tokens=GEMMA3_SPECIAL_TOKENS)
-    tokenizer.add_tokens(list(GEMMA3_SPECIAL_TOKENS.values()), special_tokens=True)
-    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in GEMMA3_SPECIAL_TOKENS.items()}
+    tokenizer, ids = _tokenizer_with_named_tokens(tokenizer_dir, GEMMA3_SPECIAL_TOKENS)
     text = {**_text_config(dict, len(tokenizer), tokenizer), "num_attention_heads": 2, "num_key_value_heads": 1,
             "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 64,
             "layer_types": ["sliding_attention", "full_attention"]}

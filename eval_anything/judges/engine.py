@@ -95,7 +95,6 @@ class JudgeEngine:
         for route, spec in settings.routes.items():
             self.models[route] = by_spec.setdefault(_spec_key(spec), LazyModel(spec))
         self.cache = JudgeCache(settings.cache_path) if settings.cache_path else None
-        self._identity = settings.identity()
         self._inflight: dict[int, tuple[Request, _Query, str]] = {}
         self._sharing: dict[str, list[_Query]] = {}
         """Cache key of a request in flight -> the other queries asking exactly the same (e.g. the
@@ -144,7 +143,7 @@ class JudgeEngine:
         inputs = frozenset(inputs)
         self._unfit = {}
         for judge in judges:
-            if not getattr(judge, "strict_media", False):
+            if not judge.strict_media:
                 continue
             for modality in sorted(set(judge.judge_modalities(inputs)) - {Modality.TEXT}, key=MEDIA_ROUTES.index):
                 route = self.settings.route(task_name, (modality,))
@@ -217,7 +216,7 @@ class JudgeEngine:
             except Exception as exc:  # bad item data for this judge: that sample's score errors, the run goes on
                 scores[judge.name] = Score.errored(f"{judge.name} could not ask the judge: {exc}")
                 continue
-            strict = bool(getattr(judge, "strict_media", False))
+            strict = judge.strict_media
             entry.queries[judge.name] = [
                 _Query(entry, judge.name, judge.rubric_hash, q,
                        route=self.settings.route(task_name, (p.modality for p in q.media)), strict=strict)
@@ -258,8 +257,7 @@ class JudgeEngine:
         kept = tuple(p for p in query.query.media if p.modality in model.input_modalities)
         query.media_dropped = tuple(sorted({p.modality.value for p in query.query.media} -
                                            {p.modality.value for p in kept}))
-        temperature = self.settings.temperature if query.query.temperature is None else query.query.temperature
-        generation = GenerationConfig(max_new_tokens=self.settings.max_new_tokens, temperature=temperature,
+        generation = GenerationConfig(max_new_tokens=self.settings.max_new_tokens, temperature=self._temperature(query),
                                       seed=self.settings.seed + query.attempt)
         query.seeds.append(generation.seed)
         return Request(task=task_name, sample_id=query.owner.sample.id, variant=query.attempt,
@@ -272,8 +270,7 @@ class JudgeEngine:
         sampling = {"max_new_tokens": request.generation.max_new_tokens, "temperature": request.generation.temperature,
                     "seed": request.generation.seed, "system": request.system,
                     **({"media_after_text": True} if query.query.media_after_text else {})}
-        judge = (self._identity["judge"] if query.route == DEFAULT_ROUTE
-                 else judge_identity(self.models[query.route].spec))  # the judge that answers it
+        judge = judge_identity(self.models[query.route].spec)  # the judge that answers it
         return cache_key(judge, query.rubric_hash, query.query.text, media, sampling, query.attempt)
 
     def _receive(self, request: Request, output: ModelOutput, retries: list[_Query]) -> None:
@@ -303,12 +300,15 @@ class JudgeEngine:
             if not inline:
                 retries.append(query)
 
+    def _temperature(self, query: _Query) -> float:
+        """The scorer's temperature for this query where it sets one, else the run's judge setting."""
+        return self.settings.temperature if query.query.temperature is None else query.query.temperature
+
     def _asked(self, query: _Query) -> dict[str, Any]:
         """The audit of a judged query: the messages as sent, its media by content hash, the sampling."""
         sent = [p for p in query.query.media if p.modality.value not in query.media_dropped]
-        temperature = self.settings.temperature if query.query.temperature is None else query.query.temperature
         asked = {"system": query.query.system, "user": query.query.text, "media": [media_key(p) for p in sent],
-                 "temperature": temperature, "max_new_tokens": self.settings.max_new_tokens,
+                 "temperature": self._temperature(query), "max_new_tokens": self.settings.max_new_tokens,
                  "seeds": list(query.seeds)}
         if self.settings.routes:  # which judge answered, where there are several
             asked["judge"] = {"route": query.route, **judge_identity(self.models[query.route].spec)}

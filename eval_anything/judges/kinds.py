@@ -6,7 +6,7 @@ import functools
 import json
 from typing import Any, Sequence
 
-from eval_anything.datamodel import Modality, Sample, Score
+from eval_anything.datamodel import Modality, Part, Sample, Score
 from eval_anything.judges.base import (JudgeQuery, JudgeScorer, NotApplicable, Verdict, instruction_of, media_for_judge,
                                        metadata_value, question_of)
 from eval_anything.judges.parsers import (explanation_of, parse_bracketed_int, parse_choice, parse_letter_as_published,
@@ -158,19 +158,8 @@ class MediaQuestionsJudge(JudgeScorer):
     def queries(self, sample: Sample, attempts: Sequence[Attempt]) -> list[JudgeQuery]:
         require_output(attempts[0].output, self.modality)
         media = tuple(p for p in attempts[0].output.parts if p.modality is self.modality)
-        queries = []
-        for index, item in enumerate(_question_list(sample, self.questions)):
-            choices = [str(c) for c in item["choices"]]
-            letters = LETTERS[: len(choices)]
-            published = item.get("choice")  # the options as the published data wrote them
-            text = self.rubric.render(question=item["question"], choices=choices, letters=list(letters),
-                                      modality=self.modality.value,
-                                      choice=published if published is not None else
-                                      "\n".join(f"{l}. {c}" for l, c in zip(letters, choices)))
-            parse = (parse_letter_as_published if self.reply == "letter_as_published"
-                     else functools.partial(parse_choice, letters=letters))
-            queries.append(JudgeQuery(f"q{index}", text, parse, media))
-        return queries
+        return question_queries(self.rubric, _question_list(sample, self.questions), media, self.reply,
+                                self.modality)
 
     def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
         items = _question_list(sample, self.questions)
@@ -183,6 +172,25 @@ class MediaQuestionsJudge(JudgeScorer):
                      extraction_failed=bool(unread),
                      details={"questions": per_question, "weight": len(per_question),
                               **({"no_letter": unread} if unread else {})})
+
+
+def question_queries(rubric: Any, items: Sequence[dict[str, Any]], media: tuple[Part, ...], reply: str,
+                     modality: Modality, label: str = "q", system: str | None = None) -> list[JudgeQuery]:
+    """One query per multiple-choice item about `media`: the rubric rendered with the question, the
+    options (lettered, and as the published data wrote them: `choice`), and the reply's parser
+    (`choice`: ours; `letter_as_published`: the original's)."""
+    queries = []
+    for index, item in enumerate(items):
+        choices = [str(c) for c in item["choices"]]
+        letters = LETTERS[: len(choices)]
+        published = item.get("choice")
+        text = rubric.render(question=item["question"], choices=choices, letters=list(letters), modality=modality.value,
+                             choice=published if published is not None else
+                             "\n".join(f"{l}. {c}" for l, c in zip(letters, choices)))
+        parse = (parse_letter_as_published if reply == "letter_as_published"
+                 else functools.partial(parse_choice, letters=letters))
+        queries.append(JudgeQuery(f"{label}{index}", text, parse, media, system=system))
+    return queries
 
 
 def require_output(output: Any, modality: Modality) -> None:

@@ -10,7 +10,7 @@ from eval_anything.datamodel import Sample, Score
 from eval_anything.judges.base import question_of
 from eval_anything.judges.reward_models import (HEAD_SCORE, HEAD_SEQUENCE_CLASSIFICATION, SCORE_HEAD_FILE,
                                                 RewardModel, RewardReading, reward_text, save_score_head, sigmoid)
-from eval_anything.scorers.base import Attempt, Scorer
+from eval_anything.scorers.base import Attempt, Scorer, path_in_task
 
 __all__ = ["DEFAULT_FORMAT", "HEAD_SCORE", "HEAD_SEQUENCE_CLASSIFICATION", "SCORE_HEAD_FILE", "RewardModel",
            "RewardModelScorer", "RewardReading", "reward_model", "reward_text", "save_score_head"]
@@ -24,10 +24,9 @@ class RewardModelScorer(Scorer):
         self._reader: RewardModel | None = None
 
     def bind_task(self, task_dir: Path) -> None:
-        candidate = task_dir / self.path
-        if not Path(self.path).is_absolute() and candidate.exists():
-            self.path = str(candidate)
-            self._reader = None
+        bound = path_in_task(self.path, task_dir)
+        if bound != self.path:
+            self.path, self._reader = bound, None
 
     @property
     def reader(self) -> RewardModel:

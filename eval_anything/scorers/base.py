@@ -56,6 +56,13 @@ class AnswerScorer(Scorer):
     def score_answer(self, sample: Sample, text: str) -> Score: ...
 
 
+def path_in_task(path: str, task_dir: Path) -> str:
+    """A scorer argument naming a file or folder: relative to the task's folder when it is there,
+    else as given (absolute, or relative to where the run starts)."""
+    candidate = task_dir / path
+    return str(candidate) if not Path(path).is_absolute() and candidate.exists() else path
+
+
 ScorerFactory = Callable[..., Scorer]
 scorers: Registry[ScorerFactory] = Registry("scorer")
 

@@ -10,11 +10,10 @@ from typing import Any, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Sample, Score
 from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict, instruction_of, question_of
-from eval_anything.judges.kinds import rating_parser, require_output
-from eval_anything.judges.parsers import parse_choice, parse_letter_as_published, parse_rating
+from eval_anything.judges.kinds import question_queries, rating_parser, require_output
+from eval_anything.judges.parsers import parse_rating
 from eval_anything.judges.templates import Rubric
-from eval_anything.scorers.base import AnswerScorer, Attempt, Scorer
-from eval_anything.scorers.choice import LETTERS
+from eval_anything.scorers.base import AnswerScorer, Attempt, Scorer, path_in_task
 from eval_anything.scorers.text import ExactMatch, NumericMatch
 from eval_anything.suite.composite import pairs_of, s_amg
 from eval_anything.suite.tagged import LETTER, chosen_modalities, combination
@@ -149,9 +148,8 @@ class SynergyJudge(JudgeScorer):
 
     def bind_task(self, task_dir: Path) -> None:
         super().bind_task(task_dir)
-        if self.reward_reference and not Path(self.reward_reference).is_absolute() \
-                and (task_dir / self.reward_reference).exists():
-            self.reward_reference = str(task_dir / self.reward_reference)
+        if self.reward_reference:
+            self.reward_reference = path_in_task(self.reward_reference, task_dir)
 
     def bind_judging(self, settings: Any) -> None:
         if self.scorer != "reward_model" or self.reward is not None:
@@ -182,15 +180,16 @@ class SynergyJudge(JudgeScorer):
         end = self.readout == "end" or pair == "ia"
         reward = self.reward
 
+        formatted = reward.format_text(instruction, text, media)  # what the audit shows is what it reads
+
         from eval_anything.judges.reward_models import sigmoid
 
         def read() -> dict[str, float]:
-            reading = reward.read(instruction, text, media)
+            reading = reward.read_formatted(formatted, media)
             raw = reading.end_score if end else reading.token_mean
             return {"value": sigmoid(raw), "raw": raw, "readout": "end_score" if end else "token_mean"}
 
-        return JudgeQuery(f"synergy {pair}", reward.format_text(instruction, text, media), _not_parsed, tuple(media),
-                          local=read)
+        return JudgeQuery(f"synergy {pair}", formatted, _not_parsed, tuple(media), local=read)
 
     def pair_value(self, verdict: Verdict) -> float:
         if self.scorer == "reward_model":
@@ -315,18 +314,10 @@ class CompositeJudge(SynergyJudge):
         if not items:
             return [_rating_query(f"if {letter}", self.if_fallback, 1, 10, made.media(letter), question=question,
                                   response=f"(the {NAMES[letter]} that comes with this message)")]
-        modality = NAMES[letter]
-        system = self.mcq_system.render(item=dict(sample.metadata), modality=modality) if self.mcq_system else None
-        queries = []
-        for k, item in enumerate(items):
-            letters = LETTERS[: len(item["choices"])]
-            parse = (parse_letter_as_published if self.mcq_reply == "letter_as_published"
-                     else functools.partial(parse_choice, letters=letters))
-            choice = item.get("choice") or "\n".join(f"{l}. {c}" for l, c in zip(letters, item["choices"]))
-            text = self.mcq.render(question=item["question"], choices=item["choices"], letters=list(letters),
-                                   modality=modality, choice=choice)
-            queries.append(JudgeQuery(f"if {letter} q{k}", text, parse, tuple(made.media(letter)), system=system))
-        return queries
+        modality = MODALITY_OF[letter]
+        system = self.mcq_system.render(item=dict(sample.metadata), modality=modality.value) if self.mcq_system else None
+        return question_queries(self.mcq, items, tuple(made.media(letter)), self.mcq_reply, modality,
+                                label=f"if {letter} q", system=system)
 
     def conclude(self, sample: Sample, attempts: Sequence[Attempt], verdicts: Sequence[Verdict]) -> Score:
         chosen = combination(chosen_modalities(attempts[0].output))

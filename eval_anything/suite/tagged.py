@@ -52,16 +52,15 @@ def parse_tagged_as_published(text: str) -> dict[Modality, str]:
     for index, (start, marker, modality) in enumerate(starts):
         if start == -1:
             continue
+        next_in_text = min((s for s, _, _ in starts if s > start), default=len(text))
         # the next marker in the fixed order; its -1 when absent slices off the last character, as there
         checked = text[start:starts[index + 1][0]] if index + 1 < len(starts) else text[start:]
         pieces = checked.split(":")
         if len(pieces) < 2:  # the original's IndexError: a later marker comes first
-            following = [s for s, _, _ in starts if s > start]
-            pieces = text[start:min(following) if following else len(text)].split(":")
+            pieces = text[start:next_in_text].split(":")
         content = pieces[1].strip()
         if content and content.lower() != "none":
-            later = [s for s, _, _ in starts if s > start]
-            sections[modality] = text[start + len(marker): min(later) if later else len(text)].strip()
+            sections[modality] = text[start + len(marker):next_in_text].strip()
     return sections if sections else {Modality.TEXT: text.strip()}
 
 
