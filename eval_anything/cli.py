@@ -4,7 +4,10 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import os
 import sys
+import threading
+import time
 from typing import Sequence
 
 from eval_anything import __version__
@@ -57,7 +60,34 @@ def entry() -> None:
     atexit handlers, flushing and module teardown still run as usual."""
     code = main()
     gc.freeze()
+    if code != 0:
+        _end_stray_threads(code)
     sys.exit(code)
+
+
+STRAY_THREAD_GRACE_S = 10.0
+"""How long a failed command waits at exit for threads a library left running."""
+
+
+def _end_stray_threads(code: int) -> None:
+    """Exit now if, after a failure, a thread that is neither a daemon nor an executor's worker
+    (joined by their executors at exit) is still running after a grace period: the interpreter
+    would wait for it forever, and a batch job must end."""
+    deadline = time.monotonic() + STRAY_THREAD_GRACE_S
+    for thread in _stray_threads():
+        thread.join(max(0.0, deadline - time.monotonic()))
+    left = _stray_threads()
+    if left:
+        print(f"eval-anything: internal error: thread(s) {', '.join(t.name for t in left)} still running at "
+              "exit; exiting without them. This is a bug: please report it with the command", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+def _stray_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon
+            and t.is_alive() and not t.name.startswith(("ThreadPoolExecutor", "asyncio_"))]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -93,6 +123,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from eval_anything.console import RichProgress, report_run
+    from eval_anything.interrupts import graceful_stop
     from eval_anything.runner import evaluate
     from eval_anything.settings import resolve_evaluation
 
@@ -102,4 +133,6 @@ def _run(args: argparse.Namespace) -> int:
 
         arguments = apply_bundle(arguments)
     spec, tasks, settings = resolve_evaluation(arguments, repeats=arguments.repeats)
-    return report_run(evaluate(spec, tasks, settings, RichProgress()))
+    with graceful_stop():
+        report = evaluate(spec, tasks, settings, RichProgress())
+    return report_run(report)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
@@ -98,18 +99,51 @@ def report_run(report: "RunReport") -> int:
     return 0 if report.ok else 1
 
 
+BUG_REPORT = ("this is a bug in eval-anything, not in what you gave: please report it with the command "
+              "and this traceback")
+
+
 def exit_code_of(command: Callable[[], int]) -> int:
-    """`command()`'s exit code; an error the user can fix is said on stderr instead, with code 2
-    for what they gave (tasks, arguments, files) and 1 for a model backend that failed."""
+    """`command()`'s exit code. An error the user can fix is one line on stderr instead: code 2 for
+    what they gave (tasks, arguments, files), 74 for a run directory that cannot be written, 75 for
+    one in use (`--no-wait`), 1 for a model backend that failed; a stop signal exits 128 + its number
+    (130 Ctrl-C, 143 SIGTERM). Any other exception is a bug: its traceback, and exit 1."""
+    from eval_anything.errors import EXIT_FAILED, Interrupted
     from eval_anything.models.base import BackendError
-    from eval_anything.tasks import TaskFileError
 
     try:
         return command()
-    except (TaskFileError, KeyError, ValueError, FileNotFoundError) as exc:  # export.BundleError and data_bundles.DataBundleError are ValueErrors
-        print(f"eval-anything: error: {exc}", file=sys.stderr)
-        return 2
+    except Interrupted as exc:
+        print(f"eval-anything: {exc}; finished samples are kept: rerun the same command to resume", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("eval-anything: stopped by SIGINT; finished samples are kept: rerun the same command to resume",
+              file=sys.stderr)
+        return 130
     except BackendError as exc:
         print(f"eval-anything: error: {exc}\nfinished samples are kept; rerun the same command to resume",
               file=sys.stderr)
-        return 1
+        return EXIT_FAILED
+    except Exception as exc:
+        code = user_error_code(exc)
+        if code is None:
+            traceback.print_exc()
+            print(f"eval-anything: internal error: {type(exc).__name__}: {exc}\n{BUG_REPORT}", file=sys.stderr)
+            return EXIT_FAILED
+        print(f"eval-anything: error: {exc}", file=sys.stderr)
+        return code
+
+
+def user_error_code(exc: BaseException) -> int | None:
+    """The exit code of an error the user can fix, or None for a bug. User errors are UserErrors,
+    the ValueErrors and KeyErrors of types this package defines (each names what to fix), and a
+    file the user named that does not exist; a bare ValueError or KeyError is a bug."""
+    from eval_anything.errors import EXIT_USAGE, UserError
+
+    if isinstance(exc, UserError):
+        return exc.exit_code
+    if isinstance(exc, (ValueError, KeyError)) and type(exc).__module__.startswith("eval_anything."):
+        return EXIT_USAGE
+    if type(exc) is FileNotFoundError:
+        return EXIT_USAGE
+    return None

@@ -3,13 +3,14 @@ model, answers rendered, rule-based then judge scores, repeats combined, and eac
 appended to the sample log, committed in batches."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 from eval_anything.datamodel import Request, Sample, SampleResult, Score
 from eval_anything.models import LazyModel, Model
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 COMMIT_INTERVAL_S = 1.0
 """Sample logs are fsynced at least this often while samples finish (and after every batch)."""
 
+T = TypeVar("T")
 Finished = tuple[Sample, list[Attempt], dict[str, Score]]
 """A sample with its attempts (every variant and repeat) and its scores."""
 
@@ -60,8 +62,10 @@ def generate(pipeline: Pipeline, pending: Iterable[Sample], log: SampleLog, tota
     try:
         _generate(pipeline, pipeline.model.get(), pending, log)
     finally:
-        log.close()
-        pipeline.progress.finish()
+        try:
+            log.close()
+        finally:
+            pipeline.progress.finish()
 
 
 def _generate(pipeline: Pipeline, model: Model, pending: Iterable[Sample], log: SampleLog) -> None:
@@ -74,17 +78,21 @@ def _generate(pipeline: Pipeline, model: Model, pending: Iterable[Sample], log: 
     if settings.repeats > 1:
         finished = _combined_repeats(finished, settings.repeats)
     since_commit, last_commit = 0, time.monotonic()
-    for sample, attempts, scores in finished:
-        record = SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
-                              outputs=tuple(a.output for a in attempts), scores=scores, target=sample.target).to_json()
-        if task.config.breakdown:
-            record["breakdown"] = _breakdown_key(task.config.breakdown, sample, attempts)
-        log.append(record)
-        pipeline.progress.advance()
-        since_commit += 1
-        if since_commit >= model.batch_size or time.monotonic() - last_commit > COMMIT_INTERVAL_S:
-            log.commit()
-            since_commit, last_commit = 0, time.monotonic()
+    # closed however the loop ends, so that the backend's stream stops its engine (a continuous-batching
+    # manager's thread keeps the process alive at exit) instead of being left suspended
+    with _closed_after(finished):
+        for sample, attempts, scores in finished:
+            record = SampleResult(sample_id=sample.id, requests=tuple(a.request for a in attempts),
+                                  outputs=tuple(a.output for a in attempts), scores=scores,
+                                  target=sample.target).to_json()
+            if task.config.breakdown:
+                record["breakdown"] = _breakdown_key(task.config.breakdown, sample, attempts)
+            log.append(record)
+            pipeline.progress.advance()
+            since_commit += 1
+            if since_commit >= model.batch_size or time.monotonic() - last_commit > COMMIT_INTERVAL_S:
+                log.commit()
+                since_commit, last_commit = 0, time.monotonic()
     log.commit()
 
 
@@ -126,12 +134,25 @@ def _generated(task: Task, model: Model, pending: Iterable[Sample], settings: Ru
             expected[request.sample_id, request.repeat] += 1
         requests.sort(key=lambda r: -len(r.prompt_text))  # similar lengths batch together
         attempts: dict[tuple[str, int], list[Attempt]] = defaultdict(list)
-        for request, output in model.stream(requests):
-            key = request.sample_id, request.repeat
-            attempts[key].append(render(Attempt(request, output)))
-            if len(attempts[key]) == expected[key]:
-                done = sorted(attempts.pop(key), key=lambda a: a.request.variant)
-                yield samples[key[0]], done, task.score(samples[key[0]], done)
+        with _closed_after(model.stream(requests)) as stream:
+            for request, output in stream:
+                key = request.sample_id, request.repeat
+                attempts[key].append(render(Attempt(request, output)))
+                if len(attempts[key]) == expected[key]:
+                    done = sorted(attempts.pop(key), key=lambda a: a.request.variant)
+                    yield samples[key[0]], done, task.score(samples[key[0]], done)
+
+
+@contextlib.contextmanager
+def _closed_after(items: Iterable[T]) -> Iterator[Iterable[T]]:
+    """`items` for the block, closed after it when it is a generator: its `finally` clauses (and
+    those of the generators it is suspended in) run now, not whenever it is collected."""
+    try:
+        yield items
+    finally:
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def _combined_repeats(finished: Iterable[Finished], repeats: int) -> Iterator[Finished]:

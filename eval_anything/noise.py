@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval_anything.datamodel import Status
+from eval_anything.errors import UsageError
 from eval_anything.flags import add_arguments, flag
 from eval_anything.models import backend_traits, backends_where
 from eval_anything.settings import EvaluationArguments
@@ -87,9 +88,9 @@ def read_noise(run_dir: Path) -> dict[str, Any] | None:
     try:
         noise = json.loads(path.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc}); measure again with `eval-anything noise`") from None
+        raise UsageError(f"{path}: not valid JSON ({exc}); measure again with `eval-anything noise`") from None
     if not isinstance(noise, dict) or noise.get("format_version") != FORMAT_VERSION or "tasks" not in noise:
-        raise ValueError(f"{path}: not a noise floor of this version; measure again with `eval-anything noise`")
+        raise UsageError(f"{path}: not a noise floor of this version; measure again with `eval-anything noise`")
     return noise
 
 
@@ -102,7 +103,7 @@ def measure(arguments: NoiseArguments) -> tuple[Path, dict[str, Any]]:
     batch_sizes = _batch_sizes(arguments.batch_sizes, spec.backend)
     combos = configurations(arguments.seed, arguments.seeds, batch_sizes)
     if len(combos) < 2:
-        raise ValueError("a noise floor needs at least two configurations: --seeds 2 or more, or two --batch-sizes")
+        raise UsageError("a noise floor needs at least two configurations: --seeds 2 or more, or two --batch-sizes")
     runs, scores, reference_dir = [], [], None
     for combo in combos:
         combo_spec = with_batch_size(spec, combo.batch_size) if combo.batch_size else spec
@@ -110,7 +111,7 @@ def measure(arguments: NoiseArguments) -> tuple[Path, dict[str, Any]]:
         console.print(f"[bold]noise[/bold]: {combo.label} ({len(runs) + 1}/{len(combos)})")
         report = evaluate(combo_spec, tasks, replace(settings, seed=combo.seed, output_dir=output_dir), RichProgress())
         if not report.ok:
-            raise ValueError(f"the {combo.label} run has errors ({report.run_dir}); fix them and run again "
+            raise UsageError(f"the {combo.label} run has errors ({report.run_dir}); fix them and run again "
                              "(finished samples are kept)")
         reference_dir = reference_dir or report.run_dir
         runs.append({"seed": combo.seed, "batch_size": combo.batch_size, "run_dir": str(report.run_dir)})
@@ -135,7 +136,7 @@ def _batch_sizes(batch_sizes: str, backend: str) -> list[str] | None:
     sizes = [b.strip() for b in batch_sizes.split(",") if b.strip()]
     for size in sizes:
         if size != "auto" and not size.isdigit():
-            raise ValueError(f"--batch-sizes: {size!r} is neither a number nor 'auto'")
+            raise UsageError(f"--batch-sizes: {size!r} is neither a number nor 'auto'")
     return sizes
 
 
@@ -175,7 +176,7 @@ def run_noise(args: argparse.Namespace) -> int:
 
     arguments = NoiseArguments.from_namespace(args, args.argv)
     if arguments.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, not {arguments.seeds}")
+        raise UsageError(f"--seeds must be at least 1, not {arguments.seeds}")
     run_dir, noise = measure(arguments)
     out = stdout_console()
     out.print(_table(noise))

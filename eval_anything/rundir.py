@@ -2,6 +2,8 @@
 and results written atomically. A run is complete only when results.json says so."""
 from __future__ import annotations
 
+import contextlib
+import functools
 import glob
 import json
 import os
@@ -10,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from eval_anything.errors import writing
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 RESULTS = "results.json"
@@ -17,20 +21,51 @@ SAMPLES_DIR = "samples"
 _SHARD = re.compile(r"\.rank\d+-of-\d+\.jsonl")
 
 
+@functools.lru_cache(maxsize=1)
+def _umask() -> int:
+    """The process's umask, read without setting it (os.umask sets it, racing other threads'
+    file creation) where /proc says it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def normal_file_mode() -> int:
+    """What open() gives a new file: 0666 less the umask (mkstemp's files are 0600)."""
+    return 0o666 & ~_umask()
+
+
+def _write_atomic(path: Path, write: Any) -> None:
+    """`write(handle)` into a temporary file in the same folder, synced and given the process's
+    normal file mode, then renamed over `path`."""
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                write(handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+                os.fchmod(handle.fileno(), normal_file_mode())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write to a temporary file in the same folder, sync it, then rename over the target."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, sort_keys=False, default=str)
-            handle.write("\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def dump(handle: Any) -> None:
+        json.dump(data, handle, indent=2, sort_keys=False, default=str)
+        handle.write("\n")
+
+    _write_atomic(path, dump)
 
 
 def read_json(path: Path) -> Any:
@@ -65,26 +100,37 @@ class SampleLog:
                 records[record["id"]] = record
                 good_bytes += len(line)
         if good_bytes < self.path.stat().st_size:
-            with self.path.open("r+b") as handle:
+            with writing(self.path), self.path.open("r+b") as handle:
                 handle.truncate(good_bytes)
         return records
 
     def append(self, record: dict[str, Any]) -> None:
-        if self._handle is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._handle = self.path.open("a", encoding="utf-8")
-        self._handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with writing(self.path):
+            if self._handle is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._handle = self.path.open("a", encoding="utf-8")
+            self._handle.write(line)
 
     def commit(self) -> None:
         if self._handle is not None:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
+            with writing(self.path):
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
 
     def close(self) -> None:
-        if self._handle is not None:
-            self.commit()
-            self._handle.close()
-            self._handle = None
+        """Commit and close; the file is closed even when the commit fails (a line a full disk tore
+        is cut when the log is next opened)."""
+        handle, self._handle = self._handle, None
+        if handle is None:
+            return
+        try:
+            with writing(self.path):
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            with contextlib.suppress(OSError):  # the failed flush is the error to report
+                handle.close()
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         return iter(self.completed().values())
@@ -126,24 +172,18 @@ class RunDirectory:
         records = target.completed()
         for shard in shards:
             records.update(shard.completed())
-        target.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.path.parent, prefix=f".{target.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                for sample_id in order:
-                    record = records.pop(sample_id, None)
-                    if record is not None:
-                        handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-                for record in records.values():
+        def write(handle: Any) -> None:
+            for sample_id in order:
+                record = records.pop(sample_id, None)
+                if record is not None:
                     handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, target.path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            for record in records.values():
+                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+
+        _write_atomic(target.path, write)
         for shard in shards:
-            shard.path.unlink(missing_ok=True)
+            with writing(shard.path):
+                shard.path.unlink(missing_ok=True)
         return len(shards)
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:

@@ -1,10 +1,13 @@
 """The runner: task -> backend -> scorers -> run directory, resumable at sample granularity."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import itertools
 import json
 import re
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -12,16 +15,22 @@ from typing import Any, Iterable, Iterator, Sequence
 from eval_anything.composites import group_scores
 from eval_anything.datamodel import RunStatus, Sample, Status
 from eval_anything.distributed import DataParallel, data_parallel, merge_shards, share_of
+from eval_anything.errors import RunDirectoryError, UserError
 from eval_anything.files import read_log
 from eval_anything.generation import NoProgress, Pipeline, ProgressSink, generate
 from eval_anything.heap import startup_objects_left_out_of_collections
 from eval_anything.judges.engine import JudgeEngine
+from eval_anything.locking import run_directory_lock
 from eval_anything.manifest import build_manifest, read_lineage
 from eval_anything.models import LazyModel, ModelSpec
 from eval_anything.results import JUDGE_COUNTS, aggregate, judge_cost
 from eval_anything.rundir import RunDirectory, SampleLog
 from eval_anything.settings import RunSettings
 from eval_anything.tasks import DataFileError, Task
+
+
+class JudgeCacheFault(UserError):
+    """The judge cache could not be read or written (corrupt, locked, unwritable)."""
 
 
 @dataclass
@@ -88,6 +97,12 @@ def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, pro
     if not parallel.primary:
         progress = NoProgress()
     run_dir = RunDirectory(settings.output_dir / run_id(spec, tasks, settings))
+    with run_directory_lock(run_dir.path, wait=settings.wait_for_lock, rank=parallel.rank):
+        return _evaluate_locked(spec, tasks, settings, progress, parallel, run_dir)
+
+
+def _evaluate_locked(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, progress: ProgressSink,
+                     parallel: DataParallel, run_dir: RunDirectory) -> RunReport:
     previous = (run_dir.read_results() or {}).get("tasks", {})
     manifest = build_manifest(spec, tasks, settings, run_dir.path.name)
     if any(t.config.output_format == "tagged" for t in tasks):  # what renders their media, and how
@@ -103,31 +118,72 @@ def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, pro
     context = RunContext(model, judges, run_dir, settings, progress, report, parallel)
     outcomes: dict[str, dict[str, Any]] = {}
     status = RunStatus.INTERRUPTED
+    failing = False
     try:
         for task in tasks:
             outcomes[task.name] = _run_task(task, context, previous.get(task.name))
             if parallel.primary:
                 run_dir.write_results(_results(manifest, outcomes, RunStatus.RUNNING, judges))
         status = RunStatus.COMPLETE
+    except (OSError, sqlite3.Error) as exc:
+        failing = True
+        raise _named_fault(exc, run_dir, judges) from exc
+    except BaseException:
+        failing = True
+        raise
     finally:
+        # with an error on its way out, a file that cannot be written here is not the one to report
+        with contextlib.suppress(RunDirectoryError) if failing else contextlib.nullcontext():
+            _finish(spec, manifest, context, outcomes, status)
+    return report
+
+
+def _finish(spec: ModelSpec, manifest: dict[str, Any], context: RunContext, outcomes: dict[str, Any],
+            status: RunStatus) -> None:
+    """Release the model and judges, count what they did, and write results and manifest with `status`."""
+    model, judges, report, parallel, run_dir = (context.model, context.judges, context.report,
+                                                context.parallel, context.run_dir)
+    try:
         if model.model is not None:
             manifest["model"] = {**spec.describe(), "loaded": model.model.describe()}
         if judges is not None:
             manifest["judge"] = judges.describe()
             report.judge_calls = judges.generated
             judges.close()
+    finally:
         model.close()
-        report.generated = model.generated
-        if status == RunStatus.COMPLETE and parallel.world > 1:  # every rank is here: count all ranks' requests
-            report.generated = parallel.total(model.generated)
-            report.judge_calls = parallel.total(report.judge_calls)
-        report.results = _results(manifest, outcomes, status, judges)
-        if parallel.primary:
-            run_dir.write_results(report.results)
-            run_dir.write_manifest({**manifest, "status": status})
-        if status == RunStatus.COMPLETE:  # an interrupted rank must not wait on a barrier the others never reach
-            parallel.close()
-    return report
+    report.generated = model.generated
+    if status == RunStatus.COMPLETE and parallel.world > 1:  # every rank is here: count all ranks' requests
+        report.generated = parallel.total(model.generated)
+        report.judge_calls = parallel.total(report.judge_calls)
+    report.results = _results(manifest, outcomes, status, context.judges)
+    if parallel.primary:
+        run_dir.write_results(report.results)
+        run_dir.write_manifest({**manifest, "status": status})
+    if status == RunStatus.COMPLETE:  # an interrupted rank must not wait on a barrier the others never reach
+        parallel.close()
+
+
+_WRITE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
+
+
+def _named_fault(exc: OSError | sqlite3.Error, run_dir: RunDirectory, judges: JudgeEngine | None) -> BaseException:
+    """The one-line error for an OS or SQLite fault that escaped the run: a file of the run
+    directory (media, say) that could not be written, or the judge cache; anything else as it is."""
+    if isinstance(exc, sqlite3.Error):
+        cache = judges.settings.cache_path if judges is not None else None
+        if cache is None:
+            return exc
+        return JudgeCacheFault(f"the judge cache {cache} failed: {type(exc).__name__}: {exc} -> rerun with "
+                               "--judge-cache off (or another --judge-cache PATH); finished samples are kept")
+    if isinstance(exc, RunDirectoryError):
+        return exc
+    where = Path(exc.filename) if isinstance(exc.filename, (str, Path)) else None
+    if where is not None and run_dir.path.resolve() in (where.resolve(), *where.resolve().parents):
+        return RunDirectoryError(where, exc)
+    if where is None and exc.errno in _WRITE_FAULTS:
+        return RunDirectoryError(run_dir.path, exc)
+    return exc
 
 
 def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: RunStatus,

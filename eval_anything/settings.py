@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, NamedTuple, Sequence
 
 from eval_anything.datamodel import GenerationConfig, Modality
+from eval_anything.errors import UsageError
 from eval_anything.flags import Group, add_arguments, flag, from_namespace
 from eval_anything.models import backend_traits, backends_where
 from eval_anything.models.base import ModelSpec
@@ -102,6 +103,8 @@ class RunSettings:
 
     output_dir: Path = Path("runs")
     """Where run directories go."""
+    wait_for_lock: bool = True
+    """Wait while another process holds the run directory; False: stop at once (RunDirectoryBusy)."""
     limit: int | None = None
     """Evaluate only the first N samples of each task."""
     seed: int = 1234
@@ -122,9 +125,9 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if self.repeats < 1:
-            raise ValueError(f"--repeats must be at least 1, not {self.repeats}")
+            raise UsageError(f"--repeats must be at least 1, not {self.repeats}")
         if self.temperature is not None and self.temperature < 0:
-            raise ValueError(f"--temperature must be 0 or more, not {self.temperature}")
+            raise UsageError(f"--temperature must be 0 or more, not {self.temperature}")
 
     def identity(self) -> dict[str, Any]:
         identity: dict[str, Any] = {"limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}
@@ -183,6 +186,10 @@ class EvaluationArguments:
         "--limit", type=int, metavar="N", help="only the first N items of each task"))
     output_dir: Path = field(default=Path("runs"), metadata=flag(
         "--output-dir", type=Path, metavar="DIR", help="where run directories go (default: runs)"))
+    no_wait: bool = field(default=False, metadata=flag(
+        "--no-wait", action="store_true",
+        help="when another process is running the same run directory, exit at once with code 75 "
+             "instead of waiting for it to finish"))
     batch_size: str | None = field(default=None, metadata=flag(
         "--batch-size", metavar="N|auto",
         help=f"{'/'.join(backends_where(lambda t: t.batch_size_flag))} backends: requests per forward pass; "
@@ -316,7 +323,8 @@ def resolve_evaluation(arguments: EvaluationArguments, repeats: int = 1) -> Eval
 
         tasks = with_published_data(tasks, arguments.data_dir)
     judge = judge_settings(arguments, tasks)
-    settings = RunSettings(output_dir=arguments.output_dir, limit=arguments.limit, seed=arguments.seed,
+    settings = RunSettings(output_dir=arguments.output_dir, wait_for_lock=not arguments.no_wait,
+                           limit=arguments.limit, seed=arguments.seed,
                            max_new_tokens=arguments.max_new_tokens, command=("eval-anything", *arguments.argv),
                            judge=judge, generators=arguments.generator, temperature=arguments.temperature,
                            repeats=repeats)
@@ -339,7 +347,7 @@ def judge_settings(arguments: EvaluationArguments, tasks: Sequence["Task"] = ())
         if arguments.judge_concurrency is not None:
             key = backend_traits(spec.backend).batch_argument
             if key is None:
-                raise ValueError(f"--judge-concurrency: the {spec.backend} backend takes no batch argument")
+                raise UsageError(f"--judge-concurrency: the {spec.backend} backend takes no batch argument")
             spec = dataclasses.replace(spec, args={**spec.args, key: arguments.judge_concurrency})
         return spec
 
@@ -363,7 +371,7 @@ def _judge_price(arguments: EvaluationArguments) -> tuple[float, float] | None:
     try:
         price_in, price_out = (float(p) for p in arguments.judge_price.split(","))
     except ValueError:
-        raise ValueError("--judge-price takes IN,OUT: USD per million input and output tokens") from None
+        raise UsageError("--judge-price takes IN,OUT: USD per million input and output tokens") from None
     return price_in, price_out
 
 
@@ -373,6 +381,6 @@ def with_batch_size(spec: ModelSpec, batch_size: str | int) -> ModelSpec:
         takers = " and ".join(backends_where(lambda t: t.batch_size_flag))
         own = (f"sets its own (--model-args {traits.batch_argument}=N)" if traits.batch_argument
                else "takes no batch size")
-        raise ValueError(f"--batch-size applies to the {takers} backends; the {spec.backend} backend {own}")
+        raise UsageError(f"--batch-size applies to the {takers} backends; the {spec.backend} backend {own}")
     value = batch_size if batch_size == "auto" else int(batch_size)
     return dataclasses.replace(spec, args={**spec.args, traits.batch_argument: value})

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, Part, Sample, Score
+from eval_anything.errors import UsageError
 from eval_anything.judges.templates import Rubric
 from eval_anything.scorers.base import Attempt, Scorer
 
@@ -89,9 +90,9 @@ class JudgeScorer(Scorer):
                  system_template: str | None = None, temperature: float | None = None,
                  media_after_text: bool = False, strict_media: bool = False) -> None:
         if on_error not in ERROR_POLICIES:
-            raise ValueError(f"on_error must be one of {', '.join(ERROR_POLICIES)}")
+            raise UsageError(f"on_error must be one of {', '.join(ERROR_POLICIES)}")
         if temperature is not None and temperature < 0:
-            raise ValueError(f"temperature must be 0 or more, not {temperature}")
+            raise UsageError(f"temperature must be 0 or more, not {temperature}")
         self.template_name = template or self.default_template
         self.on_error = on_error
         self.human_label = human_label

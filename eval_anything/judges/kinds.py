@@ -7,6 +7,7 @@ import json
 from typing import Any, Sequence
 
 from eval_anything.datamodel import Modality, Part, Sample, Score
+from eval_anything.errors import UsageError
 from eval_anything.judges.base import (JudgeQuery, JudgeScorer, NotApplicable, Verdict, instruction_of, media_for_judge,
                                        metadata_value, question_of)
 from eval_anything.judges.parsers import (explanation_of, parse_bracketed_int, parse_choice, parse_letter_as_published,
@@ -22,7 +23,7 @@ def rating_parser(reply: str, low: float, high: float) -> Any:
         return functools.partial(parse_rating, low=low, high=high)
     parsers = {"bracketed_int": parse_bracketed_int, "score_and_explanation": parse_score_and_explanation}
     if reply not in parsers:
-        raise ValueError(f"reply must be one of rating, {', '.join(parsers)}; not {reply!r}")
+        raise UsageError(f"reply must be one of rating, {', '.join(parsers)}; not {reply!r}")
     return parsers[reply]
 
 
@@ -37,9 +38,9 @@ class RatingJudge(JudgeScorer):
         super().__init__(**common)
         self.requires = Modality(requires) if requires else None
         if len(scale) != 2 or scale[0] >= scale[1]:
-            raise ValueError("scale must be [low, high] with low < high")
+            raise UsageError("scale must be [low, high] with low < high")
         if media not in ("input", "output", "both", "none"):
-            raise ValueError("media must be input, output, both or none")
+            raise UsageError("media must be input, output, both or none")
         self.low, self.high = float(scale[0]), float(scale[1])
         self.references, self.media, self.normalize = references, media, normalize
         self.floor = 0.0 if normalize else self.low
@@ -146,7 +147,7 @@ class MediaQuestionsJudge(JudgeScorer):
         super().__init__(**common)
         self.questions, self.modality = questions, Modality(modality)
         if reply not in ("choice", "letter_as_published"):
-            raise ValueError(f"reply must be choice or letter_as_published, not {reply!r}")
+            raise UsageError(f"reply must be choice or letter_as_published, not {reply!r}")
         self.reply, self.points = reply, float(points)
 
     def system_variables(self) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def _question_list(sample: Sample, column: str) -> list[dict[str, Any]]:
     if isinstance(items, str):
         items = json.loads(items)
     if not items or not all(isinstance(i, dict) and {"question", "choices", "answer"} <= set(i) for i in items):
-        raise ValueError(f"sample {sample.id!r}: column {column!r} must be a list of {{question, choices, answer}}")
+        raise UsageError(f"sample {sample.id!r}: column {column!r} must be a list of {{question, choices, answer}}")
     return items
 
 

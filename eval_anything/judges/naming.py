@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval_anything.errors import UsageError
 from eval_anything.registry import did_you_mean
 
 JUDGE_KEYS = ("default", "image", "audio", "video")
@@ -23,7 +24,7 @@ def judge_entries(judges: Sequence[str], judge_args: Sequence[str]) -> dict[str,
 
     def add(key: str, model: str | None, extra: dict[str, Any], where: str) -> None:
         if key in entries:
-            raise ValueError(f"{where}: a second judge for {key!r}; name one judge per key")
+            raise UsageError(f"{where}: a second judge for {key!r}; name one judge per key")
         entries[key] = (model, dict(extra))
 
     for item in judges:
@@ -34,14 +35,14 @@ def judge_entries(judges: Sequence[str], judge_args: Sequence[str]) -> dict[str,
         keyed = _KEYED_JUDGE.match(item)
         key, model = (keyed.group(1), keyed.group(2)) if keyed else ("default", item)
         if not model:
-            raise ValueError(f"--judge {item}: no judge after '='; give {key}=[BACKEND:]REF")
+            raise UsageError(f"--judge {item}: no judge after '='; give {key}=[BACKEND:]REF")
         add(key, model, {}, f"--judge {item}")
     for item in judge_args:
         keyed = _KEYED_JUDGE_ARGS.match(item)
         key, text = (keyed.group(1), keyed.group(2)) if keyed else ("default", item)
         if key not in entries:
             if key != "default":
-                raise ValueError(f"--judge-args {item}: no judge is named for {key!r}; "
+                raise UsageError(f"--judge-args {item}: no judge is named for {key!r}; "
                                  f"give --judge {key}=[BACKEND:]REF")
             entries[key] = (None, {})
         entries[key][1].update(parse_model_args(text))
@@ -57,9 +58,9 @@ def _judge_file(path: Path) -> dict[str, tuple[str | None, dict[str, Any]]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML ({exc})") from None
+        raise UsageError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(data, dict) or not data:
-        raise ValueError(f"{path}: a judge file maps keys ({', '.join(JUDGE_KEYS)} or a task name) to judges")
+        raise UsageError(f"{path}: a judge file maps keys ({', '.join(JUDGE_KEYS)} or a task name) to judges")
     entries: dict[str, tuple[str | None, dict[str, Any]]] = {}
     for key, entry in data.items():
         key = str(key)
@@ -67,19 +68,19 @@ def _judge_file(path: Path) -> dict[str, tuple[str | None, dict[str, Any]]]:
             entries[key] = (entry, {})
             continue
         if not isinstance(entry, dict):
-            raise ValueError(f"{path}: {key}: give a judge as [BACKEND:]REF or {{model: [BACKEND:]REF, args: {{...}}}}")
+            raise UsageError(f"{path}: {key}: give a judge as [BACKEND:]REF or {{model: [BACKEND:]REF, args: {{...}}}}")
         for field_name in entry:
             if field_name not in _JUDGE_FILE_FIELDS:
                 hint = did_you_mean(str(field_name), _JUDGE_FILE_FIELDS)
-                raise ValueError(f"{path}: {key}: unknown field {field_name!r}{hint} "
+                raise UsageError(f"{path}: {key}: unknown field {field_name!r}{hint} "
                                  f"(known: {', '.join(_JUDGE_FILE_FIELDS)})")
         model, extra = entry.get("model"), entry.get("args") or {}
         if (model is not None and not isinstance(model, str)) or (model is None and key != "default"):
-            raise ValueError(f"{path}: {key}: model must be [BACKEND:]REF")
+            raise UsageError(f"{path}: {key}: model must be [BACKEND:]REF")
         if isinstance(extra, str):
             extra = parse_model_args(extra)
         if not isinstance(extra, dict):
-            raise ValueError(f"{path}: {key}: args must map names to values (or be K=V,...)")
+            raise UsageError(f"{path}: {key}: args must map names to values (or be K=V,...)")
         entries[key] = (model, {str(k): v for k, v in extra.items()})
     return entries
 
@@ -97,4 +98,4 @@ def check_judge_keys(keys: Sequence[str], task_names: Sequence[str], include_pat
     for key in unknown:
         if key not in known:
             hint = did_you_mean(key, [*JUDGE_KEYS, *sorted(names | known)])
-            raise ValueError(f"--judge: unknown judge key {key!r}{hint} (keys: {', '.join(JUDGE_KEYS)} or a task name)")
+            raise UsageError(f"--judge: unknown judge key {key!r}{hint} (keys: {', '.join(JUDGE_KEYS)} or a task name)")

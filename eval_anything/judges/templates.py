@@ -9,6 +9,7 @@ from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+from eval_anything.errors import UsageError
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates"
 _ENVIRONMENT = ImmutableSandboxedEnvironment(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
@@ -32,7 +33,7 @@ class Rubric:
             if path.is_file():
                 return cls(name, path)
         known = ", ".join(sorted(p.stem for p in BUILTIN_TEMPLATES.glob("*.jinja")))
-        raise ValueError(f"no rubric template {name!r} (built-in: {known}; or a .jinja path relative to the task)")
+        raise UsageError(f"no rubric template {name!r} (built-in: {known}; or a .jinja path relative to the task)")
 
     @cached_property
     def source(self) -> str:
@@ -47,13 +48,13 @@ class Rubric:
         try:
             return _ENVIRONMENT.from_string(self.source)
         except jinja2.TemplateSyntaxError as exc:
-            raise ValueError(f"rubric {self.path}: syntax error on line {exc.lineno}: {exc.message}") from None
+            raise UsageError(f"rubric {self.path}: syntax error on line {exc.lineno}: {exc.message}") from None
 
     def render(self, **variables: Any) -> str:
         try:
             return self._template.render(**variables).strip()
         except jinja2.UndefinedError as exc:
-            raise ValueError(f"rubric {self.path}: {exc.message}") from None
+            raise UsageError(f"rubric {self.path}: {exc.message}") from None
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "sha256": self.hash}

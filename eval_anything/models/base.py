@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from eval_anything.datamodel import Modality, ModelOutput, Request
+from eval_anything.errors import UsageError
 from eval_anything.media import MediaError
 from eval_anything.redaction import redact
 
@@ -32,7 +33,7 @@ def parse_model_args(text: str | None) -> dict[str, Any]:
     for item in filter(None, (text or "").split(",")):
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ValueError(f"model argument {item!r} is not key=value")
+            raise UsageError(f"model argument {item!r} is not key=value")
         args[key.strip()] = _convert(value.strip())
     return args
 
@@ -61,7 +62,7 @@ def parse_model_spec(text: str | None, args: Mapping[str, Any] | None = None, ba
         return ModelSpec("hf", text, args)
     if path.suffix == ".jsonl" and path.is_file():
         return ModelSpec("replay", text, args)
-    raise ValueError(
+    raise UsageError(
         f"cannot tell which backend runs {text!r}: name one as BACKEND:REFERENCE "
         f"(backends: {', '.join(sorted(backends))}), or give an existing model directory or predictions .jsonl"
     )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from eval_anything.datamodel import ModelOutput, Request, Sample, Score
+from eval_anything.errors import UsageError
 from eval_anything.registry import Registry
 
 
@@ -77,6 +78,6 @@ def build_scorer(name: str, args: dict[str, Any] | None = None) -> Scorer:
     try:
         instance = factory(**(args or {}))
     except TypeError as exc:
-        raise ValueError(f"bad arguments for scorer {name!r}: {exc}") from None
+        raise UsageError(f"bad arguments for scorer {name!r}: {exc}") from None
     instance.name = name
     return instance

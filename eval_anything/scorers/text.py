@@ -7,6 +7,7 @@ import re
 import string
 
 from eval_anything.datamodel import Sample, Score
+from eval_anything.errors import UsageError
 from eval_anything.scorers.base import AnswerScorer, scorer
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -44,7 +45,7 @@ class RegexMatch(AnswerScorer):
         try:
             self.pattern = re.compile(pattern)
         except re.error as exc:
-            raise ValueError(f"invalid regex {pattern!r}: {exc}") from None
+            raise UsageError(f"invalid regex {pattern!r}: {exc}") from None
         self.group = group if group is not None else min(1, self.pattern.groups)
 
     def score_answer(self, sample: Sample, text: str) -> Score:
@@ -74,7 +75,7 @@ def parse_number(text: str) -> float | None:
 class NumericMatch(AnswerScorer):
     def __init__(self, tolerance: float = 1e-6, relative: float = 0.0, position: str = "last") -> None:
         if position not in ("first", "last"):
-            raise ValueError("position must be 'first' or 'last'")
+            raise UsageError("position must be 'first' or 'last'")
         self.tolerance, self.relative, self.position = tolerance, relative, position
 
     def score_answer(self, sample: Sample, text: str) -> Score:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from eval_anything.datamodel import GenerationConfig, Modality, Part, Request
+from eval_anything.errors import UsageError
 from eval_anything.media import to_wav_bytes, write_mp4
 from eval_anything.registry import Registry
 
@@ -64,7 +65,7 @@ class Generator(ABC):
     def for_modality(self, modality: Modality) -> "Generator":
         """This generator set up to make `modality`; one that makes several modalities picks here."""
         if modality is not self.modality:
-            raise ValueError(f"generator {self.name!r} makes {self.modality.value}, not {modality.value}")
+            raise UsageError(f"generator {self.name!r} makes {self.modality.value}, not {modality.value}")
         return self
 
     def describe(self) -> dict[str, Any]:
@@ -158,7 +159,7 @@ class TextcardImageGenerator(Generator):
 
     def __init__(self, options: str = "") -> None:
         if options:  # one fixed look, so that baseline scores compare across runs
-            raise ValueError(f"the textcard generator takes no options, got {options!r}")
+            raise UsageError(f"the textcard generator takes no options, got {options!r}")
 
     @property
     def name(self) -> str:
@@ -217,7 +218,7 @@ class ModelGenerator(Generator):
         from eval_anything.models import LazyModel, resolve_spec
 
         if not options:
-            raise ValueError("the model generator needs a model: model:SPEC (e.g. model:replay:media.jsonl)")
+            raise UsageError("the model generator needs a model: model:SPEC (e.g. model:replay:media.jsonl)")
         self.options = options
         self.modality, self.suffix = modality, SUFFIXES[modality]
         reference, args = split_options(options)
@@ -232,7 +233,7 @@ class ModelGenerator(Generator):
 
     def for_modality(self, modality: Modality) -> Generator:
         if modality not in SUFFIXES:
-            raise ValueError(f"the model generator makes media, not {modality.value}")
+            raise UsageError(f"the model generator makes media, not {modality.value}")
         return ModelGenerator(self.options, modality, self.model)  # one model shared by every modality
 
     def render(self, instruction: str, target: Path) -> Path:
@@ -498,11 +499,11 @@ def parse_generators(spec: str | None) -> dict[Modality, Generator]:
     for item in filter(None, (spec or "").split(",")):
         modality_name, sep, generator_spec = item.partition("=")
         if not sep:
-            raise ValueError(f"generator {item!r} is not MODALITY=NAME (e.g. audio=espeak)")
+            raise UsageError(f"generator {item!r} is not MODALITY=NAME (e.g. audio=espeak)")
         try:
             modality = Modality(modality_name.strip())
         except ValueError:
-            raise ValueError(f"generator {item!r}: unknown modality {modality_name!r}") from None
+            raise UsageError(f"generator {item!r}: unknown modality {modality_name!r}") from None
         name, _, options = generator_spec.strip().partition(":")
         chosen[modality] = generators.get(name)(options).for_modality(modality)
     return chosen

@@ -28,6 +28,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Mapping
 
+from eval_anything.errors import UsageError
 from eval_anything.tasks.dataset import DataFileError
 
 AMU_DATASET = "PKU-Alignment/EvalAnything-AMU"
@@ -118,7 +119,7 @@ def load_amu(root: Path | str, config: str = "all", extract_to: Path | str | Non
     auditory}}). The published items have no objective ``answer``.
     """
     if config not in ("all", "image", "video"):
-        raise ValueError(f"config must be 'all', 'image' or 'video', not {config!r}")
+        raise UsageError(f"config must be 'all', 'image' or 'video', not {config!r}")
     root = Path(root).expanduser()
     if not root.is_dir():
         raise _amu_missing(root, "no such folder")
@@ -604,7 +605,7 @@ def load_instruction_following(root: Path | str, modality: str) -> list[dict[str
       accepted forms of ``choice`` and `answer_letter` for ``answer``.
     """
     if modality not in IF_MODALITIES:
-        raise ValueError(f"modality must be one of {', '.join(IF_MODALITIES)}, not {modality!r}")
+        raise UsageError(f"modality must be one of {', '.join(IF_MODALITIES)}, not {modality!r}")
     path = _if_file(Path(root).expanduser(), modality)
     records = _json_records(path)
     if modality in ("text", "image"):
@@ -756,5 +757,5 @@ def materialize(suite_part: str, root: Path | str, out_dir: Path | str, **option
         written = materialize("amu", base / ALL_LAYOUT["amu"], out, **options)
         written += materialize("selection", base / ALL_LAYOUT["selection"], out)
         return written + materialize("instruction_following", base / ALL_LAYOUT["instruction_following"], out)
-    raise ValueError(f"suite_part must be one of {', '.join(PARTS)}, not {suite_part!r}")
+    raise UsageError(f"suite_part must be one of {', '.join(PARTS)}, not {suite_part!r}")
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Sample, Score
+from eval_anything.errors import UsageError
 from eval_anything.judges.base import JudgeQuery, JudgeScorer, NotApplicable, Verdict, instruction_of, question_of
 from eval_anything.judges.kinds import question_queries, rating_parser, require_output
 from eval_anything.judges.parsers import parse_rating
@@ -27,7 +28,7 @@ def votes_of(sample: Sample, column: str) -> dict[str, float]:
     if isinstance(votes, str):
         votes = json.loads(votes)
     if not isinstance(votes, Mapping) or not votes:
-        raise ValueError(f"sample {sample.id!r}: column {column!r} must map combinations (t, ti, tia...) to vote shares")
+        raise UsageError(f"sample {sample.id!r}: column {column!r} must map combinations (t, ti, tia...) to vote shares")
     return {str(k): float(v) for k, v in votes.items() if v is not None}
 
 
@@ -139,9 +140,9 @@ class SynergyJudge(JudgeScorer):
         if reward_model and scorer == "judge":
             scorer = "reward_model"  # naming a reward model asks for it
         if scorer not in SYNERGY_SCORERS:
-            raise ValueError(f"scorer must be one of {', '.join(SYNERGY_SCORERS)}, not {scorer!r}")
+            raise UsageError(f"scorer must be one of {', '.join(SYNERGY_SCORERS)}, not {scorer!r}")
         if readout not in READOUTS:
-            raise ValueError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
+            raise UsageError(f"readout must be one of {', '.join(READOUTS)}, not {readout!r}")
         self.pairs, self.scorer, self.readout = tuple(pairs), scorer, readout
         self.reward_reference = reward_model
         self.reward: Any = None
@@ -275,7 +276,7 @@ class CompositeJudge(SynergyJudge):
     def __init__(self, votes: str = "selection", protocol: str = "extended", reward_model: str | None = None,
                  **common: Any) -> None:
         if protocol not in COMPOSITE_PROTOCOLS:
-            raise ValueError(f"protocol must be one of {', '.join(COMPOSITE_PROTOCOLS)}, not {protocol!r}")
+            raise UsageError(f"protocol must be one of {', '.join(COMPOSITE_PROTOCOLS)}, not {protocol!r}")
         kit = COMPOSITE_PROTOCOLS[protocol]
         super().__init__(("ti", "ta", "ia"), "reward_model" if reward_model else kit["synergy"], reward_model,
                          **common)

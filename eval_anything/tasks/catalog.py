@@ -5,6 +5,7 @@ import difflib
 from pathlib import Path
 from typing import Callable, Iterable
 
+from eval_anything.errors import UsageError
 from eval_anything.registry import UnknownNameError
 from eval_anything.tasks.config import TaskConfig, TaskFileError, load_task_file, parse_task_config
 from eval_anything.tasks.task import Task
@@ -19,7 +20,7 @@ def task(func: Callable[[], Task]) -> Callable[[], Task]:
     """Register a Python-defined task: a function returning a Task (see `task_from_dict`)."""
     name = func.__name__
     if name in _python_tasks:
-        raise ValueError(f"task {name!r} is already registered")
+        raise UsageError(f"task {name!r} is already registered")
     _python_tasks[name] = func
     return func
 

@@ -8,6 +8,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from eval_anything.datamodel import Modality
+from eval_anything.errors import UsageError
 
 
 MEDIA = "media"
@@ -106,10 +107,10 @@ class TaskConfig(_Strict):
     @classmethod
     def _one_modality_per_part(cls, parts: list[dict[str, str]]) -> list[dict[str, str]]:
         if not parts:
-            raise ValueError("at least one input part is needed")
+            raise UsageError("at least one input part is needed")
         for part in parts:
             if len(part) != 1:
-                raise ValueError("each input part maps exactly one modality to a column, e.g. {image: image}")
+                raise UsageError("each input part maps exactly one modality to a column, e.g. {image: image}")
         return parts
 
     protocol: str | None = Field(
@@ -127,9 +128,9 @@ class TaskConfig(_Strict):
     @model_validator(mode="after")
     def _named_protocols(self) -> "TaskConfig":
         if self.protocols and self.protocol is None:
-            raise ValueError("a task with other protocols names its own with `protocol:` (e.g. protocol: paper)")
+            raise UsageError("a task with other protocols names its own with `protocol:` (e.g. protocol: paper)")
         if self.protocol in self.protocols:
-            raise ValueError(f"protocols: {self.protocol!r} is the task's own protocol; name the others differently")
+            raise UsageError(f"protocols: {self.protocol!r} is the task's own protocol; name the others differently")
         return self
 
     @property
@@ -151,7 +152,7 @@ class TaskConfig(_Strict):
     def _text_somewhere(self) -> "TaskConfig":
         has_text = any("text" in part for part in self.input)
         if not has_text and self.prompt is None:
-            raise ValueError("a task needs a text input part or a prompt template")
+            raise UsageError("a task needs a text input part or a prompt template")
         return self
 
     @property
