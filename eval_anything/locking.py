@@ -18,10 +18,11 @@ from typing import Iterator
 from filelock import FileLock, Timeout
 
 from eval_anything.errors import RunDirectoryBusy, writing
+from eval_anything.rundir import write_json_atomic
 
 LOCK = ".lock"
 HOLDER_SUFFIX = ".holder"
-STALE_HOLDER_RETRIES = 20
+STALE_HOLDER_RETRIES = 10
 """How often (0.05 s apart) a waiter rereads a holder file naming a dead process: the new holder
 rewrites it right after taking the lock."""
 
@@ -111,7 +112,5 @@ def _read_holder(side: Path) -> Holder | None:
 
 
 def _write_holder(side: Path) -> None:
-    from eval_anything.rundir import write_json_atomic
-
     since = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     write_json_atomic(side, {"pid": os.getpid(), "host": socket.gethostname(), "since": since})
