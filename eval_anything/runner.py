@@ -15,7 +15,7 @@ from typing import Any, Iterable, Iterator, Sequence
 from eval_anything.composites import group_scores
 from eval_anything.datamodel import RunStatus, Sample, Status
 from eval_anything.distributed import DataParallel, data_parallel, merge_shards, share_of
-from eval_anything.errors import RunDirectoryError, UserError
+from eval_anything.errors import EXIT_CANNOT_WRITE, RunDirectoryError, UserError
 from eval_anything.files import read_log
 from eval_anything.generation import NoProgress, Pipeline, ProgressSink, generate
 from eval_anything.heap import startup_objects_left_out_of_collections
@@ -30,7 +30,9 @@ from eval_anything.tasks import DataFileError, Task
 
 
 class JudgeCacheFault(UserError):
-    """The judge cache could not be read or written (corrupt, locked, unwritable)."""
+    """The judge cache could not be opened, read or written (corrupt, locked, unwritable)."""
+
+    exit_code = EXIT_CANNOT_WRITE
 
 
 @dataclass
@@ -112,8 +114,7 @@ def _evaluate_locked(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettin
     if parallel.primary:
         run_dir.write_manifest({**manifest, "status": RunStatus.RUNNING})
     model = LazyModel(spec)
-    judges = (JudgeEngine(settings.judge_settings().for_tasks(t.name for t in tasks))
-              if any(t.judge_scorers for t in tasks) else None)
+    judges = _judge_engine(settings, tasks)
     report = RunReport(run_dir.path, {}, primary=parallel.primary)
     context = RunContext(model, judges, run_dir, settings, progress, report, parallel)
     outcomes: dict[str, dict[str, Any]] = {}
@@ -127,7 +128,7 @@ def _evaluate_locked(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettin
         status = RunStatus.COMPLETE
     except (OSError, sqlite3.Error) as exc:
         failing = True
-        raise _named_fault(exc, run_dir, judges) from exc
+        raise _named_fault(exc, run_dir, judges.settings.cache_path if judges else None) from exc
     except BaseException:
         failing = True
         raise
@@ -167,23 +168,39 @@ def _finish(spec: ModelSpec, manifest: dict[str, Any], context: RunContext, outc
 _WRITE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
-def _named_fault(exc: OSError | sqlite3.Error, run_dir: RunDirectory, judges: JudgeEngine | None) -> BaseException:
+def _judge_engine(settings: RunSettings, tasks: Sequence[Task]) -> JudgeEngine | None:
+    """The judges of the tasks with judge scorers (None when none has one), their cache opened."""
+    if not any(t.judge_scorers for t in tasks):
+        return None
+    judging = settings.judge_settings().for_tasks(t.name for t in tasks)
+    try:
+        return JudgeEngine(judging)
+    except (OSError, sqlite3.Error) as exc:
+        if judging.cache_path is None:
+            raise
+        raise _cache_fault(judging.cache_path, exc) from exc
+
+
+def _named_fault(exc: OSError | sqlite3.Error, run_dir: RunDirectory, cache: Path | None) -> BaseException:
     """The one-line error for an OS or SQLite fault that escaped the run: a file of the run
     directory (media, say) that could not be written, or the judge cache; anything else as it is."""
-    if isinstance(exc, sqlite3.Error):
-        cache = judges.settings.cache_path if judges is not None else None
-        if cache is None:
-            return exc
-        return JudgeCacheFault(f"the judge cache {cache} failed: {type(exc).__name__}: {exc} -> rerun with "
-                               "--judge-cache off (or another --judge-cache PATH); finished samples are kept")
     if isinstance(exc, RunDirectoryError):
         return exc
+    if isinstance(exc, sqlite3.Error):
+        return _cache_fault(cache, exc) if cache is not None else exc
     where = Path(exc.filename) if isinstance(exc.filename, (str, Path)) else None
     if where is not None and run_dir.path.resolve() in (where.resolve(), *where.resolve().parents):
         return RunDirectoryError(where, exc)
+    if where is not None and cache is not None and where.resolve() == cache.resolve():
+        return _cache_fault(cache, exc)
     if where is None and exc.errno in _WRITE_FAULTS:
         return RunDirectoryError(run_dir.path, exc)
     return exc
+
+
+def _cache_fault(cache: Path, exc: BaseException) -> JudgeCacheFault:
+    return JudgeCacheFault(f"the judge cache {cache} failed: {type(exc).__name__}: {exc} -> rerun with "
+                           "--judge-cache off (or another --judge-cache PATH); finished samples are kept")
 
 
 def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: RunStatus,

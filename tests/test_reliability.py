@@ -253,6 +253,20 @@ def test_no_space_at_random_points_is_one_line_no_thread_left_and_the_rerun_equa
             assert (run_dir / name_).stat().st_mode & 0o777 == normal_file_mode(), name_
 
 
+def test_a_corrupt_judge_cache_is_named_with_the_way_out(tmp_path, capsys):
+    from chaos import Chaos, Stub, write_task
+
+    corrupt = tmp_path / "judge-cache.sqlite"
+    corrupt.write_bytes(b"not a database, " * 512)
+    with Stub() as stub:
+        argv = Chaos(stub, write_task(tmp_path / "tasks", items=2), tmp_path / "out", items=2).argv()
+        argv[argv.index("--judge-cache") + 1] = str(corrupt)
+        assert main(argv) == EXIT_CANNOT_WRITE
+        assert stub.server.calls == 0
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"the judge cache {corrupt} failed" in err and "--judge-cache off" in err, err
+
+
 def test_user_errors_are_one_line_and_bugs_show_their_traceback(capsys):
     def user():
         raise UsageError("--judge-price takes IN,OUT")

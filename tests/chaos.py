@@ -1,0 +1,250 @@
+"""Random faults against one judged run, then the same command: there must be one run directory,
+every sample once, and results equal to a run no fault touched. Used by tests/test_chaos.py (a few
+rounds) and benchmarks/chaos.py (many).
+
+The model and the judge are one local OpenAI-compatible stub: the model answers arithmetic like a
+calculator that is wrong on a third of the items, the judge rates by the question alone. Each round
+makes one side slow, so that the fault lands while samples are generated or while they are judged.
+Faults are entries of FAULTS (name -> function of a Round); the dead data-parallel rank and the
+rate-limited judge of the reliability issue are not here yet: add them as entries."""
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from stub_openai import StubServer, completion, user_text
+
+TASK = "chaos_arith"
+KEY_ENV = "EVAL_ANYTHING_CHAOS_KEY"
+SLOW_S = 0.03
+"""Seconds per request of the slow side of a round."""
+EXIT_CANNOT_WRITE, SIGTERM_EXIT = 74, 143
+ENOSPC_WRAPPER = textwrap.dedent("""
+    import errno, os, sys
+    fail_at, real, calls = int(sys.argv.pop(1)), os.fsync, [0]
+    def fsync(fd):
+        calls[0] += 1
+        if calls[0] == fail_at:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(fd)
+    os.fsync = fsync
+    from eval_anything.cli import entry
+    sys.argv[0] = "eval-anything"
+    entry()
+""")
+"""The real command with its k-th fsync failing as on a full disk."""
+
+
+class Stub:
+    """Model and judge on one server; `pace` says how slow each side is."""
+
+    def __init__(self) -> None:
+        self.pace = {"model": 0.0, "judge": 0.0}
+        self.server = StubServer(self.reply)
+
+    def reply(self, call: int, body: dict[str, Any], auth: str):
+        a, op, b = (int(x) if x.isdigit() else x
+                    for x in re.search(r"What is (\d+) ([-+*]) (\d+)\?", user_text(body)).groups())
+        if body["model"] == "chaos-judge":
+            return 200, {}, completion(f"Explanation: fine.\nRating: [[{1 + (a + b) % 10}]]"), self.pace["judge"]
+        value = {"+": a + b, "-": a - b, "*": a * b}[op]
+        return 200, {}, completion(str(value if a % 3 else value + 1)), self.pace["model"]
+
+    def __enter__(self) -> "Stub":
+        self.server.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.__exit__(*exc)
+
+
+def write_task(folder: Path, items: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"c{i:03d}", "question": f"What is {i} + {2 * i + 1}?", "answer": str(3 * i + 1)}
+            for i in range(items)]
+    (folder / f"{TASK}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (folder / f"{TASK}.yaml").write_text(textwrap.dedent(f"""
+        name: {TASK}
+        version: 1
+        dataset: {{path: {TASK}.jsonl}}
+        input: [{{text: question}}]
+        target: answer
+        generation: {{max_new_tokens: 8}}
+        scorers: [judge_rating, numeric]
+    """))
+    return folder
+
+
+@dataclass
+class Chaos:
+    """One chaos experiment: its stub, task and folders."""
+
+    stub: Stub
+    tasks: Path
+    output_dir: Path
+    items: int
+    log: list[dict[str, Any]] = field(default_factory=list)
+    """What each round did: fault, phase, samples logged before and after, exit codes."""
+
+    def argv(self, output_dir: Path | None = None) -> list[str]:
+        output = output_dir or self.output_dir
+        url = self.stub.server.base_url
+        return ["run", "--tasks", TASK, "--include-path", str(self.tasks),
+                "--model", "openai:chaos-model", "--model-args", f"base_url={url},api_key_env={KEY_ENV},concurrency=1",
+                "--judge", "openai:chaos-judge", "--judge-args", f"base_url={url},api_key_env={KEY_ENV},concurrency=2",
+                "--judge-cache", str(output.parent / f"{output.name}-judge-cache.sqlite"), "--output-dir", str(output)]
+
+    def env(self) -> dict[str, str]:
+        root = str(Path(__file__).resolve().parent.parent)
+        return {**os.environ, KEY_ENV: "sk-chaos-NOT-REAL", "PYTHONPATH": root}
+
+    def start(self, *prefix: str) -> subprocess.Popen:
+        command = [sys.executable, *(prefix or ("-m", "eval_anything")), *self.argv()]
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env())
+
+    def logged(self) -> int:
+        return sum(len(p.read_bytes().splitlines()) for p in self.output_dir.glob(f"*/samples/{TASK}*.jsonl"))
+
+    def wait_logged(self, process: subprocess.Popen, count: int, timeout: float = 60) -> bool:
+        """Whether `count` samples are logged while `process` still runs."""
+        deadline = time.monotonic() + timeout
+        while process.poll() is None and time.monotonic() < deadline:
+            if self.logged() >= count:
+                return True
+            time.sleep(0.01)
+        return False
+
+
+@dataclass
+class Round:
+    chaos: Chaos
+    rng: random.Random
+
+    def target(self) -> int:
+        """How many samples to let finish before the fault: a few more than now."""
+        return min(self.chaos.items - 1, self.chaos.logged() + self.rng.randint(1, 3))
+
+
+def _signal(number: int, expected: int) -> Callable[[Round], dict[str, Any]]:
+    def fault(round_: Round) -> dict[str, Any]:
+        process = round_.chaos.start()
+        caught = round_.chaos.wait_logged(process, round_.target())
+        if caught:
+            process.send_signal(number)
+        out, err = process.communicate(timeout=60)
+        allowed = {expected, 0} if not caught else {expected}
+        assert process.returncode in allowed, (process.returncode, err[-2000:])
+        return {"exit": process.returncode}
+
+    return fault
+
+
+def _no_space(round_: Round) -> dict[str, Any]:
+    fail_at = round_.rng.randint(1, 8)
+    process = round_.chaos.start("-c", ENOSPC_WRAPPER, str(fail_at))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode in (EXIT_CANNOT_WRITE, 0), (process.returncode, err[-2000:])
+    if process.returncode == EXIT_CANNOT_WRITE:
+        message = err.strip().splitlines()[-1]
+        assert "Traceback" not in err and "No space left on device (ENOSPC)" in message, err[-2000:]
+    return {"exit": process.returncode, "fsync": fail_at}
+
+
+def _second_process(round_: Round) -> dict[str, Any]:
+    """A second process on the run directory while the first runs; the first is killed, the
+    second takes its lock over and is killed in turn a few samples later."""
+    chaos = round_.chaos
+    first = chaos.start()
+    holder = lambda: list(chaos.output_dir.glob("*/.lock.holder"))  # noqa: E731
+    deadline = time.monotonic() + 60
+    while not holder() and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    second = chaos.start()
+    if chaos.wait_logged(first, round_.target()):
+        first.kill()
+    first.communicate(timeout=60)
+    if chaos.wait_logged(second, round_.target()):
+        second.kill()
+    _, err = second.communicate(timeout=60)
+    assert second.returncode in (0, -signal.SIGKILL), err[-2000:]
+    return {"exit": (first.returncode, second.returncode)}
+
+
+FAULTS: dict[str, Callable[[Round], dict[str, Any]]] = {
+    "sigkill": _signal(signal.SIGKILL, -signal.SIGKILL),
+    "sigterm": _signal(signal.SIGTERM, SIGTERM_EXIT),
+    "enospc": _no_space,
+    "second process": _second_process,
+}
+PHASES = ("generation", "judging")
+
+
+def run_chaos(chaos: Chaos, rounds: int, seed: int) -> list[dict[str, Any]]:
+    """`rounds` random faults (every kind once before any repeats, each in a random phase), then
+    the same command to the end. Returns what each round did."""
+    rng = random.Random(seed)
+    kinds = list(FAULTS)
+    rng.shuffle(kinds)
+    plan = (kinds * (rounds // len(kinds) + 1))[:rounds]
+    for number, name in enumerate(plan):
+        phase = rng.choice(PHASES)
+        chaos.stub.pace.update(model=SLOW_S if phase == "generation" else 0.0,
+                               judge=SLOW_S if phase == "judging" else 0.0)
+        before = chaos.logged()
+        outcome = FAULTS[name](Round(chaos, rng))
+        chaos.log.append({"round": number + 1, "fault": name, "phase": phase, "before": before,
+                          "after": chaos.logged(), **outcome})
+    chaos.stub.pace.update(model=0.0, judge=0.0)
+    final = subprocess.run([sys.executable, "-m", "eval_anything", *chaos.argv()], capture_output=True, text=True,
+                           env=chaos.env(), timeout=120)
+    assert final.returncode == 0, final.stderr[-3000:]
+    return chaos.log
+
+
+def clean_run(chaos: Chaos, output_dir: Path) -> Path:
+    chaos.stub.pace.update(model=0.0, judge=0.0)
+    done = subprocess.run([sys.executable, "-m", "eval_anything", *chaos.argv(output_dir)], capture_output=True,
+                          text=True, env=chaos.env(), timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return only_run_dir(output_dir)
+
+
+def only_run_dir(output_dir: Path) -> Path:
+    dirs = [p for p in Path(output_dir).iterdir() if p.is_dir()]
+    assert len(dirs) == 1, dirs
+    return dirs[0]
+
+
+def samples(run_dir: Path) -> list[dict[str, Any]]:
+    raw = (run_dir / "samples" / f"{TASK}.jsonl").read_bytes()
+    assert raw.endswith(b"\n"), "a torn last line"
+    return [json.loads(line) for line in raw.splitlines()]
+
+
+def comparable(run_dir: Path) -> dict[str, Any]:
+    """What must not depend on the faults: each sample's answer and scores, the task's metrics, the
+    run's status (latencies, token counts and judge-cache hits do)."""
+    by_id = {r["id"]: (r["outputs"][0]["text"], {k: s.get("value") for k, s in r["scores"].items()})
+             for r in samples(run_dir)}
+    results = json.loads((run_dir / "results.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    return {"samples": by_id, "metrics": results["tasks"][TASK]["metrics"],
+            "status": (results["status"], manifest["status"])}
+
+
+def check(chaos: Chaos, clean: Path) -> None:
+    """One run directory, every sample once, equal to the clean run."""
+    run_dir = only_run_dir(chaos.output_dir)
+    ids = [r["id"] for r in samples(run_dir)]
+    assert len(ids) == len(set(ids)) == chaos.items, (len(ids), len(set(ids)))
+    assert comparable(run_dir) == comparable(clean)
