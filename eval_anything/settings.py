@@ -128,6 +128,8 @@ class RunSettings:
             raise UsageError(f"--repeats must be at least 1, not {self.repeats}")
         if self.temperature is not None and self.temperature < 0:
             raise UsageError(f"--temperature must be 0 or more, not {self.temperature}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise UsageError(f"--max-new-tokens must be at least 1, not {self.max_new_tokens}")
 
     def identity(self) -> dict[str, Any]:
         identity: dict[str, Any] = {"limit": self.limit, "seed": self.seed, "max_new_tokens": self.max_new_tokens}

@@ -170,7 +170,7 @@ class JudgeEngine:
             try:
                 judge.bind_judging(self.settings)
             except ValueError as exc:  # the run stops here, before any judge call, its samples kept
-                raise ValueError(f"task {task_name}, scorer {judge.name}: {exc}") from None
+                raise JudgeSetupError(f"task {task_name}, scorer {judge.name}: {exc}") from None
         self.check_media(judges, task_name, input_modalities)
         single = self._single_judge(task_name)
 

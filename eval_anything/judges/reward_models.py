@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from eval_anything.datamodel import Modality, Part
+from eval_anything.errors import UsageError
 
 SCORE_HEAD_FILE = "score_head.safetensors"
 """The score head of a `score head` reward model: tensors `weight` [1, hidden_size], `bias` [1]."""
@@ -191,7 +192,7 @@ class RewardModel:
         for modality in sorted({Modality(m) for m in modalities}, key=lambda m: m.value):
             if modality not in taken:
                 names = ", ".join(m.value for m in sorted(taken, key=lambda m: m.value))
-                raise ValueError(f"reward model {self.path} does not take {modality.value} input "
+                raise UsageError(f"reward model {self.path} does not take {modality.value} input "
                                  f"(it takes {names})")
 
     def placeholder(self, modality: Modality | str) -> str:
@@ -265,7 +266,7 @@ class RewardModel:
         encoded = inputs.encode([formatted], [inputs.prepare(ordered)])
         length = int(encoded["input_ids"].shape[1])
         if length > self.max_length:  # cutting media tokens would break the processor's count
-            raise ValueError(f"reward model {self.path}: the input is {length} tokens with its media, "
+            raise UsageError(f"reward model {self.path}: the input is {length} tokens with its media, "
                              f"more than max_length {self.max_length}")
         return encoded
 
@@ -323,7 +324,7 @@ class RewardModel:
                 if self.head_kind == HEAD_SCORE:
                     hidden = model.config.get_text_config().hidden_size
                     if self._head[0].shape[1] != hidden:
-                        raise ValueError(f"{self.path / SCORE_HEAD_FILE}: weight has {self._head[0].shape[1]} "
+                        raise UsageError(f"{self.path / SCORE_HEAD_FILE}: weight has {self._head[0].shape[1]} "
                                          f"columns, the model's hidden size is {hidden}")
                 elif getattr(model.config.get_text_config(), "pad_token_id", None) is None:  # as reward_model did
                     model.config.get_text_config().pad_token_id = self.tokenizer.pad_token_id or self.tokenizer.eos_token_id
@@ -333,7 +334,7 @@ class RewardModel:
             if self._model is None:
                 what = ("a model for the score head" if self.head_kind == HEAD_SCORE else
                         f"a sequence-classification model (and it has no {SCORE_HEAD_FILE})")
-                raise ValueError(f"reward model {self.path}: no class loads {what}:\n  " + "\n  ".join(errors))
+                raise UsageError(f"reward model {self.path}: no class loads {what}:\n  " + "\n  ".join(errors))
         return self._model
 
     def _read_head(self) -> tuple[Any, Any]:
@@ -344,12 +345,12 @@ class RewardModel:
         tensors = load_file(file)
         weight, bias = tensors.pop("weight", None), tensors.pop("bias", None)
         if tensors:
-            raise ValueError(f"{file}: unexpected tensors {sorted(tensors)} (only weight and bias)")
+            raise UsageError(f"{file}: unexpected tensors {sorted(tensors)} (only weight and bias)")
         if weight is None or weight.dim() != 2 or weight.shape[0] != 1:
             shape = None if weight is None else list(weight.shape)
-            raise ValueError(f"{file}: needs a weight of shape [1, hidden_size], has {shape}")
+            raise UsageError(f"{file}: needs a weight of shape [1, hidden_size], has {shape}")
         if bias is not None and bias.numel() != 1:
-            raise ValueError(f"{file}: bias must have shape [1], has {list(bias.shape)}")
+            raise UsageError(f"{file}: bias must have shape [1], has {list(bias.shape)}")
         return weight.to(torch.float32), None if bias is None else bias.reshape(1).to(torch.float32)
 
     def describe(self) -> dict[str, Any]:

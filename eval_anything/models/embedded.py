@@ -12,6 +12,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from eval_anything.errors import UsageError
 from eval_anything.models.base import ModelSpec
 
 NAME = "smollm2-135m-instruct"
@@ -72,5 +73,5 @@ def load_embedded(spec: ModelSpec):
     from eval_anything.models.hf import HFModel
 
     if spec.reference != NAME:
-        raise ValueError(f"the embedded backend has one model, {NAME!r}; got {spec.reference!r}")
+        raise UsageError(f"the embedded backend has one model, {NAME!r}; got {spec.reference!r}")
     return HFModel(ModelSpec("hf", str(embedded_model_dir()), spec.args))

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from eval_anything.datamodel import Modality, ModelOutput, Request
+from eval_anything.errors import UsageError
 from eval_anything.models.base import ModelSpec
 from eval_anything.models.continuous_batching import CONTINUOUS, ContinuousBatching
 from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
@@ -54,7 +55,7 @@ class HFModel(ContinuousBatching):
         self.video_frames = int(args.pop("video_frames", 8))
         self.batching = str(args.pop("batching", CONTINUOUS))
         if self.batching not in (CONTINUOUS, STATIC):
-            raise ValueError(f"batching must be {CONTINUOUS} or {STATIC}, not {self.batching!r}")
+            raise UsageError(f"batching must be {CONTINUOUS} or {STATIC}, not {self.batching!r}")
         requested = args.pop("batch_size", AUTO)
         self._auto_batch = requested == AUTO
         self._batch_size = AUTO_START_BATCH if self._auto_batch else int(requested)
@@ -70,7 +71,7 @@ class HFModel(ContinuousBatching):
         self.input_modalities = input_modalities_of(self.processor)
         packed = args.pop("packed_linears", True)
         if not isinstance(packed, bool):
-            raise ValueError(f"packed_linears must be true or false, not {packed!r}")
+            raise UsageError(f"packed_linears must be true or false, not {packed!r}")
         model = load_generative_model(transformers, path, dtype, args, self.input_modalities)
         self.model = model.to(self.device).eval()
         from eval_anything.models import cpu_kernels
@@ -124,4 +125,4 @@ def load_generative_model(transformers: Any, path: Path, dtype: Any, args: dict[
             return auto.from_pretrained(path, dtype=dtype, **args)
         except ValueError as exc:  # "Unrecognized configuration class" for this auto class
             errors.append(f"{name}: {exc}".splitlines()[0])
-    raise ValueError(f"no generative model class loads {path}:\n  " + "\n  ".join(errors))
+    raise UsageError(f"no generative model class loads {path}:\n  " + "\n  ".join(errors))

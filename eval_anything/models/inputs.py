@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval_anything.datamodel import Modality, Part
+from eval_anything.errors import UsageError
 from eval_anything.media import load_audio, load_image, load_video_frames
 
 PART_LOADERS = {"image_processor": "AutoImageProcessor", "feature_extractor": "AutoFeatureExtractor",
@@ -104,7 +105,7 @@ class InputProcessor:
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         if prepared.images or prepared.videos or prepared.audios:
-            raise ValueError(f"{self.label} has no chat template to place media tokens in the prompt")
+            raise UsageError(f"{self.label} has no chat template to place media tokens in the prompt")
         return "\n".join(filter(None, [system, prompt_text]))
 
     def encode(self, texts: list[str], prepared: list[PreparedInput], padding_side: str = "left") -> Any:

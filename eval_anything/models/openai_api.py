@@ -42,6 +42,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Part, Request, Usage
+from eval_anything.errors import UsageError
 from eval_anything.media import image_data_uri, load_audio, load_image, load_video_frames, to_wav_bytes
 from eval_anything.models.base import BackendError, Model, ModelSpec, cut_at_stop
 from eval_anything.redaction import REDACTED
@@ -180,7 +181,7 @@ class OpenAIModel(Model):
         super().__init__(spec)
         args = _check_args(spec.args)
         if not spec.reference:
-            raise ValueError("the openai backend needs a model name: openai:MODEL")
+            raise UsageError("the openai backend needs a model name: openai:MODEL")
         self.model_name = spec.reference
         self.base_url = str(args["base_url"] or os.environ.get("OPENAI_BASE_URL") or OPENAI_DEFAULT_BASE_URL)
         self.api_key_env = str(args["api_key_env"])
@@ -192,7 +193,7 @@ class OpenAIModel(Model):
         key = os.environ.get(self.api_key_env) or None
         if key is None:
             if not _is_loopback(self.base_url):
-                raise ValueError(
+                raise UsageError(
                     f"the openai backend needs an API key for {_safe_url(self.base_url)}: set the environment "
                     f"variable {self.api_key_env} (or name another one with api_key_env=NAME)")
             key = PLACEHOLDER_KEY
@@ -387,7 +388,7 @@ class OpenAIModel(Model):
             frames = load_video_frames(part, self.video_frames)
             notes["video_as_frames"] = notes.get("video_as_frames", 0) + len(frames)
             return [_image_part(frame) for frame in frames]
-        raise ValueError(f"the openai backend cannot send {part.modality.value} input")
+        raise UsageError(f"the openai backend cannot send {part.modality.value} input")
 
     def _output(self, response: dict[str, Any], generation: GenerationConfig, latency: float,
                 notes: dict[str, Any]) -> ModelOutput:
@@ -435,12 +436,12 @@ def _settings(generation: GenerationConfig) -> dict[str, Any]:
 def _check_args(given: Any) -> dict[str, Any]:
     secret = [name for name in given if name.lower() in ("api_key", "key", "openai_api_key", "token")]
     if secret:
-        raise ValueError(
+        raise UsageError(
             f"do not pass the API key as a model argument ({', '.join(sorted(secret))}): put it in an environment "
             f"variable and name that with api_key_env=NAME (default OPENAI_API_KEY)")
     unknown = sorted(set(given) - set(DEFAULTS))
     if unknown:
-        raise ValueError(f"unknown argument(s) for the openai backend: {', '.join(unknown)} "
+        raise UsageError(f"unknown argument(s) for the openai backend: {', '.join(unknown)} "
                          f"(accepted: {', '.join(DEFAULTS)})")
     return {**DEFAULTS, **{k: v for k, v in given.items() if v is not None}}
 
@@ -452,7 +453,7 @@ def _modalities(value: Any) -> frozenset[Modality]:
     try:
         modalities = frozenset(Modality(n) for n in names) | {Modality.TEXT}
     except ValueError:
-        raise ValueError(f"openai backend argument modalities takes text, image, audio and video joined by +, "
+        raise UsageError(f"openai backend argument modalities takes text, image, audio and video joined by +, "
                          f"not {value!r}") from None
     return modalities
 
@@ -462,9 +463,9 @@ def _positive_int(args: dict[str, Any], name: str, minimum: int) -> int:
     try:
         number = int(value)
     except (TypeError, ValueError):
-        raise ValueError(f"openai backend argument {name} must be an integer, got {value!r}") from None
+        raise UsageError(f"openai backend argument {name} must be an integer, got {value!r}") from None
     if number < minimum or number != float(value):
-        raise ValueError(f"openai backend argument {name} must be an integer >= {minimum}, got {value!r}")
+        raise UsageError(f"openai backend argument {name} must be an integer >= {minimum}, got {value!r}")
     return number
 
 
@@ -473,9 +474,9 @@ def _positive_float(args: dict[str, Any], name: str) -> float:
     try:
         number = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"openai backend argument {name} must be a number, got {value!r}") from None
+        raise UsageError(f"openai backend argument {name} must be a number, got {value!r}") from None
     if not number > 0:
-        raise ValueError(f"openai backend argument {name} must be positive, got {value!r}")
+        raise UsageError(f"openai backend argument {name} must be positive, got {value!r}")
     return number
 
 

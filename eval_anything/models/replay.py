@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from eval_anything.datamodel import Modality, ModelOutput, Part, Request
+from eval_anything.errors import UsageError
 from eval_anything.models.base import Model, ModelSpec
 
 _Key = tuple[str | None, str, int]
@@ -25,7 +26,7 @@ class ReplayModel(Model):
         super().__init__(spec)
         self.path = Path(spec.reference)
         if spec.args:
-            raise ValueError(f"the replay backend takes no arguments, got {sorted(spec.args)}")
+            raise UsageError(f"the replay backend takes no arguments, got {sorted(spec.args)}")
         self.predictions = _read_predictions(self.path)
 
     @property
@@ -56,12 +57,12 @@ def _read_predictions(path: Path) -> dict[_Key, ModelOutput]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not valid JSON ({exc.msg})") from None
+                raise UsageError(f"{where}: not valid JSON ({exc.msg})") from None
             if not isinstance(row, dict) or "id" not in row:
-                raise ValueError(f"{where}: each line needs an object with an 'id'")
+                raise UsageError(f"{where}: each line needs an object with an 'id'")
             key = (row.get("task"), str(row["id"]), int(row.get("variant", 0)))
             if key in predictions:
-                raise ValueError(f"{where}: duplicate prediction for id {row['id']!r}")
+                raise UsageError(f"{where}: duplicate prediction for id {row['id']!r}")
             predictions[key] = _output_from_row(row, path.parent, where)
     return predictions
 
@@ -76,5 +77,5 @@ def _output_from_row(row: dict[str, Any], base: Path, where: str) -> ModelOutput
             path = Path(item["path"])
             parts.append(Part.of_file(Modality(item["modality"]), path if path.is_absolute() else base / path))
         except (KeyError, TypeError, ValueError):
-            raise ValueError(f"{where}: media items need 'modality' (text/image/audio/video) and 'path'") from None
+            raise UsageError(f"{where}: media items need 'modality' (text/image/audio/video) and 'path'") from None
     return ModelOutput(text=text, raw_text=text, parts=tuple(parts), metadata={"replayed": True})

@@ -287,14 +287,14 @@ class DiffusersGenerator(Generator):
         options = {**self.common, **self.options}
         unknown = sorted(set(args) - set(options))
         if unknown:
-            raise ValueError(f"unknown arguments for the diffusers {self.modality.value} generator of {directory} "
+            raise UsageError(f"unknown arguments for the diffusers {self.modality.value} generator of {directory} "
                              f"(a {pipeline_class}): {unknown}; it takes {sorted(options)}")
         values = {key: default for key, (_, default) in options.items()}
         values.update(self.class_defaults.get(pipeline_class, {}))
         values.update(args)
         self.settings = {key: _typed(key, values[key], kind) for key, (kind, _) in options.items()}
         if self.settings["dtype"] not in (None, *DTYPES):
-            raise ValueError(f"diffusers generator dtype must be one of {', '.join(DTYPES)}, "
+            raise UsageError(f"diffusers generator dtype must be one of {', '.join(DTYPES)}, "
                              f"not {self.settings['dtype']!r}")
         self._pipeline: Any = None
 
@@ -303,11 +303,11 @@ class DiffusersGenerator(Generator):
         """`DIR;key=value;...` -> the kind of generator that DIR's pipeline class makes."""
         directory, args = split_options(options)
         if not directory:
-            raise ValueError("the diffusers generator needs a pipeline folder: diffusers:DIR")
+            raise UsageError("the diffusers generator needs a pipeline folder: diffusers:DIR")
         # a misconfiguration fails the run before any model loads, not every sample
         pipeline_class = _pipeline_class(Path(directory))
         if importlib.util.find_spec("diffusers") is None:
-            raise ValueError("the diffusers generator needs diffusers: pip install 'eval-anything[diffusers]'")
+            raise UsageError("the diffusers generator needs diffusers: pip install 'eval-anything[diffusers]'")
         kind = next((k for k in DIFFUSERS_KINDS if pipeline_class in k.pipeline_classes), DiffusersImageGenerator)
         return kind(directory, pipeline_class, args)
 
@@ -319,7 +319,7 @@ class DiffusersGenerator(Generator):
         if modality is not self.modality:
             wanted = [k for k in DIFFUSERS_KINDS if k.modality is modality]
             runs = ", ".join(c for k in wanted for c in k.pipeline_classes) or "text-to-image pipelines"
-            raise ValueError(f"{self.directory} holds a {self.pipeline_class}, which the diffusers generator runs "
+            raise UsageError(f"{self.directory} holds a {self.pipeline_class}, which the diffusers generator runs "
                              f"for {self.modality.value}, not {modality.value} (for {modality.value} it runs {runs})")
         return self
 
@@ -446,17 +446,17 @@ def _typed(key: str, value: Any, kind: type) -> Any:
     if number and (kind is float or float(value).is_integer()):
         return kind(value)
     wanted = "a whole number" if kind is int else "a number"
-    raise ValueError(f"diffusers generator argument {key}={value!r} is not {wanted}")
+    raise UsageError(f"diffusers generator argument {key}={value!r} is not {wanted}")
 
 
 def _pipeline_class(directory: Path) -> str:
     index = directory / "model_index.json"
     if not index.is_file():
-        raise ValueError(f"{directory} is not a diffusers pipeline folder (no model_index.json)")
+        raise UsageError(f"{directory} is not a diffusers pipeline folder (no model_index.json)")
     try:
         return str(json.loads(index.read_text(encoding="utf-8"))["_class_name"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise ValueError(f"{index} names no pipeline class (_class_name)") from None
+        raise UsageError(f"{index} names no pipeline class (_class_name)") from None
 
 
 def _component_config(directory: Path, component: str) -> dict[str, Any]:
