@@ -26,8 +26,7 @@ class _StopHandler:
             os.write(2, f"eval-anything: second {name}: exiting now\n".encode())
             os._exit(128 + signal_number)
         self.received = signal_number
-        os.write(2, f"eval-anything: {name}: stopping; finished samples are kept, rerun the same command "
-                    f"to resume (a second {name} exits at once)\n".encode())
+        os.write(2, f"eval-anything: {name} received: stopping (a second {name} exits at once)\n".encode())
         raise Interrupted(signal_number)
 
 

@@ -139,7 +139,7 @@ def test_a_second_process_waits_for_the_first_and_reuses_its_samples(stub, clean
     assert not (run_dir / f"{LOCK}{HOLDER_SUFFIX}").exists()
 
 
-def test_a_lock_left_by_a_dead_process_is_taken_and_its_holder_file_never_named(tmp_path):
+def test_a_lock_left_by_a_dead_process_is_taken_its_holder_file_never_named_and_ranks_lock_apart(tmp_path):
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
     side = tmp_path / f"{LOCK}{HOLDER_SUFFIX}"
@@ -155,6 +155,15 @@ def test_a_lock_left_by_a_dead_process_is_taken_and_its_holder_file_never_named(
             with run_directory_lock(tmp_path, wait=False):
                 pass
     assert str(dead.pid) not in str(busy.value)
+
+    # data-parallel: rank 1 of a second launch of the same job cannot take rank 1's shard lock,
+    # and holds nobody else's
+    with run_directory_lock(tmp_path, wait=False, rank=1):
+        with pytest.raises(RunDirectoryBusy, match=f"in use by pid {os.getpid()} on "):
+            with run_directory_lock(tmp_path, wait=False, rank=1):
+                pass
+        with run_directory_lock(tmp_path, wait=False, rank=0), run_directory_lock(tmp_path, wait=False, rank=2):
+            pass
 
 
 def test_sigterm_and_sigint_stop_gracefully_and_the_rerun_completes(stub, clean, tmp_path):
