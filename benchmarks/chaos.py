@@ -3,7 +3,7 @@ the run directory) against one judged run, each landing while samples are genera
 are judged, then the same command; afterwards one run directory, every sample once, and results
 equal to a run no fault touched (tests/chaos.py does the work; tests/test_chaos.py runs 4 rounds).
 
-    python benchmarks/chaos.py [--rounds 24] [--items 40] [--seed 18]
+    python benchmarks/chaos.py [--rounds 24] [--items 80] [--seed 18]
 
 Prints, per fault kind and phase, how many rounds hit it and how many samples were logged before
 and after it, then the wall time of the faulted run against the clean one. It asserts nothing
@@ -27,7 +27,7 @@ from timing import markdown_table  # noqa: E402  benchmarks/timing.py, beside th
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=24)
-    parser.add_argument("--items", type=int, default=40)
+    parser.add_argument("--items", type=int, default=80)
     parser.add_argument("--seed", type=int, default=18)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, Stub() as stub:

@@ -127,12 +127,12 @@ def _run(args: argparse.Namespace) -> int:
     from eval_anything.runner import evaluate
     from eval_anything.settings import resolve_evaluation
 
-    arguments = RunArguments.from_namespace(args, args.argv)
-    if arguments.from_bundle is not None:  # rerun an exported run: its tasks, settings and command
-        from eval_anything.export import apply_bundle
-
-        arguments = apply_bundle(arguments)
-    spec, tasks, settings = resolve_evaluation(arguments, repeats=arguments.repeats)
     with graceful_stop():
+        arguments = RunArguments.from_namespace(args, args.argv)
+        if arguments.from_bundle is not None:  # rerun an exported run: its tasks, settings and command
+            from eval_anything.export import apply_bundle
+
+            arguments = apply_bundle(arguments)
+        spec, tasks, settings = resolve_evaluation(arguments, repeats=arguments.repeats)
         report = evaluate(spec, tasks, settings, RichProgress())
     return report_run(report)

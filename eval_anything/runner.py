@@ -111,10 +111,10 @@ def _evaluate_locked(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettin
         manifest["generators"] = {m.value: g.describe() for m, g in settings.generator_table().items()}
     if parallel.world > 1:
         manifest["data_parallel"] = {"world_size": parallel.world}
+    judges = _judge_engine(settings, tasks)
     if parallel.primary:
         run_dir.write_manifest({**manifest, "status": RunStatus.RUNNING})
     model = LazyModel(spec)
-    judges = _judge_engine(settings, tasks)
     report = RunReport(run_dir.path, {}, primary=parallel.primary)
     context = RunContext(model, judges, run_dir, settings, progress, report, parallel)
     outcomes: dict[str, dict[str, Any]] = {}
@@ -128,7 +128,10 @@ def _evaluate_locked(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettin
         status = RunStatus.COMPLETE
     except (OSError, sqlite3.Error) as exc:
         failing = True
-        raise _named_fault(exc, run_dir, judges.settings.cache_path if judges else None) from exc
+        named = _named_fault(exc, run_dir, judges.settings.cache_path if judges else None)
+        if named is exc:
+            raise
+        raise named from exc
     except BaseException:
         failing = True
         raise
@@ -184,8 +187,6 @@ def _judge_engine(settings: RunSettings, tasks: Sequence[Task]) -> JudgeEngine |
 def _named_fault(exc: OSError | sqlite3.Error, run_dir: RunDirectory, cache: Path | None) -> BaseException:
     """The one-line error for an OS or SQLite fault that escaped the run: a file of the run
     directory (media, say) that could not be written, or the judge cache; anything else as it is."""
-    if isinstance(exc, RunDirectoryError):
-        return exc
     if isinstance(exc, sqlite3.Error):
         return _cache_fault(cache, exc) if cache is not None else exc
     where = Path(exc.filename) if isinstance(exc.filename, (str, Path)) else None

@@ -130,15 +130,20 @@ class Round:
     chaos: Chaos
     rng: random.Random
 
-    def target(self) -> int:
-        """How many samples to let finish before the fault: a few more than now."""
-        return min(self.chaos.items - 1, self.chaos.logged() + self.rng.randint(1, 3))
+    def target(self) -> int | None:
+        """How many samples to let finish before the fault: a few more than now; None when too few
+        are left for a fault to land among them (the round then runs to the end)."""
+        now = self.chaos.logged()
+        if now >= self.chaos.items - 1:
+            return None
+        return min(self.chaos.items - 1, now + self.rng.randint(1, 3))
 
 
 def _signal(number: int, expected: int) -> Callable[[Round], dict[str, Any]]:
     def fault(round_: Round) -> dict[str, Any]:
+        target = round_.target()
         process = round_.chaos.start()
-        caught = round_.chaos.wait_logged(process, round_.target())
+        caught = target is not None and round_.chaos.wait_logged(process, target)
         if caught:
             process.send_signal(number)
         out, err = process.communicate(timeout=60)
@@ -170,10 +175,12 @@ def _second_process(round_: Round) -> dict[str, Any]:
     while not holder() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     second = chaos.start()
-    if chaos.wait_logged(first, round_.target()):
+    target = round_.target()
+    if target is not None and chaos.wait_logged(first, target):
         first.kill()
     first.communicate(timeout=60)
-    if chaos.wait_logged(second, round_.target()):
+    target = round_.target()
+    if target is not None and chaos.wait_logged(second, target):
         second.kill()
     _, err = second.communicate(timeout=60)
     assert second.returncode in (0, -signal.SIGKILL), err[-2000:]
