@@ -290,3 +290,17 @@ def test_user_errors_are_one_line_and_bugs_show_their_traceback(capsys):
     assert "Traceback" in err and "KeyError: 'missing'" in err and "this is a bug" in err and "please report" in err
     assert main(["run", "--repeats", "0", "--tasks", "arith_mini"]) == 2
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_a_failed_command_never_waits_forever_on_a_thread_left_running():
+    code = ("import threading, time\n"
+            "from eval_anything import cli\n"
+            "def failing():\n"
+            "    threading.Thread(target=time.sleep, args=(600,), name='left-running').start()\n"
+            "    return 74\n"
+            "cli.main, cli.STRAY_THREAD_GRACE_S = failing, 0.2\n"
+            "cli.entry()\n")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=ENV)
+    assert done.returncode == 74 and time.monotonic() - started < 30
+    assert "left-running still running at exit" in done.stderr and "This is a bug" in done.stderr
