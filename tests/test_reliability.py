@@ -273,7 +273,7 @@ def test_a_corrupt_judge_cache_is_named_with_the_way_out(tmp_path, capsys):
         assert main(argv) == EXIT_CANNOT_WRITE
         assert stub.server.calls == 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and f"the judge cache {corrupt} failed" in err and "--judge-cache off" in err, err
+    assert len(err.splitlines()) == 1 and str(corrupt) in err and "--judge-cache off" in err, err
 
 
 def test_user_errors_are_one_line_and_bugs_show_their_traceback(capsys):
