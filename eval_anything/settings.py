@@ -119,8 +119,13 @@ class RunSettings:
     """Generations per sample, repeat r seeded with seed + r; a sample scores the mean of its repeats."""
     temperature: float | None = None
     """Override every task's sampling temperature (repeats of greedy decoding differ little)."""
+    rank_timeout: float | None = None
+    """Seconds without a heartbeat after which a data-parallel rank counts as dead; None:
+    $EVAL_ANYTHING_RANK_TIMEOUT_S, else 120."""
 
     def __post_init__(self) -> None:
+        if self.rank_timeout is not None and not self.rank_timeout > 0:
+            raise ValueError(f"--rank-timeout must be a positive number of seconds, not {self.rank_timeout}")
         if self.repeats < 1:
             raise ValueError(f"--repeats must be at least 1, not {self.repeats}")
         if self.temperature is not None and self.temperature < 0:
@@ -187,6 +192,11 @@ class EvaluationArguments:
         "--batch-size", metavar="N|auto",
         help=f"{'/'.join(backends_where(lambda t: t.batch_size_flag))} backends: requests per forward pass; "
              "'auto' starts at 32 and halves on out-of-memory (default: auto)"))
+    rank_timeout: float | None = field(default=None, metadata=flag(
+        "--rank-timeout", type=float, metavar="S",
+        help="data-parallel runs: the ranks stop, naming the rank, when one sends no heartbeat for S seconds "
+             "(killed, crashed, host lost); a rank that is only slow keeps beating "
+             "(default: $EVAL_ANYTHING_RANK_TIMEOUT_S, else 120)"))
     seed: int = field(default=1234, metadata=flag(
         "--seed", type=int, help="seed for sampling and anything random (default: 1234)"))
     max_new_tokens: int | None = field(default=None, metadata=flag(
@@ -319,7 +329,7 @@ def resolve_evaluation(arguments: EvaluationArguments, repeats: int = 1) -> Eval
     settings = RunSettings(output_dir=arguments.output_dir, limit=arguments.limit, seed=arguments.seed,
                            max_new_tokens=arguments.max_new_tokens, command=("eval-anything", *arguments.argv),
                            judge=judge, generators=arguments.generator, temperature=arguments.temperature,
-                           repeats=repeats)
+                           repeats=repeats, rank_timeout=arguments.rank_timeout)
     if any(t.config.output_format == "tagged" for t in tasks):
         settings.generator_table()  # a misspelt generator fails here, before any model loads
     return Evaluation(spec, tasks, settings)
