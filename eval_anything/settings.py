@@ -60,7 +60,7 @@ class JudgeSettings:
     price_per_million: tuple[float, float] | None = None
     """USD per million input and output tokens, for the cost line of the results."""
     cache_path: Path | None = None
-    """The judge cache shared across runs; None: no cache."""
+    """The judge cache's folder, shared across runs; None: no cache."""
     routes: Mapping[str, ModelSpec] = field(default_factory=dict)
     """Judges other than `spec` (the default), by route: a modality (image, audio, video: the
     queries carrying it, see MEDIA_ROUTES) or a task name (every query of that task; beats a modality)."""
@@ -159,7 +159,7 @@ class RunSettings:
         from eval_anything.models.embedded import NAME, cache_root
 
         return JudgeSettings(ModelSpec("embedded", NAME), weak_default=True, seed=self.seed,
-                             cache_path=cache_root() / "judge-cache.sqlite")
+                             cache_path=cache_root() / "judge-cache")
 
 
 JUDGES = Group("judges", "for tasks scored by a model judge")
@@ -252,8 +252,9 @@ class EvaluationArguments:
         "--judge-price", group=JUDGES, metavar="IN,OUT",
         help="USD per million input and output judge tokens, to report cost (e.g. 2.5,10)"))
     judge_cache: str | None = field(default=None, metadata=flag(
-        "--judge-cache", group=JUDGES, metavar="PATH|off",
-        help="the judge cache shared across runs (default: ~/.cache/eval-anything/judge-cache.sqlite)"))
+        "--judge-cache", group=JUDGES, metavar="DIR|off",
+        help="the judge cache shared across runs and processes, a folder of one SQLite file per writer "
+             "(default: ~/.cache/eval-anything/judge-cache)"))
     reward_model: str | None = field(default=None, metadata=flag(
         "--reward-model", group=JUDGES, metavar="DIR",
         help="the multimodal reward model that scores modality synergy under protocol paper (the "
@@ -358,7 +359,7 @@ def judge_settings(arguments: EvaluationArguments, tasks: Sequence["Task"] = ())
     routes = {key: judge_spec(model, extra) for key, (model, extra) in entries.items() if key != "default"}
     price = _judge_price(arguments)
     cache = (None if arguments.judge_cache == "off"
-             else Path(arguments.judge_cache or cache_root() / "judge-cache.sqlite"))
+             else Path(arguments.judge_cache or cache_root() / "judge-cache"))
     weak = default_model is None
     max_tokens, retries = WEAK_JUDGE_DEFAULTS if weak and not routes else JUDGE_DEFAULTS
     return JudgeSettings(spec, weak_default=weak, seed=arguments.seed, price_per_million=price,
