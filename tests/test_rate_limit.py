@@ -11,7 +11,10 @@ from pathlib import Path
 import pytest
 from stub_openai import StubServer, TokenBucket, completion, rate_limited
 
+from eval_anything.datamodel import GenerationConfig, Part, Request
 from eval_anything.models import ModelSpec, resolve_spec
+from eval_anything.models.base import BackendError
+from eval_anything.models.openai_api import OpenAIModel
 from eval_anything.models.rate_limit import AdaptiveConcurrency, AdaptiveLimiter
 from eval_anything.rundir import SampleLog
 from eval_anything.runner import evaluate
@@ -103,3 +106,18 @@ def test_a_judged_run_against_a_rate_limited_server_loses_no_judgement(tmp_path:
     assert sorted(r["id"] for r in records) == [r["id"] for r in rows]  # every reply present, once
     assert all(r["scores"]["judge_rating"]["details"]["judge"][0]["raw"] == ["Explanation: fine.\nRating: [[7]]"]
                for r in records)
+
+
+def test_a_used_up_quota_stops_the_run_instead_of_being_waited_out() -> None:
+    quota = {"error": {"message": "You exceeded your current quota", "type": "insufficient_quota",
+                       "code": "insufficient_quota"}}
+    request = Request(task="t", sample_id="s", variant=0, parts=(Part.of_text("hi"),),
+                      generation=GenerationConfig(max_new_tokens=4))
+    with StubServer(lambda call, body, auth: (429, {"Retry-After": "1"}, quota, 0.0)) as server:
+        model = OpenAIModel(ModelSpec("openai", "stub", {"base_url": server.base_url}))
+        try:
+            with pytest.raises(BackendError, match="quota"):
+                model.generate([request])
+        finally:
+            model.close()
+        assert server.calls == 1  # not retried, not waited out

@@ -131,6 +131,10 @@ class QuotaExceededError(RateLimitError):
     """A 429 that no wait cures: the account's quota or credit is used up (OpenAI's
     `insufficient_quota`)."""
 
+    def __init__(self, status: int, body: Any, retry_after: float | None) -> None:
+        super().__init__(status, body, retry_after)
+        self.retryable = False
+
 
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
