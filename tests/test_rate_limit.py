@@ -22,7 +22,7 @@ from eval_anything.settings import JudgeSettings, RunSettings
 from eval_anything.tasks import Catalog
 
 
-def test_halved_once_per_round_paused_for_retry_after_and_grown_back_to_the_ceiling() -> None:
+def test_halved_once_per_round_paused_for_retry_after_paced_and_grown_back_to_the_ceiling() -> None:
     state = AdaptiveConcurrency(8)
     round_one = [state.start(0.0) for _ in range(8)]
     assert state.wait(0.0) is None  # full
@@ -30,23 +30,28 @@ def test_halved_once_per_round_paused_for_retry_after_and_grown_back_to_the_ceil
     assert state.allowed == 4 and state.wait(0.02) == pytest.approx(0.49)  # nobody goes during the pause
     state.rate_limited(round_one[1], now=0.02, retry_after=0.5)  # sent before the cut: no second cut
     assert state.allowed == 4 and state.resume_at == pytest.approx(0.52)
-    for _ in range(6):
-        state.failed() if _ == 0 else state.succeeded()
-    assert state.in_flight == 0 and state.wait(0.6) == 0.0
+    state.failed()  # a 5xx: the limit stays
+    for ticket in round_one[3:]:
+        state.succeeded(ticket, now=0.2)  # each took 0.2 s
+    assert state.in_flight == 0 and state.allowed == 5 and state.wait(0.6) == 0.0
 
-    late = state.start(0.6)  # sent after the cut, refused: halved again, without a Retry-After no pause
-    state.rate_limited(late, now=0.61, retry_after=None)
-    assert state.allowed == 2 and state.wait(0.61) == 0.0
+    # refused once, sends are paced: one every latency / limit, so a pause's end lets one go, not five
+    first = state.start(0.6)
+    assert state.wait(0.6) == pytest.approx(0.2 / 5) and state.wait(0.6 + 0.2 / 5) == 0.0
+
+    state.rate_limited(first, now=0.61, retry_after=None)  # sent after the cut: halved again; no pause
+    assert state.allowed == 2 and state.wait(0.7) == 0.0
     for now in (0.7, 0.8, 0.9):
         state.rate_limited(state.start(now), now=now + 0.01, retry_after=3600.0)
     assert state.allowed == 1 and state.limit == 1.0  # never below one in flight
     assert state.resume_at == pytest.approx(0.91 + state.max_pause)  # an hour is taken as the cap
-    assert state.start(100.0).limit == 1  # a 429 now would be this request's own
+    ticket = state.start(100.0)
+    assert ticket.limit == 1  # a 429 now would be this request's own
 
     limits = []
-    for _ in range(60):
-        state.succeeded()
-        state.in_flight += 1  # as if the next request went
+    for i in range(60):
+        state.succeeded(ticket, now=100.2 + i)
+        ticket = state.start(100.2 + i)
         limits.append(state.limit)
     assert limits == sorted(limits) and max(limits) == 8.0  # back to the ceiling, never past it
     assert limits.index(8.0) <= 40  # about one more per round of successes: 1 + 2 + ... + 7 = 28
@@ -59,9 +64,9 @@ def test_a_refused_request_goes_before_new_ones_when_a_slot_opens() -> None:
         first = await limiter.acquire()
 
         async def request(name: str, retrying: bool) -> None:
-            await limiter.acquire(retrying)
+            ticket = await limiter.acquire(retrying)
             order.append(name)
-            await limiter.succeeded()
+            await limiter.succeeded(ticket)
 
         new = asyncio.create_task(request("new", False))
         await asyncio.sleep(0)  # the new request waits first

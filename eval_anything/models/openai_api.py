@@ -381,7 +381,7 @@ class OpenAIModel(Model):
                 await self._limiter.failed()
                 raise
             else:
-                await self._limiter.succeeded()
+                await self._limiter.succeeded(ticket)
                 return reply
 
     async def _attempt(self, body: dict[str, Any]) -> Any:

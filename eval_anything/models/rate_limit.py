@@ -1,7 +1,9 @@
 """Requests in flight to one API endpoint, adapted to its rate limit (AIMD, as TCP's congestion
 window): a 429 halves the limit and holds every request back for the server's Retry-After; each
 success grows it back by 1 / limit, so by about one per round of requests, up to the configured
-concurrency.
+concurrency. Once the server has refused one, sends are also paced, as TCP paces a window: one every
+latency / limit, so that the requests let go when a pause ends do not reach the server together
+(a bucket that admits one at a time would refuse all but the first, and cut the limit again).
 
 Rate limits belong to an API key, not to a request, so the pause is shared: retrying each refused
 request on its own schedule (the openai SDK's way, and lm-eval's and lighteval's through tenacity
@@ -43,6 +45,11 @@ class AdaptiveConcurrency:
     """When the limit was last halved: 429s of requests sent before then do not halve it again."""
     max_pause: float = 60.0
     """A Retry-After beyond this is taken as this (the openai SDK's bound)."""
+    latency: float | None = None
+    """A moving average of successful attempts' durations."""
+    paced: bool = False
+    """The server has refused a request: sends are spaced latency / limit apart from then on."""
+    next_send: float = -math.inf
 
     def __post_init__(self) -> None:
         self.limit = float(self.ceiling)
@@ -53,17 +60,22 @@ class AdaptiveConcurrency:
 
     def wait(self, now: float) -> float | None:
         """0 when a request may go now; seconds until the pause ends; None while the limit is full."""
-        if now < self.resume_at:
-            return self.resume_at - now
-        return 0.0 if self.in_flight < self.allowed else None
+        if self.in_flight >= self.allowed:
+            return None if now >= self.resume_at else self.resume_at - now
+        not_before = max(self.resume_at, self.next_send)
+        return 0.0 if now >= not_before else not_before - now
 
     def start(self, now: float) -> Ticket:
         self.in_flight += 1
+        if self.paced and self.latency is not None:
+            self.next_send = now + self.latency / self.allowed
         return Ticket(now, self.allowed)
 
-    def succeeded(self) -> None:
+    def succeeded(self, ticket: Ticket, now: float) -> None:
         self.in_flight -= 1
         self.limit = min(float(self.ceiling), self.limit + 1 / self.limit)
+        took = now - ticket.sent_at
+        self.latency = took if self.latency is None else 0.8 * self.latency + 0.2 * took
 
     def failed(self) -> None:
         """An attempt that failed otherwise (5xx, a timeout): the rate is not what failed."""
@@ -71,6 +83,7 @@ class AdaptiveConcurrency:
 
     def rate_limited(self, ticket: Ticket, now: float, retry_after: float | None) -> None:
         self.in_flight -= 1
+        self.paced = True
         if ticket.sent_at >= self.cut_at:  # one cut per round: those sent before it saw the old limit
             self.limit = max(1.0, self.limit / 2)
             self.cut_at = now
@@ -103,8 +116,8 @@ class AdaptiveLimiter:
             finally:
                 self._retrying -= retrying
 
-    async def succeeded(self) -> None:
-        await self._update(self.state.succeeded)
+    async def succeeded(self, ticket: Ticket) -> None:
+        await self._update(lambda: self.state.succeeded(ticket, self._clock()))
 
     async def failed(self) -> None:
         await self._update(self.state.failed)
