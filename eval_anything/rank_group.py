@@ -184,11 +184,11 @@ class RankGroup:
 
     def _guard(self, operation: Callable[[], T]) -> T:
         """`operation()`; a store that cannot be reached is the loss of the rank (or launcher) hosting it."""
-        import torch.distributed as dist
-
         try:
             return operation()
-        except dist.DistError as exc:
+        except RankLostError:
+            raise
+        except RuntimeError as exc:  # torch.distributed.DistError and its kin, from the store's client
             where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
             raise RankLostError(
                 f"rank {self.rank} of {self.world} lost the store the ranks meet at ({where}), hosted by rank 0 "
