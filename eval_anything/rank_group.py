@@ -32,6 +32,7 @@ POLL_S = 0.02
 PREFIX = "eval_anything"
 
 T = TypeVar("T")
+_WAITS = {"arrived": "the barrier before or after a task", "count": "the run's request counts"}
 
 
 class RankLostError(BackendError):
@@ -124,7 +125,7 @@ class RankGroup:
         self._heartbeat.stop()
         self._guard(lambda: self._store.set(self._key("left", self.rank), "1"))
         if self.rank == 0:
-            self._wait_for(lambda r: self._key("left", r), range(1, self.world), "leave")
+            self._wait_for(lambda r: self._key("left", r), range(1, self.world), "the others to leave")
 
     # ----------------------------------------------------------------- waiting
 
@@ -132,7 +133,7 @@ class RankGroup:
         step, self._steps = self._steps, self._steps + 1
         self._guard(lambda: self._store.set(self._key(kind, step, self.rank), value))
         self._guard(lambda: self._store.add(self._key(kind, step), 1))
-        self._wait_for(lambda r: self._key(kind, step, r), range(self.world), f"{kind} {step}",
+        self._wait_for(lambda r: self._key(kind, step, r), range(self.world), _WAITS[kind],
                        counter=self._key(kind, step))
         if not self._who:  # every rank has said who it is by now: kept to name one that is lost later
             self._who = self._identities()
@@ -164,7 +165,7 @@ class RankGroup:
             if stalled is not None:
                 raise RankLostError(
                     f"rank {rank} of {self.world} ({self._describe(rank)}) sent no heartbeat for {stalled:.0f} s "
-                    f"while rank {self.rank} waited for it ({what}): it was killed, crashed or lost its host "
+                    f"while rank {self.rank} waited for it at {what}: it was killed, crashed or lost its host "
                     f"(a rank that is only busy keeps beating; --rank-timeout is {self.timeout:g} s)")
 
     # ----------------------------------------------------------------- who is who
