@@ -3,10 +3,16 @@
 local OpenAI-compatible server that answers every request after a fixed latency.
 
     python benchmarks/judge_throughput.py [--n 256] [--latency 0.2] [--levels 1,8,32] [--rounds 1]
-        [--lm-eval-python /tmp/lmeval-venv/bin/python]
+        [--rate 20] [--burst 20] [--lm-eval-python /tmp/lmeval-venv/bin/python]
 
 The server runs in its own process. For each concurrency level prints wall time over the ideal (N x latency / concurrency).
 Goal: <= 1.05 at every level. The judge cache is off so every judgement is a real call.
+
+Then the level "rate-limited R/s": the same N judgements at the highest concurrency against a server
+that admits `--rate` requests a second (a token bucket holding `--burst`, default one second's worth)
+and answers the rest 429 with
+retry-after-ms and Retry-After, as OpenAI does. Prints wall time over N / R and the failed
+judgements. Goal: <= 1.15 with none failed.
 
 With lm-eval's venv (`pip install 'lm_eval[api]' torch==2.13.0 -c constraints.txt` there), each level
 also runs lm-evaluation-harness's API model (`local-chat-completions`, benchmarks/lm_eval_api_client.py)
@@ -31,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from stub_openai import StubServer, completion  # noqa: E402
+from stub_openai import StubServer, TokenBucket, completion, rate_limited  # noqa: E402
 from timing import markdown_table, spread  # noqa: E402  benchmarks/timing.py, beside this script
 
 from eval_anything.models import ModelSpec, resolve_spec  # noqa: E402
@@ -60,14 +66,19 @@ def write_task(folder: Path, n: int) -> tuple[Path, Path]:
 
 
 def serve(latency: float, port_out: "multiprocessing.Queue", stats_in: "multiprocessing.Queue",
-          stats_out: "multiprocessing.Queue") -> None:
-    """The judge server, in its own process so that it does not compete with the harness for the GIL."""
+          stats_out: "multiprocessing.Queue", rate: float | None = None, burst: float = 1.0) -> None:
+    """The judge server, in its own process so that it does not compete with the harness for the GIL;
+    with `rate`, admitting that many requests a second (the rest: 429). Stats: calls, most in
+    flight, 429s answered."""
     reply = lambda call, body, auth: (200, {}, completion("Explanation: fine.\nRating: [[7]]", 60, 8), latency)
-    with StubServer(reply) as server:
+    bucket = TokenBucket(rate, burst) if rate else None
+    with StubServer(rate_limited(reply, bucket) if bucket else reply) as server:
         port_out.put(server.base_url)
         while stats_in.get() == "stats":
-            stats_out.put((server.calls, server.max_in_flight))
+            stats_out.put((server.calls, server.max_in_flight, bucket.refused if bucket else 0))
             server.calls = server.max_in_flight = 0
+            if bucket:
+                bucket.refused = 0
 
 
 def one_level(base_url: str, folder: Path, predictions: Path, concurrency: int) -> tuple[float, float, int]:
@@ -80,6 +91,33 @@ def one_level(base_url: str, folder: Path, predictions: Path, concurrency: int) 
         report = evaluate(resolve_spec(str(predictions)), tasks, settings)
         elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
         return elapsed, cpu, report.results["tasks"]["judged_bench"]["metrics"]["judge_rating"]["n"]
+
+
+def rate_limited_level(args: argparse.Namespace, folder: Path, predictions: Path, concurrency: int
+                       ) -> tuple[list[float], list[int]]:
+    """`args.rounds` judged runs against a server admitting `args.rate` requests a second: wall time
+    over N / R, and the judgements that failed, per round."""
+    queues = [multiprocessing.Queue() for _ in range(3)]
+    burst = args.burst or args.rate
+    server = multiprocessing.Process(target=serve, args=(args.latency, *queues, args.rate, burst), daemon=True)
+    server.start()
+    ideal, ratios, failures = args.n / args.rate, [], []
+    try:
+        base_url = queues[0].get(timeout=30)
+        for _ in range(args.rounds):
+            time.sleep(burst / args.rate)  # the bucket refills between rounds
+            elapsed, _, scored = one_level(base_url, folder, predictions, concurrency)
+            queues[1].put("stats")
+            calls, in_flight, refused = queues[2].get()
+            ratios.append(elapsed / ideal)
+            failures.append(args.n - scored)
+            print(f"rate-limited {args.rate:g}/s (burst {burst:g}) at concurrency {concurrency}: {elapsed:7.2f} s wall, ideal "
+                  f"{ideal:6.2f} s, ratio {elapsed / ideal:.3f}, failed judgements {args.n - scored} (calls {calls}, "
+                  f"429s {refused}, most in flight {in_flight})")
+    finally:
+        queues[1].put("stop")
+        server.join(timeout=10)
+    return ratios, failures
 
 
 def lm_eval_level(python: str, base_url: str, n: int, concurrency: int) -> tuple[float, int]:
@@ -100,7 +138,7 @@ def compare_level(base_url: str, folder: Path, predictions: Path, level: int, ar
     for _ in range(args.rounds):
         elapsed, cpu, scored = one_level(base_url, folder, predictions, level)
         stats[0].put("stats")
-        calls, in_flight = stats[1].get()
+        calls, in_flight, _ = stats[1].get()
         ours.append(elapsed / ideal)
         print(f"concurrency {level:>3}: {elapsed:7.2f} s wall, ideal {ideal:6.2f} s, "
               f"ratio {elapsed / ideal:.3f} (scored {scored}, calls {calls}, most in flight {in_flight}, "
@@ -124,8 +162,8 @@ def lm_eval_version(python: str) -> str:
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
-def results_table(ratios: dict[int, tuple[list[float], list[float]]], rounds: int, lm_eval: str | None
-                  ) -> tuple[list[str], list[list[str]]]:
+def results_table(ratios: dict[int, tuple[list[float], list[float]]], rounds: int, lm_eval: str | None,
+                  limited: tuple[str, list[float], list[int]] | None = None) -> tuple[list[str], list[list[str]]]:
     """docs/performance.md's columns, one per concurrency level: wall time over the ideal, the median of the
     rounds with their range when there are several. `ratios` maps a level to (eval-anything's, lm-eval's);
     `lm_eval` is lm-eval's version, None when it did not run."""
@@ -138,7 +176,13 @@ def results_table(ratios: dict[int, tuple[list[float], list[float]]], rounds: in
     if lm_eval is not None:
         rows.append([f"lm-eval {lm_eval} API model, `generate_until` only, same server, same rounds".replace("  ", " "),
                      *(cell(theirs) for _, theirs in ratios.values())])
-    return ["concurrency", *(str(level) for level in ratios)], rows
+    columns = ["concurrency", *(str(level) for level in ratios)]
+    if limited is not None:  # its own column: wall over N / R at the highest level, and the failed judgements
+        label, limited_ratios, failed = limited
+        columns.append(f"{label} (at {list(ratios)[-1]}): wall / (N/R), failed judgements")
+        rows = [[*row, ""] for row in rows]
+        rows[0][-1] = f"{cell(limited_ratios)}, {max(failed)} failed"
+    return columns, rows
 
 
 def main() -> None:
@@ -147,6 +191,10 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--levels", default="1,8,32")
     parser.add_argument("--rounds", type=int, default=1, help="runs per level and side; medians are printed")
+    parser.add_argument("--rate", type=float, default=20.0,
+                        help="requests a second the rate-limited server admits (0: skip that level)")
+    parser.add_argument("--burst", type=float, default=None,
+                        help="requests the rate-limited server admits at once (default: --rate, one second's worth)")
     parser.add_argument("--lm-eval-python", default="/tmp/lmeval-venv/bin/python",
                         help="lm-eval's venv Python; the lm-eval side is skipped when it does not exist")
     args = parser.parse_args()
@@ -165,11 +213,15 @@ def main() -> None:
             print(f"{args.n} judgements, {args.latency:.3f} s per request, server in its own process")
             ratios = {level: compare_level(base_url, folder, predictions, level, args, queues[1:], with_lm_eval)
                       for level in (int(x) for x in args.levels.split(","))}
+            queues[1].put("stop")
+            server.join(timeout=10)
+            label = f"rate-limited {args.rate:g}/s, burst {args.burst or args.rate:g}"
+            limited = (label, *rate_limited_level(args, folder, predictions, max(ratios))) if args.rate else None
     finally:
         queues[1].put("stop")
         server.join(timeout=10)
     markdown_table(TITLE, *results_table(ratios, args.rounds,
-                                         lm_eval_version(args.lm_eval_python) if with_lm_eval else None))
+                                         lm_eval_version(args.lm_eval_python) if with_lm_eval else None, limited))
 
 
 if __name__ == "__main__":

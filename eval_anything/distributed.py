@@ -1,18 +1,15 @@
-"""Data-parallel runs: this process's rank, the barriers between ranks, each rank's share of a
+"""Data-parallel runs: this process's rank, the barriers between ranks (rank_group.py), each rank's share of a
 task's samples (in its own durable shard) and the merge of the shards into the task's log."""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Iterator
 
 from eval_anything.datamodel import Sample
+from eval_anything.rank_group import RankGroup, join, rank_timeout_default
 from eval_anything.rundir import RunDirectory
 from eval_anything.tasks import DataFileError, Task
-
-BARRIER_TIMEOUT_S = float(os.environ.get("EVAL_ANYTHING_BARRIER_TIMEOUT_S", 24 * 3600))
-"""How long a rank that finished its shard waits for the slowest one (ranks' shares differ)."""
 
 
 @dataclass(frozen=True)
@@ -22,8 +19,8 @@ class DataParallel:
 
     rank: int = 0
     world: int = 1
-    owns_group: bool = False
-    """This process joined the gloo group itself, so it leaves it when the run ends."""
+    group: RankGroup | None = None
+    """Where the ranks meet (None for one process): barriers that tell a slow rank from a dead one."""
 
     @property
     def primary(self) -> bool:
@@ -33,43 +30,32 @@ class DataParallel:
         return index % self.world == self.rank
 
     def barrier(self) -> None:
-        if self.world > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
+        """Wait for every rank, however long a live one takes; raises RankLostError naming a rank
+        whose heartbeat stopped for the rank timeout."""
+        if self.group is not None:
+            self.group.barrier()
 
     def total(self, count: int) -> int:
         """The sum of `count` over every rank."""
-        if self.world == 1:
-            return count
-        import torch
-        import torch.distributed as dist
-
-        value = torch.tensor([count], dtype=torch.int64)
-        dist.all_reduce(value)
-        return int(value.item())
+        return count if self.group is None else self.group.total(count)
 
     def close(self) -> None:
-        """Leave the group once every rank is done: gloo's threads abort the process at exit otherwise."""
-        if self.owns_group:
-            import torch.distributed as dist
-
-            dist.barrier()
-            dist.destroy_process_group()
+        """Leave the group once this rank is done (rank 0, which hosts the store, last)."""
+        if self.group is not None:
+            self.group.leave()
 
 
-def data_parallel() -> DataParallel:
+def data_parallel(rank_timeout: float | None = None) -> DataParallel:
     """Rank and world size from the launcher (`accelerate launch`, `torchrun`: WORLD_SIZE, RANK and
-    MASTER_ADDR/PORT); torch is imported, and a gloo group joined, only when WORLD_SIZE > 1."""
+    MASTER_ADDR/PORT); torch is imported, and the ranks' store joined, only when WORLD_SIZE > 1.
+    `rank_timeout`: seconds without a heartbeat after which a rank is dead (default
+    $EVAL_ANYTHING_RANK_TIMEOUT_S, else 120)."""
     world = int(os.environ.get("WORLD_SIZE") or 1)
     if world <= 1:
         return DataParallel()
-    import torch.distributed as dist
-
-    owns_group = not dist.is_initialized()
-    if owns_group:
-        dist.init_process_group(backend="gloo", timeout=timedelta(seconds=BARRIER_TIMEOUT_S))
-    return DataParallel(dist.get_rank(), dist.get_world_size(), owns_group)
+    rank = int(os.environ.get("RANK") or 0)
+    timeout = rank_timeout_default() if rank_timeout is None else rank_timeout
+    return DataParallel(rank, world, join(rank, world, timeout))
 
 
 @dataclass(frozen=True)

@@ -95,7 +95,7 @@ def evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings = Run
 
 
 def _evaluate(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings, progress: ProgressSink) -> RunReport:
-    parallel = data_parallel()
+    parallel = data_parallel(settings.rank_timeout)
     if not parallel.primary:
         progress = NoProgress()
     run_dir = RunDirectory(settings.output_dir / run_id(spec, tasks, settings))

@@ -61,7 +61,7 @@ class JudgeSettings:
     price_per_million: tuple[float, float] | None = None
     """USD per million input and output tokens, for the cost line of the results."""
     cache_path: Path | None = None
-    """The judge cache shared across runs; None: no cache."""
+    """The judge cache's folder, shared across runs; None: no cache."""
     routes: Mapping[str, ModelSpec] = field(default_factory=dict)
     """Judges other than `spec` (the default), by route: a modality (image, audio, video: the
     queries carrying it, see MEDIA_ROUTES) or a task name (every query of that task; beats a modality)."""
@@ -122,8 +122,13 @@ class RunSettings:
     """Generations per sample, repeat r seeded with seed + r; a sample scores the mean of its repeats."""
     temperature: float | None = None
     """Override every task's sampling temperature (repeats of greedy decoding differ little)."""
+    rank_timeout: float | None = None
+    """Seconds without a heartbeat after which a data-parallel rank counts as dead; None:
+    $EVAL_ANYTHING_RANK_TIMEOUT_S, else 120."""
 
     def __post_init__(self) -> None:
+        if self.rank_timeout is not None and not self.rank_timeout > 0:
+            raise ValueError(f"--rank-timeout must be a positive number of seconds, not {self.rank_timeout}")
         if self.repeats < 1:
             raise UsageError(f"--repeats must be at least 1, not {self.repeats}")
         if self.temperature is not None and self.temperature < 0:
@@ -159,7 +164,7 @@ class RunSettings:
         from eval_anything.models.embedded import NAME, cache_root
 
         return JudgeSettings(ModelSpec("embedded", NAME), weak_default=True, seed=self.seed,
-                             cache_path=cache_root() / "judge-cache.sqlite")
+                             cache_path=cache_root() / "judge-cache")
 
 
 JUDGES = Group("judges", "for tasks scored by a model judge")
@@ -196,6 +201,11 @@ class EvaluationArguments:
         "--batch-size", metavar="N|auto",
         help=f"{'/'.join(backends_where(lambda t: t.batch_size_flag))} backends: requests per forward pass; "
              "'auto' starts at 32 and halves on out-of-memory (default: auto)"))
+    rank_timeout: float | None = field(default=None, metadata=flag(
+        "--rank-timeout", type=float, metavar="S",
+        help="data-parallel runs: the ranks stop, naming the rank, when one sends no heartbeat for S seconds "
+             "(killed, crashed, host lost); a rank that is only slow keeps beating "
+             "(default: $EVAL_ANYTHING_RANK_TIMEOUT_S, else 120)"))
     seed: int = field(default=1234, metadata=flag(
         "--seed", type=int, help="seed for sampling and anything random (default: 1234)"))
     max_new_tokens: int | None = field(default=None, metadata=flag(
@@ -251,8 +261,9 @@ class EvaluationArguments:
         "--judge-price", group=JUDGES, metavar="IN,OUT",
         help="USD per million input and output judge tokens, to report cost (e.g. 2.5,10)"))
     judge_cache: str | None = field(default=None, metadata=flag(
-        "--judge-cache", group=JUDGES, metavar="PATH|off",
-        help="the judge cache shared across runs (default: ~/.cache/eval-anything/judge-cache.sqlite)"))
+        "--judge-cache", group=JUDGES, metavar="DIR|off",
+        help="the judge cache shared across runs and processes, a folder of one SQLite file per writer "
+             "(default: ~/.cache/eval-anything/judge-cache)"))
     reward_model: str | None = field(default=None, metadata=flag(
         "--reward-model", group=JUDGES, metavar="DIR",
         help="the multimodal reward model that scores modality synergy under protocol paper (the "
@@ -329,7 +340,7 @@ def resolve_evaluation(arguments: EvaluationArguments, repeats: int = 1) -> Eval
                            limit=arguments.limit, seed=arguments.seed,
                            max_new_tokens=arguments.max_new_tokens, command=("eval-anything", *arguments.argv),
                            judge=judge, generators=arguments.generator, temperature=arguments.temperature,
-                           repeats=repeats)
+                           repeats=repeats, rank_timeout=arguments.rank_timeout)
     if any(t.config.output_format == "tagged" for t in tasks):
         settings.generator_table()  # a misspelt generator fails here, before any model loads
     return Evaluation(spec, tasks, settings)
@@ -358,7 +369,7 @@ def judge_settings(arguments: EvaluationArguments, tasks: Sequence["Task"] = ())
     routes = {key: judge_spec(model, extra) for key, (model, extra) in entries.items() if key != "default"}
     price = _judge_price(arguments)
     cache = (None if arguments.judge_cache == "off"
-             else Path(arguments.judge_cache or cache_root() / "judge-cache.sqlite"))
+             else Path(arguments.judge_cache or cache_root() / "judge-cache"))
     weak = default_model is None
     max_tokens, retries = WEAK_JUDGE_DEFAULTS if weak and not routes else JUDGE_DEFAULTS
     return JudgeSettings(spec, weak_default=weak, seed=arguments.seed, price_per_million=price,

@@ -2,11 +2,13 @@
 
 `StubServer(reply)` answers POST /v1/chat/completions with `reply(call_number, body, authorization)`,
 counts calls and the most requests in flight at once; 127.0.0.1 only, TCP_NODELAY, one write per
-response (so Nagle and delayed ACKs add no latency of their own).
+response (so Nagle and delayed ACKs add no latency of their own). `rate_limited(reply, TokenBucket(R))`
+admits R requests a second and answers the rest 429 with Retry-After.
 """
 from __future__ import annotations
 
 import json
+import math
 import socket
 import threading
 import time
@@ -109,3 +111,42 @@ class StubServer:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(timeout=5)
+
+
+class TokenBucket:
+    """Admits `rate` requests a second, at most `burst` at once (it starts full); thread-safe."""
+
+    def __init__(self, rate: float, burst: float = 1.0) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.stamp = burst, time.monotonic()
+        self.admitted = self.refused = 0
+        self.lock = threading.Lock()
+
+    def take(self) -> float | None:
+        """None when a request is admitted, else the seconds until the next token."""
+        with self.lock:
+            now = time.monotonic()
+            self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+            self.stamp = now
+            if self.tokens >= 1:
+                self.tokens -= 1
+                self.admitted += 1
+                return None
+            self.refused += 1
+            return (1 - self.tokens) / self.rate
+
+
+def rate_limited(reply: Callable[[int, dict[str, Any], str], Reply], bucket: TokenBucket
+                 ) -> Callable[[int, dict[str, Any], str], Reply]:
+    """`reply` for the requests `bucket` admits; the rest get 429 at once with the wait as OpenAI
+    sends it: retry-after-ms, and Retry-After in whole seconds."""
+    def answer(call: int, body: dict[str, Any], auth: str) -> Reply:
+        wait = bucket.take()
+        if wait is None:
+            return reply(call, body, auth)
+        headers = {"retry-after-ms": str(math.ceil(wait * 1000)), "Retry-After": str(math.ceil(wait))}
+        error = {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                           "code": "rate_limit_exceeded"}}
+        return 429, headers, error, 0.0
+
+    return answer

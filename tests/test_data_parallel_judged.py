@@ -107,11 +107,16 @@ def _without_cache_counts(records: list[dict]) -> list[dict]:
     return records
 
 
-def _cache_rows(path: Path) -> tuple[str, int, str]:
-    with sqlite3.connect(path) as db:
-        return (db.execute("PRAGMA journal_mode").fetchone()[0],
-                db.execute("SELECT COUNT(*) FROM replies").fetchone()[0],
-                db.execute("PRAGMA integrity_check").fetchone()[0])
+def _cache_rows(folder: Path) -> tuple[str, int, str]:
+    """The journal mode of the cache's files, the distinct replies they hold, their integrity."""
+    modes, keys, checks = set(), set(), set()
+    for path in folder.glob("writer-*.sqlite"):
+        with sqlite3.connect(path) as db:
+            modes.add(db.execute("PRAGMA journal_mode").fetchone()[0])
+            keys.update(k for (k,) in db.execute("SELECT key FROM replies"))
+            checks.add(db.execute("PRAGMA integrity_check").fetchone()[0])
+    (mode,), (check,) = modes, checks
+    return mode, len(keys), check
 
 
 def test_two_ranks_judged_equal_one_process_and_share_the_judge_cache(tmp_path: Path, judged: dict[str, Path]) -> None:
@@ -176,7 +181,7 @@ cache.close()
 
 
 def test_judge_cache_opened_and_written_by_many_processes_at_once(tmp_path: Path) -> None:
-    """What ranks do to a fresh shared cache: open it (switching it to WAL) and write, concurrently."""
+    """What ranks do to a fresh shared cache: open it and write, concurrently, each into its own file."""
     import time
 
     path, writers = tmp_path / "cache.sqlite", 4
@@ -188,6 +193,7 @@ def test_judge_cache_opened_and_written_by_many_processes_at_once(tmp_path: Path
         out, _ = process.communicate(timeout=120)
         assert process.returncode == 0, out
     assert _cache_rows(path) == ("wal", writers * 40 + 1, "ok")
+    assert len(list(path.glob("writer-*.sqlite"))) <= writers
     cache = JudgeCache(path)
     assert cache.get("3-39") == ("reply 3 39", 39, 1) and cache.get("shared") == ("the same reply", 1, 1)
     cache.close()

@@ -7,14 +7,16 @@ Arguments (all optional):
                variable set gets the placeholder key "EMPTY".
   concurrency  requests in flight at once (default 8)
   max_retries  retries of 408/409/429/5xx/connection errors/timeouts, with exponential backoff and
-               jitter, or after the server's Retry-After (default 5)
+               jitter, or after the server's Retry-After (default 5); a 429 while more than one
+               request is in flight lowers the concurrency instead (models/rate_limit.py)
   timeout      seconds per HTTP attempt (default 120)
   video_frames frames sampled from a video and sent as images (default 8)
   modalities   what the served model takes, joined by + (default text+image+audio+video); a judge
                declared text+image is refused audio before its first call where the protocol is strict
 
 Requests run on an asyncio event loop in a background thread; `stream` pulls requests lazily and
-keeps up to `concurrency` of them in flight. A request whose media cannot be decoded, or whose
+keeps up to `concurrency` of them in flight, fewer while the server answers 429 (AIMD: halved on a
+429, every request held back for its Retry-After, grown back by one per round of successes). A request whose media cannot be decoded, or whose
 API call still fails after the retries, becomes a failed output; the run goes on. A refused key,
 a forbidden or unknown model (401/403/404) stops the run: every request would fail alike.
 
@@ -45,6 +47,7 @@ from eval_anything.datamodel import GenerationConfig, Modality, ModelOutput, Par
 from eval_anything.errors import UsageError
 from eval_anything.media import image_data_uri, load_audio, load_image, load_video_frames, to_wav_bytes
 from eval_anything.models.base import BackendError, Model, ModelSpec, cut_at_stop
+from eval_anything.models.rate_limit import AdaptiveLimiter
 from eval_anything.redaction import REDACTED
 
 OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
@@ -125,10 +128,19 @@ class InternalServerError(APIStatusError):
     pass
 
 
+class QuotaExceededError(RateLimitError):
+    """A 429 that no wait cures: the account's quota or credit is used up (OpenAI's
+    `insufficient_quota`)."""
+
+    def __init__(self, status: int, body: Any, retry_after: float | None) -> None:
+        super().__init__(status, body, retry_after)
+        self.retryable = False
+
+
 _STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     400: BadRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError,
     409: ConflictError, 422: UnprocessableEntityError, 429: RateLimitError}
-_FATAL_ERRORS = (AuthenticationError, PermissionDeniedError, NotFoundError)
+_FATAL_ERRORS = (AuthenticationError, PermissionDeniedError, NotFoundError, QuotaExceededError)
 
 
 def _status_error(status: int, headers: Mapping[str, str], data: bytes) -> APIStatusError:
@@ -137,7 +149,14 @@ def _status_error(status: int, headers: Mapping[str, str], data: bytes) -> APISt
     except ValueError:
         body = data.decode(errors="replace")
     kind = _STATUS_ERRORS.get(status) or (InternalServerError if status >= 500 else APIStatusError)
+    if status == 429 and _error_code(body) == "insufficient_quota":
+        kind = QuotaExceededError
     return kind(status, body, _retry_after(headers))
+
+
+def _error_code(body: Any) -> Any:
+    error = body.get("error") if isinstance(body, dict) else None
+    return error.get("code") if isinstance(error, dict) else None
 
 
 def _retry_after(headers: Mapping[str, str]) -> float | None:
@@ -204,6 +223,7 @@ class OpenAIModel(Model):
         self._runner: _LoopThread | None = None
         self._session: Any = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._limiter: AdaptiveLimiter | None = None
         self._lock = threading.Lock()
 
     # ----------------------------------------------------------------- interface
@@ -246,6 +266,7 @@ class OpenAIModel(Model):
             runner.stop()
         self._session = None
         self._semaphore = None
+        self._limiter = None
 
     # ----------------------------------------------------------------- scheduling
 
@@ -304,6 +325,7 @@ class OpenAIModel(Model):
             headers={"Authorization": f"Bearer {self._key}"}, connector=aiohttp.TCPConnector(limit=self.concurrency),
             timeout=aiohttp.ClientTimeout(total=self.timeout))
         self._semaphore = asyncio.Semaphore(self.concurrency)
+        self._limiter = AdaptiveLimiter(self.concurrency)
 
     async def _shutdown(self) -> None:
         if self._session is not None:
@@ -332,18 +354,36 @@ class OpenAIModel(Model):
             return self._output(response, request.generation, time.perf_counter() - started, notes)
 
     async def _post(self, body: dict[str, Any]) -> Any:
-        """The decoded JSON reply, after up to `max_retries` retries of what may pass."""
-        retry = 0
+        """The decoded JSON reply, after up to `max_retries` retries of what may pass; a 429 under a
+        concurrency above 1 is not counted: the limiter halves the concurrency and holds every
+        request for the Retry-After instead."""
+        assert self._limiter is not None
+        retry, retrying = 0, False
         while True:
+            ticket = await self._limiter.acquire(retrying)
             try:
-                return await self._attempt(body)
+                reply = await self._attempt(body)
             except APIError as exc:
-                if not exc.retryable or retry >= self.max_retries:
+                crowded = isinstance(exc, RateLimitError) and not isinstance(exc, QuotaExceededError)
+                if crowded:
+                    await self._limiter.rate_limited(ticket, exc.retry_after)
+                else:
+                    await self._limiter.failed()
+                counted = not (crowded and ticket.limit > 1)
+                if not exc.retryable or (counted and retry >= self.max_retries):
                     raise
-                delay = self._retry.delay(retry, exc.retry_after)
+                # the limiter holds every request for a Retry-After; without one, back off as the SDK does
+                delay = 0.0 if crowded and exc.retry_after is not None else self._retry.delay(retry, exc.retry_after)
                 _log.info("retrying %s in %.2f s after %s", _safe_url(self._url), delay, type(exc).__name__)
                 await asyncio.sleep(delay)
-                retry += 1
+                retry += counted
+                retrying = True
+            except BaseException:
+                await self._limiter.failed()
+                raise
+            else:
+                await self._limiter.succeeded(ticket)
+                return reply
 
     async def _attempt(self, body: dict[str, Any]) -> Any:
         import aiohttp
