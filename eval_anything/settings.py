@@ -35,8 +35,12 @@ _MEDIA_KEYS = frozenset(m.value for m in MEDIA_ROUTES)
 
 
 def judge_identity(spec: ModelSpec) -> dict[str, Any]:
-    """A judge model by backend and name (what cache keys and run ids hold of it)."""
-    return {"backend": spec.backend, "reference": spec.reference}
+    """A judge model by backend and name (what cache keys and run ids hold of it), and by commit for
+    Hub weights: another revision is another judge."""
+    identity = {"backend": spec.backend, "reference": spec.reference}
+    if spec.weights is not None and spec.weights.commit_sha:
+        identity["commit"] = spec.weights.commit_sha
+    return identity
 
 
 @dataclass(frozen=True)
@@ -167,12 +171,15 @@ class EvaluationArguments:
 
     model: str | None = field(default=None, metadata=flag(
         "--model", metavar="[BACKEND:]REF",
-        help="backend and model: hf:DIR, vllm:DIR, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; "
-             "a directory alone means hf, a .jsonl file replay (default: the embedded SmolLM2-135M-Instruct)"))
+        help="backend and model: hf:DIR or hf:ORG/NAME[@REVISION] (a Hub id, through the Hugging Face cache), "
+             "vllm:DIR|ORG/NAME, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; a directory alone "
+             "means hf, a .jsonl file replay; lm-eval's '--model hf --model_args pretrained=ORG/NAME' too "
+             "(default: the embedded SmolLM2-135M-Instruct)"))
     model_args: str = field(default="", metadata=flag(
-        "--model-args", metavar="K=V,...",
+        "--model-args", "--model_args", metavar="K=V,...",
         help="backend arguments, e.g. base_url=http://127.0.0.1:8000/v1,concurrency=8 (openai), "
-             "dtype=bfloat16,device=auto,video_frames=8,batching=static (hf; batching=continuous, the default, "
+             "revision=REV,dtype=bfloat16,device_map=auto,peft=ADAPTER,video_frames=8,batching=static (hf; README: "
+             "the loading arguments and lm-eval's spellings; batching=continuous, the default, "
              "runs greedy text-only requests through transformers' continuous batching). API keys come from environment "
              "variables (api_key_env=NAME), never from here"))
     tasks: str = field(default="all", metadata=flag(
