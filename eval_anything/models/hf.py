@@ -106,9 +106,10 @@ class HFModel(ContinuousBatching):
                      "batching": self.batching, "model_class": type(self.model).__name__,
                      "dtype": str(self.model.dtype).replace("torch.", ""), "packed_linears": self.packed_linears,
                      "trust_remote_code": self.options.trust_remote_code}
-        placement = getattr(self.model, "hf_device_map", None)
-        if placement:
-            described["device_map"] = {str(k): str(v) for k, v in placement.items()}
+        if self.options.device_map is not None:  # where accelerate put each module (nothing when all on one CPU)
+            placement = getattr(self.model, "hf_device_map", None)
+            described["device_map"] = ({str(k): str(v) for k, v in placement.items()} if placement
+                                       else self.options.device_map)
         for name in ("quantization", "attn_implementation"):
             if getattr(self.options, name) is not None:
                 described[name] = getattr(self.options, name)
