@@ -191,7 +191,7 @@ class EvaluationArguments:
     output_dir: Path = field(default=Path("runs"), metadata=flag(
         "--output-dir", type=Path, metavar="DIR", help="where run directories go (default: runs)"))
     batch_size: str | None = field(default=None, metadata=flag(
-        "--batch-size", metavar="N|auto",
+        "--batch-size", "--batch_size", metavar="N|auto",
         help=f"{'/'.join(backends_where(lambda t: t.batch_size_flag))} backends: requests per forward pass; "
              "'auto' starts at 32 and halves on out-of-memory (default: auto)"))
     seed: int = field(default=1234, metadata=flag(
