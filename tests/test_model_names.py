@@ -46,20 +46,27 @@ def offline_cache(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return hub_cache / "hub"
 
 
-def test_a_run_by_hub_id_records_the_commit(hub_cache: Path, tmp_path: Path):
+def test_a_run_by_hub_id_records_the_commit(hub_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture):
     """As a user types it, in a fresh process: HF_HOME and HF_HUB_OFFLINE from the environment."""
     env = {**os.environ, "HF_HOME": str(hub_cache), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     env.pop("HF_HUB_CACHE", None)
     command = [sys.executable, "-m", "eval_anything", "run", "--model", f"hf:{REPO}", "--tasks", "arith_mini",
-               "--limit", "4", "--output-dir", str(tmp_path)]
+               "--limit", "4", "--output-dir", str(tmp_path / "runs")]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    (run_dir,) = tmp_path.iterdir()
+    (run_dir,) = (tmp_path / "runs").iterdir()
     model = json.loads((run_dir / "manifest.json").read_text())["model"]
     assert (model["reference"], model["repo_id"], model["revision"], model["commit"]) == (REPO, REPO, "main", MAIN_SHA)
     assert model["loaded"]["trust_remote_code"] is False
     results = json.loads((run_dir / "results.json").read_text())
-    assert results["tasks"]["arith_mini"]["status"] == "complete"
+    value = results["tasks"]["arith_mini"]["metrics"]["numeric"]["value"]
+    for pinned, code in ((MAIN_SHA[:12], 0), (TAGGED_SHA[:12], 2)):  # verify: another commit is another model
+        references = tmp_path / f"refs-{pinned}.yaml"
+        references.write_text(json.dumps({"format": 1, "version": 1, "references": [
+            {"task": "arith_mini", "model": f"hf:{REPO}@{pinned}", "metric": "numeric", "value": value,
+             "tolerance": 0}]}))
+        assert main(["verify", str(run_dir), "--references", str(references)]) == code
+    assert f"the run used commit {MAIN_SHA}: another revision is another model" in capsys.readouterr().out
 
 
 def test_revisions_resolve_to_their_commits_and_ids(offline_cache: Path, tmp_path: Path):
