@@ -45,11 +45,12 @@ def test_a_peft_adapter_runs_on_its_base_as_the_merged_model_does(tiny_llama_dir
     from eval_anything.manifest import read_lineage
 
     adapter, merged = lora
-    stock = {"packed_linears": False, "batching": "static"}
+    stock = {"packed_linears": False, "batching": "static"}  # the kernels the adapter runs on (no packing)
     base = HFModel(ModelSpec("hf", str(tiny_llama_dir), stock))
     assert (base.describe()["dtype"], base.describe()["trust_remote_code"]) == ("float32", False)  # auto on CPU
-    with_adapter = HFModel(resolve_spec(f"hf:{tiny_llama_dir}", {**stock, "peft": str(adapter)}))
+    with_adapter = HFModel(resolve_spec(f"hf:{tiny_llama_dir}", {"peft": str(adapter)}))  # all defaults
     as_merged = HFModel(ModelSpec("hf", str(merged), stock))
+    assert (with_adapter.describe()["model_class"], with_adapter.describe()["packed_linears"]) == ("PeftModel", 0)
     assert answers(with_adapter) != answers(base)
     assert answers(with_adapter) == answers(as_merged)
     lineage = read_lineage(with_adapter.spec)

@@ -29,7 +29,8 @@ class HFModel(ContinuousBatching):
     batching (continuous or static, default continuous), device (default auto: cuda when present,
     else cpu), video_frames (frames sampled from a video; default 8), packed_linears (default true:
     a float32 model on CPU runs its linears through oneDNN with weights packed once, see cpu_kernels;
-    false keeps PyTorch's stock kernels, whose results differ in the last bits), revision, and the
+    false keeps PyTorch's stock kernels, whose results differ in the last bits; never with peft or a
+    device_map), revision, and the
     loading options of `loading.LoadingOptions` (dtype, default auto: float32 on the CPU, the
     checkpoint's on a GPU; device_map, max_memory, trust_remote_code, attn_implementation,
     quantization, peft, peft_base_check). Any other argument is an error. A processor with its own
@@ -88,7 +89,8 @@ class HFModel(ContinuousBatching):
         self.device = self.model.device if self.options.places_weights else torch.device(device_name)
         from eval_anything.models import cpu_kernels
 
-        packable = packed and not self.options.places_weights
+        # PEFT's layers read their base linear's weight, which a packed linear does not keep
+        packable = packed and not self.options.places_weights and spec.adapter is None
         self.packed_linears = cpu_kernels.pack_linears(self.model, self._batch_size) if packable else 0
 
     def _loading_kwargs(self, torch: Any, transformers: Any, device_name: str) -> dict[str, Any]:

@@ -82,7 +82,8 @@ class LoadingOptions:
 
             bits = {"4bit": {"load_in_4bit": True, "bnb_4bit_compute_dtype": dtype}, "8bit": {"load_in_8bit": True}}
             kwargs["quantization_config"] = BitsAndBytesConfig(**bits[self.quantization])
-            device_map = AUTO if device_map is None else device_map
+            if device_map is None:  # bitsandbytes places the weights itself: on this rank's GPU, or spread
+                device_map = {"": f"cuda:{local_rank()}"} if world_size() > 1 else AUTO
         if device_map is not None:
             kwargs["device_map"] = device_map
         if self.max_memory is not None:
@@ -143,11 +144,19 @@ def spreads(device_map: Any) -> bool:
 def check_data_parallel(device_map: Any) -> None:
     """Each data-parallel rank loads the whole model on its own GPU, so a placement over several devices
     cannot be combined with WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE") or 1)
+    world = world_size()
     if world > 1 and spreads(device_map):
         raise ValueError(f"model argument device_map={device_map!r} spreads the model over several devices, but "
                          f"this is one of {world} data-parallel processes, each with a device of its own: run one "
                          "process (no accelerate launch/torchrun) to spread a model, or drop device_map")
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE") or 1)
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK") or 0)
 
 
 def parse_max_memory(value: Any, gpus: int) -> dict[Any, str]:

@@ -53,6 +53,8 @@ def split_revision(name: str, revision: str | None = None) -> tuple[str, str | N
 def resolve_weights(name: str, revision: str | None = None) -> ResolvedWeights:
     """A local directory as it is; otherwise `name` (`ORG/NAME` or `ORG/NAME@REV`) as a Hub id, through
     `snapshot_download` (offline: the cache only). Raises WeightsNotFoundError naming what to do."""
+    if not name.strip():
+        raise ValueError("no model named: give a model directory or a Hub id ORG/NAME[@REVISION]")
     local = Path(name).expanduser()
     if local.is_dir():
         if revision is not None:
