@@ -30,10 +30,10 @@ class HFModel(ContinuousBatching):
     else cpu), video_frames (frames sampled from a video; default 8), packed_linears (default true:
     a float32 model on CPU runs its linears through oneDNN with weights packed once, see cpu_kernels;
     false keeps PyTorch's stock kernels, whose results differ in the last bits; never with peft or a
-    device_map), revision, and the
-    loading options of `loading.LoadingOptions` (dtype, default auto: float32 on the CPU, the
-    checkpoint's on a GPU; device_map, max_memory, trust_remote_code, attn_implementation,
-    quantization, peft, peft_base_check). Any other argument is an error. A processor with its own
+    device_map), revision, and the loading options of `loading.LoadingOptions` (dtype, default auto:
+    float32 on the CPU, the checkpoint's on a GPU; device_map, max_memory, trust_remote_code,
+    attn_implementation, quantization, peft, peft_base_check). Any other argument is an error
+    (lm-eval's spellings are translated before, lm_eval_names.py). A processor with its own
     video support gets the frames as one video; otherwise they go in as images (video processors
     need torchvision, so that is the path exercised here).
 
