@@ -252,7 +252,7 @@ class EvaluationArguments:
         "--judge-cache", group=JUDGES, metavar="PATH|off",
         help="the judge cache shared across runs (default: ~/.cache/eval-anything/judge-cache.sqlite)"))
     reward_model: str | None = field(default=None, metadata=flag(
-        "--reward-model", group=JUDGES, metavar="DIR",
+        "--reward-model", group=JUDGES, metavar="DIR|ORG/NAME",
         help="the multimodal reward model that scores modality synergy under protocol paper (the "
              "paper's PKU-Alignment/AnyRewardModel, or any local transformers model with a score "
              "head); without one, paper-protocol synergy is not applicable, with the reason"))
