@@ -93,12 +93,18 @@ def test_revisions_resolve_to_their_commits_and_ids(offline_cache: Path, tmp_pat
     assert (local.weights.commit_sha, "commit" in local.describe()) == (None, False)  # a folder stays a folder
 
 
-def test_a_name_the_cache_lacks_is_one_clear_error(offline_cache: Path, capsys: pytest.CaptureFixture):
-    assert main(["run", "--model", "hf:acme/absent", "--tasks", "arith_mini", "--limit", "1"]) == 2
+def test_a_name_the_cache_lacks_is_one_clear_error(offline_cache: Path, capsys: pytest.CaptureFixture,
+                                                   tmp_path: Path):
+    assert main(["run", "--model", "hf:acme/absent", "--tasks", "arith_mini", "--output-dir", str(tmp_path)]) == 2
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1
     assert "acme/absent revision main is not in the Hugging Face cache" in error
     assert str(offline_cache) in error and "download acme/absent --revision main" in error
+    misspelt = ["run", "--model", f"hf:{REPO}", "--model-args", "dtyp=bfloat16", "--tasks", "arith_mini",
+                "--output-dir", str(tmp_path)]
+    assert main(misspelt) == 2
+    assert "unknown model argument 'dtyp' for the hf backend; did you mean 'dtype'?" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # both refused before a run directory was made
     with pytest.raises(WeightsNotFoundError, match=f"{REPO} revision v9 is not in .* --revision v9"):
         resolve_weights(REPO, "v9")
     with pytest.raises(ValueError, match="names revision 'v2' but revision='v3'"):

@@ -33,6 +33,10 @@ class BackendTraits:
     packs_reference_file: bool = False
     """The reference is a file the run cannot be repeated without (replay predictions): a bundle packs it,
     and a rerun from the bundle reads the packed copy."""
+    argument_check: str | None = None
+    """"module:function" that checks a spec's model arguments before anything loads (unknown names,
+    values that cannot be met), so a misspelt argument fails before the run starts; None: the backend
+    checks them when it loads."""
     batch_argument: str | None = None
     """The model argument bounding how many requests it handles at once (`--judge-concurrency` sets it);
     None for a backend that takes no such argument."""
@@ -53,11 +57,13 @@ def register_backend(name: str, entry: Callable[[ModelSpec], Model] | str, trait
     _traits[name] = traits
 
 
+HF_ARGUMENT_CHECK = "eval_anything.models.loading:check_hf_arguments"
 register_backend("hf", "eval_anything.models.hf:HFModel",
-                 BackendTraits(local_weights=True, lineage=True, batch_argument="batch_size", batch_size_flag=True))
+                 BackendTraits(local_weights=True, lineage=True, argument_check=HF_ARGUMENT_CHECK,
+                               batch_argument="batch_size", batch_size_flag=True))
 register_backend("embedded", "eval_anything.models.embedded:load_embedded",
                  BackendTraits(cached_weights="eval_anything.models.embedded:embedded_model_dir",
-                               batch_argument="batch_size", batch_size_flag=True))
+                               argument_check=HF_ARGUMENT_CHECK, batch_argument="batch_size", batch_size_flag=True))
 register_backend("openai", "eval_anything.models.openai_api:OpenAIModel",
                  BackendTraits(batch_argument="concurrency"))
 register_backend("replay", "eval_anything.models.replay:ReplayModel",
@@ -88,8 +94,7 @@ def cached_weights_dir(name: str) -> Path | None:
     target = backend_traits(name).cached_weights
     if target is None:
         return None
-    module_name, _, attr = target.partition(":")
-    return getattr(importlib.import_module(module_name), attr)()
+    return _imported(target)()
 
 
 def resolve_spec(text: str | None, args: Mapping[str, Any] | None = None) -> ModelSpec:
@@ -99,12 +104,21 @@ def resolve_spec(text: str | None, args: Mapping[str, Any] | None = None) -> Mod
     from eval_anything.models.weights import names_a_path
 
     spec = parse_model_spec(text, args, backends.names())
-    if spec.backend in _traits and _traits[spec.backend].local_weights:
+    traits = _traits.get(spec.backend, BackendTraits())
+    if traits.local_weights:
         spec = dataclasses.replace(spec, args=from_lm_eval(spec.backend, spec.args))
+    if traits.argument_check:
+        _imported(traits.argument_check)(spec.args)
+    if traits.local_weights:
         missing_folder = names_a_path(spec.reference) and not Path(spec.reference).expanduser().is_dir()
         if not missing_folder:  # a folder that is not there is reported when the backend loads it
             spec = with_weights(spec)
     return spec
+
+
+def _imported(target: str) -> Any:
+    module_name, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module_name), attr)
 
 
 def with_weights(spec: ModelSpec) -> ModelSpec:

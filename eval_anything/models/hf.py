@@ -10,10 +10,9 @@ from eval_anything.datamodel import Modality, ModelOutput, Request
 from eval_anything.models.base import ModelSpec
 from eval_anything.models.continuous_batching import CONTINUOUS, ContinuousBatching
 from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
-from eval_anything.models.loading import LoadingOptions, check_adapter_base, load_adapter
+from eval_anything.models.loading import LoadingOptions, check_adapter_base, check_hf_arguments, load_adapter
 from eval_anything.models.out_of_memory import release_cached_memory
 from eval_anything.models.static_batching import STATIC
-from eval_anything.registry import did_you_mean
 
 AUTO = "auto"
 AUTO_START_BATCH = 32
@@ -71,8 +70,8 @@ class HFModel(ContinuousBatching):
         packed = args.pop("packed_linears", True)
         if not isinstance(packed, bool):
             raise ValueError(f"packed_linears must be true or false, not {packed!r}")
+        check_hf_arguments(args)
         self.options = LoadingOptions.pop_from(args)
-        _refuse_unknown(args)
         self.processor = load_processor(transformers, path, self.options.trust_remote_code)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"
@@ -137,18 +136,6 @@ def _device_name(torch: Any, requested: str) -> str:
     if requested == "cuda" and int(os.environ.get("WORLD_SIZE") or 1) > 1:
         return f"cuda:{int(os.environ.get('LOCAL_RANK') or 0)}"  # data-parallel: this rank's GPU
     return requested
-
-
-def _refuse_unknown(args: dict[str, Any]) -> None:
-    if args:
-        name = sorted(args)[0]
-        raise ValueError(f"unknown model argument {name!r} for the hf backend{did_you_mean(name, HF_ARGUMENTS)} "
-                         f"(known: {', '.join(HF_ARGUMENTS)})")
-
-
-HF_ARGUMENTS = ("batch_size", "batching", "device", "video_frames", "packed_linears", "revision",
-                *LoadingOptions.__dataclass_fields__)
-"""Every model argument the hf backend reads (lm-eval's spellings are translated before, lm_eval_names)."""
 
 
 def load_generative_model(transformers: Any, path: Path, dtype: Any, args: dict[str, Any],

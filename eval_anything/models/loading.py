@@ -8,9 +8,10 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from eval_anything.models.weights import ResolvedWeights
+from eval_anything.registry import did_you_mean
 
 AUTO = "auto"
 PLACEMENTS = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -101,6 +102,23 @@ class LoadingOptions:
         if device_type != "cuda":
             return torch.float32  # what CPU kernels (and the packed linears) compute best, as before
         return auto_dtype(torch, declared, torch.cuda.is_bf16_supported())
+
+
+HF_ARGUMENTS = ("batch_size", "batching", "device", "video_frames", "packed_linears", "revision",
+                *LoadingOptions.__dataclass_fields__)
+"""Every model argument the hf backend reads (lm-eval's spellings are translated before, lm_eval_names)."""
+
+
+def check_hf_arguments(args: Mapping[str, Any]) -> None:
+    """Refuse, before anything loads, an argument the hf backend does not read (with a suggestion) and
+    loading options that cannot be met here (bitsandbytes or peft missing, a placement across devices
+    in a data-parallel run)."""
+    unknown = sorted(set(args) - set(HF_ARGUMENTS))
+    if unknown:
+        name = unknown[0]
+        raise ValueError(f"unknown model argument {name!r} for the hf backend{did_you_mean(name, HF_ARGUMENTS)} "
+                         f"(known: {', '.join(HF_ARGUMENTS)})")
+    LoadingOptions.pop_from(dict(args))
 
 
 def auto_dtype(torch: Any, declared: Any, bf16_supported: bool) -> Any:
