@@ -93,6 +93,18 @@ def test_revisions_resolve_to_their_commits_and_ids(offline_cache: Path, tmp_pat
     assert (local.weights.commit_sha, "commit" in local.describe()) == (None, False)  # a folder stays a folder
 
 
+def test_judges_reward_models_and_align_take_hub_ids_too(offline_cache: Path):
+    from eval_anything.judges.reward_models import RewardModel
+    from eval_anything.models import local_weights_dir
+    from eval_anything.settings import EvaluationArguments, judge_settings
+
+    judge = judge_settings(EvaluationArguments(judge=(f"hf:{REPO}@v2",))).identity()["judge"]
+    assert judge == {"backend": "hf", "reference": REPO, "commit": TAGGED_SHA}  # another commit, another judge
+    reward = RewardModel(REPO)
+    assert (reward.path.name, reward.describe()["commit"]) == (MAIN_SHA, MAIN_SHA)
+    assert local_weights_dir(f"hf:{REPO}@v2") == offline_cache / "models--acme--tiny-llama" / "snapshots" / TAGGED_SHA
+
+
 def test_a_name_the_cache_lacks_is_one_clear_error(offline_cache: Path, capsys: pytest.CaptureFixture,
                                                    tmp_path: Path):
     assert main(["run", "--model", "hf:acme/absent", "--tasks", "arith_mini", "--output-dir", str(tmp_path)]) == 2
