@@ -293,9 +293,19 @@ def _aggregate(firsts: list[Comparison], gate: _Gating) -> Comparison:
     return comparison
 
 
-def _judge_identity(run) -> tuple[str, str] | None:
+def judge_of(run) -> tuple[str, ...] | None:
+    """The judge by backend and name, and by commit for Hub weights (another revision is another judge)."""
     judge = run.results.get("judge") or run.manifest.get("judge")
-    return (str(judge.get("backend")), str(judge.get("reference"))) if isinstance(judge, dict) else None
+    if not isinstance(judge, dict):
+        return None
+    named = (str(judge.get("backend")), str(judge.get("reference")))
+    return (*named, str(judge["commit"])) if judge.get("commit") else named
+
+
+def judge_label(identity: tuple[str, ...] | None) -> str:
+    if identity is None:
+        return "none"
+    return f"{identity[0]}:{identity[1]}" + (f" at commit {identity[2]}" if len(identity) > 2 else "")
 
 
 def _compare_task(task: str, base_run, cand_run, gate: _Gating, report: GateReport) -> list[Comparison]:
@@ -313,8 +323,8 @@ def _compare_task(task: str, base_run, cand_run, gate: _Gating, report: GateRepo
         which = "baseline" if statuses[0] == Status.NOT_APPLICABLE else "candidate"
         other = base if which == "baseline" else cand
         raise NotComparable(f"{task}: not applicable to the {which} model ({other.get('reason', 'no reason')})")
-    if ("judge" in base or "judge" in cand) and _judge_identity(base_run) != _judge_identity(cand_run):
-        judges = [":".join(j) if j else "none" for j in (_judge_identity(base_run), _judge_identity(cand_run))]
+    if ("judge" in base or "judge" in cand) and judge_of(base_run) != judge_of(cand_run):
+        judges = [judge_label(j) for j in (judge_of(base_run), judge_of(cand_run))]
         raise NotComparable(f"{task}: judged by different judges (baseline {judges[0]}, candidate {judges[1]})")
     metrics = [m for m in (base.get("metrics") or {}) if m in (cand.get("metrics") or {})]
     if not metrics:

@@ -46,13 +46,27 @@ LINEAGE_FILE = "eval_anything_lineage.json"
 
 
 def read_lineage(spec: ModelSpec) -> dict[str, Any] | None:
-    """The lineage a trained checkpoint carries, for a local model directory; None otherwise."""
-    import json
-
+    """The lineage a trained checkpoint carries (the file align writes, in the model's folder, local or
+    a Hub snapshot) and the PEFT adapter loaded on it, for a backend with local weights; None otherwise."""
     traits = known_traits(spec.backend)
     if traits is None or not traits.lineage:
         return None
-    path = Path(spec.reference) / LINEAGE_FILE
+    folder = spec.weights.path if spec.weights is not None else Path(spec.reference)
+    lineage = _lineage_file(folder)
+    if spec.adapter is not None:
+        from eval_anything.models.loading import adapter_lineage
+
+        try:
+            lineage = {**(lineage or {}), **adapter_lineage(spec.adapter, str(spec.args.get("peft")))}
+        except (OSError, ValueError):
+            pass  # the backend reports an unreadable adapter when it loads it
+    return lineage
+
+
+def _lineage_file(folder: Path) -> dict[str, Any] | None:
+    import json
+
+    path = folder / LINEAGE_FILE
     if not path.is_file():
         return None
     try:

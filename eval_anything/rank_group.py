@@ -21,6 +21,7 @@ import time
 from datetime import timedelta
 from typing import Any, Callable, Sequence, TypeVar
 
+from eval_anything.errors import UsageError
 from eval_anything.models.base import BackendError
 
 RANK_TIMEOUT_ENV = "EVAL_ANYTHING_RANK_TIMEOUT_S"
@@ -47,7 +48,7 @@ def rank_timeout_default() -> float:
     try:
         return float(value) if value else DEFAULT_RANK_TIMEOUT_S
     except ValueError:
-        raise ValueError(f"{RANK_TIMEOUT_ENV}={value!r}: give the seconds as a number, e.g. 120") from None
+        raise UsageError(f"{RANK_TIMEOUT_ENV}={value!r}: give the seconds as a number, e.g. 120") from None
 
 
 def heartbeat_interval(timeout: float) -> float:

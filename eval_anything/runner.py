@@ -15,10 +15,11 @@ from typing import Any, Iterable, Iterator, Sequence
 from eval_anything.composites import group_scores
 from eval_anything.datamodel import RunStatus, Sample, Status
 from eval_anything.distributed import DataParallel, data_parallel, merge_shards, share_of
-from eval_anything.errors import EXIT_CANNOT_WRITE, RunDirectoryError, UserError
+from eval_anything.errors import RunDirectoryError
 from eval_anything.files import read_log
 from eval_anything.generation import NoProgress, Pipeline, ProgressSink, generate
 from eval_anything.heap import startup_objects_left_out_of_collections
+from eval_anything.judges.cache import JudgeCacheError
 from eval_anything.judges.engine import JudgeEngine
 from eval_anything.locking import run_directory_lock
 from eval_anything.manifest import build_manifest, read_lineage
@@ -27,12 +28,6 @@ from eval_anything.results import JUDGE_COUNTS, aggregate, judge_cost
 from eval_anything.rundir import RunDirectory, SampleLog
 from eval_anything.settings import RunSettings
 from eval_anything.tasks import DataFileError, Task
-
-
-class JudgeCacheFault(UserError):
-    """The judge cache could not be opened, read or written (corrupt, locked, unwritable)."""
-
-    exit_code = EXIT_CANNOT_WRITE
 
 
 @dataclass
@@ -199,9 +194,8 @@ def _named_fault(exc: OSError | sqlite3.Error, run_dir: RunDirectory, cache: Pat
     return exc
 
 
-def _cache_fault(cache: Path, exc: BaseException) -> JudgeCacheFault:
-    return JudgeCacheFault(f"the judge cache {cache} failed: {type(exc).__name__}: {exc} -> rerun with "
-                           "--judge-cache off (or another --judge-cache PATH); finished samples are kept")
+def _cache_fault(cache: Path, exc: BaseException) -> JudgeCacheError:
+    return JudgeCacheError(cache, f"{type(exc).__name__}: {exc}; finished samples are kept")
 
 
 def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: RunStatus,

@@ -36,8 +36,12 @@ _MEDIA_KEYS = frozenset(m.value for m in MEDIA_ROUTES)
 
 
 def judge_identity(spec: ModelSpec) -> dict[str, Any]:
-    """A judge model by backend and name (what cache keys and run ids hold of it)."""
-    return {"backend": spec.backend, "reference": spec.reference}
+    """A judge model by backend and name (what cache keys and run ids hold of it), and by commit for
+    Hub weights: another revision is another judge."""
+    identity = {"backend": spec.backend, "reference": spec.reference}
+    if spec.weights is not None and spec.weights.commit_sha:
+        identity["commit"] = spec.weights.commit_sha
+    return identity
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,7 @@ class RunSettings:
 
     def __post_init__(self) -> None:
         if self.rank_timeout is not None and not self.rank_timeout > 0:
-            raise ValueError(f"--rank-timeout must be a positive number of seconds, not {self.rank_timeout}")
+            raise UsageError(f"--rank-timeout must be a positive number of seconds, not {self.rank_timeout}")
         if self.repeats < 1:
             raise UsageError(f"--repeats must be at least 1, not {self.repeats}")
         if self.temperature is not None and self.temperature < 0:
@@ -177,12 +181,15 @@ class EvaluationArguments:
 
     model: str | None = field(default=None, metadata=flag(
         "--model", metavar="[BACKEND:]REF",
-        help="backend and model: hf:DIR, vllm:DIR, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; "
-             "a directory alone means hf, a .jsonl file replay (default: the embedded SmolLM2-135M-Instruct)"))
+        help="backend and model: hf:DIR or hf:ORG/NAME[@REVISION] (a Hub id, through the Hugging Face cache), "
+             "vllm:DIR|ORG/NAME, openai:NAME, replay:FILE.jsonl, embedded:smollm2-135m-instruct; a directory alone "
+             "means hf, a .jsonl file replay; lm-eval's '--model hf --model_args pretrained=ORG/NAME' too "
+             "(default: the embedded SmolLM2-135M-Instruct)"))
     model_args: str = field(default="", metadata=flag(
-        "--model-args", metavar="K=V,...",
+        "--model-args", "--model_args", metavar="K=V,...",
         help="backend arguments, e.g. base_url=http://127.0.0.1:8000/v1,concurrency=8 (openai), "
-             "dtype=bfloat16,device=auto,video_frames=8,batching=static (hf; batching=continuous, the default, "
+             "revision=REV,dtype=bfloat16,device_map=auto,peft=ADAPTER,video_frames=8,batching=static (hf; README: "
+             "the loading arguments and lm-eval's spellings; batching=continuous, the default, "
              "runs greedy text-only requests through transformers' continuous batching). API keys come from environment "
              "variables (api_key_env=NAME), never from here"))
     tasks: str = field(default="all", metadata=flag(
@@ -198,7 +205,7 @@ class EvaluationArguments:
         help="when another process is running the same run directory, exit at once with code 75 "
              "instead of waiting for it to finish"))
     batch_size: str | None = field(default=None, metadata=flag(
-        "--batch-size", metavar="N|auto",
+        "--batch-size", "--batch_size", metavar="N|auto",
         help=f"{'/'.join(backends_where(lambda t: t.batch_size_flag))} backends: requests per forward pass; "
              "'auto' starts at 32 and halves on out-of-memory (default: auto)"))
     rank_timeout: float | None = field(default=None, metadata=flag(
@@ -265,7 +272,7 @@ class EvaluationArguments:
         help="the judge cache shared across runs and processes, a folder of one SQLite file per writer "
              "(default: ~/.cache/eval-anything/judge-cache)"))
     reward_model: str | None = field(default=None, metadata=flag(
-        "--reward-model", group=JUDGES, metavar="DIR",
+        "--reward-model", group=JUDGES, metavar="DIR|ORG/NAME",
         help="the multimodal reward model that scores modality synergy under protocol paper (the "
              "paper's PKU-Alignment/AnyRewardModel, or any local transformers model with a score "
              "head); without one, paper-protocol synergy is not applicable, with the reason"))

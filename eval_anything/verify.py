@@ -88,6 +88,28 @@ def model_label(results: dict[str, Any]) -> str:
     return f"{model.get('backend')}:{model.get('reference')}"
 
 
+def model_commit(results: dict[str, Any]) -> str | None:
+    """The commit a run's Hub model resolved to; None for a local folder (or a run that did not record it)."""
+    return (results.get("model") or {}).get("commit")
+
+
+def names_run_model(reference_model: str, label: str) -> bool:
+    """Whether a reference's `model` names the run's model: the same label, or the label with a revision
+    (`hf:ORG/NAME@SHA`), whose commit `revision_differs` then checks."""
+    return reference_model in (label, ANY_MODEL) or reference_model.rpartition("@")[0] == label.partition("@")[0]
+
+
+def revision_differs(reference_model: str, label: str, commit: str | None) -> str:
+    """Why a reference pinned to a revision does not apply to a run of another commit; "" when it applies."""
+    if reference_model in (label, ANY_MODEL) or "@" not in reference_model:
+        return ""
+    pinned = reference_model.rpartition("@")[2]
+    if commit is not None and commit.startswith(pinned.lower()) and len(pinned) >= 7:
+        return ""
+    return (f"the reference is for {reference_model}, the run used commit {commit or 'not recorded'}: another "
+            f"revision is another model; rerun with --model {reference_model}")
+
+
 def references_from_run(run_dir: Path, tolerance: float) -> list[Reference]:
     """Every complete metric of another run (a folder or an exported .tar.gz) as references."""
     run_dir = _run_folder(run_dir)
@@ -138,20 +160,23 @@ def compare(run_dir: Path, references: Iterable[Reference]) -> tuple[list[Compar
     run's tasks that no reference covers."""
     results = json.loads((run_dir / "results.json").read_text(encoding="utf-8"))
     manifest = json.loads((run_dir / "manifest.json").read_text(encoding="utf-8"))
-    label = model_label(results)
+    label, commit = model_label(results), model_commit(results)
     settings = manifest.get("settings") or {}
     tasks = results.get("tasks") or {}
     comparisons = []
     covered = set()
     for ref in references:
-        if ref.model not in (label, ANY_MODEL) or ref.task not in tasks:
+        if not names_run_model(ref.model, label) or ref.task not in tasks:
             continue
         covered.add(ref.task)
         task = tasks[ref.task]
         figures = (task.get("metrics") or {}).get(ref.metric)
         protocol = task_protocol(task, manifest, ref.task)
         reason = ""
-        if ref.protocol is not None and protocol is not None and ref.protocol != protocol:
+        pinned = revision_differs(ref.model, label, commit)
+        if pinned:
+            reason = pinned
+        elif ref.protocol is not None and protocol is not None and ref.protocol != protocol:
             reason = (f"the reference was scored under protocol {ref.protocol!r}, the run under {protocol!r}; "
                       f"rerun with --protocol {ref.protocol}")
         elif task.get("status") != Status.COMPLETE:

@@ -48,20 +48,11 @@ class TrainResult:
 
 
 def model_dir(reference: str) -> Path:
-    """A local model folder for `embedded:NAME`, `DIR`, or BACKEND:DIR for a backend with local weights
-    (`hf:DIR`, `vllm:DIR`)."""
-    from eval_anything.models import cached_weights_dir, known_traits
+    """A local model folder for `embedded:NAME`, `DIR`, a Hub id `ORG/NAME[@REV]`, or either behind a
+    backend with local weights (`hf:DIR`, `vllm:ORG/NAME`)."""
+    from eval_anything.models import local_weights_dir
 
-    backend, sep, rest = reference.partition(":")
-    traits = known_traits(backend) if sep else None
-    if traits is not None and traits.cached_weights:
-        return cached_weights_dir(backend)
-    if traits is not None and traits.local_weights:
-        reference = rest
-    path = Path(reference)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"model {reference} is not a transformers model directory (no config.json)")
-    return path
+    return local_weights_dir(reference)
 
 
 def load_for_training(reference: str, video_frames: int = 8, head: str = "causal"):

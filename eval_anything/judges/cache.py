@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from eval_anything.datamodel import Part
+from eval_anything.errors import EXIT_CANNOT_WRITE, UserError
 from eval_anything.files import file_sha256
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS replies (
@@ -71,9 +72,11 @@ ceph, fuse mounts, or a type not known) gets the rollback journal."""
 T = TypeVar("T")
 
 
-class JudgeCacheError(RuntimeError):
+class JudgeCacheError(UserError, RuntimeError):
     """A judge cache file that cannot be opened, read or written: corrupt, locked, full or not
     writable. Names the file and the fault; the run can go on without the cache."""
+
+    exit_code = EXIT_CANNOT_WRITE
 
     def __init__(self, path: Path, fault: str) -> None:
         super().__init__(f"judge cache {path}: {fault} -> fix or remove it, choose another folder with "

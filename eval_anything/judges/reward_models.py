@@ -115,7 +115,7 @@ def save_score_head(directory: str | Path, weight: Any, bias: Any = None) -> Pat
 
 
 class RewardModel:
-    """A local reward model (see the module for the two folder layouts).
+    """A reward model, a local folder or a Hub id (see the module for the two folder layouts).
 
     `input_modalities` says what it takes without loading its weights, so a run can refuse media
     it cannot score before the first call; `read` raises ValueError for any other medium. Images
@@ -126,7 +126,10 @@ class RewardModel:
 
     def __init__(self, reference: str | Path, max_length: int = 2048,
                  placeholders: Mapping[Modality | str, str] | None = None) -> None:
-        self.path = Path(reference)
+        from eval_anything.models.weights import resolve_weights
+
+        self.weights = resolve_weights(str(reference))  # a folder, or a Hub id through the HF cache
+        self.path = self.weights.path
         if not (self.path / "config.json").exists():
             raise FileNotFoundError(f"reward model directory {self.path} has no config.json")
         self.max_length = max_length
@@ -361,7 +364,7 @@ class RewardModel:
             "path": str(self.path), "class": model_class.__name__ if model_class else None, "head": self.head_kind,
             "input_modalities": sorted(m.value for m in taken),
             "placeholders": {m.value: self._placeholders[m] for m in MEDIA_ORDER if m in taken},
-            "max_length": self.max_length}
+            "max_length": self.max_length, **self.weights.identity()}
         if self.head_kind == HEAD_SCORE:
             described["head_file"] = SCORE_HEAD_FILE
         return described

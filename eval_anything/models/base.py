@@ -4,12 +4,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 from eval_anything.datamodel import Modality, ModelOutput, Request
 from eval_anything.errors import UsageError
 from eval_anything.media import MediaError
 from eval_anything.redaction import redact
+
+if TYPE_CHECKING:
+    from eval_anything.models.weights import ResolvedWeights
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -17,10 +20,22 @@ class ModelSpec:
 
     backend: str
     reference: str
+    """As the user named it: a folder, a Hub id (ORG/NAME[@REV]), a served name, a file."""
     args: Mapping[str, Any] = field(default_factory=dict)
+    weights: ResolvedWeights | None = None
+    """Where the reference's weights are, for a backend with local weights (`models.resolve_spec` fills it)."""
+    adapter: ResolvedWeights | None = None
+    """Where the PEFT adapter of `args["peft"]` is, likewise."""
 
     def describe(self) -> dict[str, Any]:
-        return {"backend": self.backend, "reference": self.reference, "args": redact(self.args)}
+        """Identity for the run manifest and id: a Hub model adds its repo, revision and commit
+        (`weights`, and `adapter` under "peft"), a local folder nothing, so its run ids stay as they were."""
+        described = {"backend": self.backend, "reference": self.reference, "args": redact(self.args)}
+        if self.weights is not None:
+            described.update(self.weights.identity())
+        if self.adapter is not None and self.adapter.identity():
+            described["peft"] = self.adapter.identity()
+        return described
 
     @property
     def label(self) -> str:
@@ -28,14 +43,36 @@ class ModelSpec:
 
 
 def parse_model_args(text: str | None) -> dict[str, Any]:
-    """`key=value,key=value` into a dict; numbers and booleans are converted."""
+    """`key=value,key=value` into a dict; numbers and booleans are converted. A value may be JSON
+    with commas inside brackets (`device_map={"a":0,"b":1}`), and an item with no `=` but a `:`
+    continues the value before it (`max_memory=0:20GiB,1:20GiB,cpu:64GiB`)."""
     args: dict[str, Any] = {}
-    for item in filter(None, (text or "").split(",")):
+    last: str | None = None
+    for item in filter(None, _top_level_items(text or "")):
         key, sep, value = item.partition("=")
+        if not sep and last is not None and ":" in item and ":" in str(args[last]):
+            args[last] = f"{args[last]},{item.strip()}"
+            continue
         if not sep or not key.strip():
             raise UsageError(f"model argument {item!r} is not key=value")
-        args[key.strip()] = _convert(value.strip())
+        last = key.strip()
+        args[last] = _convert(value.strip())
     return args
+
+
+def _top_level_items(text: str) -> list[str]:
+    """`text` split at the commas outside brackets."""
+    items, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        if char in "{[":
+            depth += 1
+        elif char in "}]":
+            depth = max(depth - 1, 0)
+        elif char == "," and depth == 0:
+            items.append(text[start:index])
+            start = index + 1
+    items.append(text[start:])
+    return items
 
 
 def _convert(value: str) -> Any:
@@ -49,13 +86,29 @@ def _convert(value: str) -> Any:
     return value
 
 
+LM_EVAL_MODELS = {"hf": "hf", "hf-auto": "hf", "huggingface": "hf", "hf-multimodal": "hf",
+                  "vllm": "vllm", "vllm-vlm": "vllm"}
+"""lm-evaluation-harness's `--model` names for local transformers weights -> our backend; with them the
+weights are named by the model argument `pretrained=`, as there."""
+
+
 def parse_model_spec(text: str | None, args: Mapping[str, Any] | None = None, backends: Iterable[str] = ()) -> ModelSpec:
-    """Read `[backend:]reference`; without a backend, a directory means `hf`, a .jsonl file `replay`."""
+    """Read `[backend:]reference`; without a backend, a directory means `hf`, a .jsonl file `replay`;
+    lm-eval's `hf` (or `vllm`) with `pretrained=REF` among the arguments means `hf:REF`."""
     args = dict(args or {})
     if not text:
+        if "pretrained" in args:
+            raise UsageError("model argument pretrained= needs --model hf (or vllm), as in lm-eval")
         return ModelSpec("embedded", "smollm2-135m-instruct", args)
+    if text in LM_EVAL_MODELS and "pretrained" in args:
+        return ModelSpec(LM_EVAL_MODELS[text], str(args.pop("pretrained")), args)
+    if text in LM_EVAL_MODELS:
+        raise UsageError(f"--model {text} names no model: add --model-args pretrained=DIR_OR_ORG/NAME, "
+                         f"or write --model {LM_EVAL_MODELS[text]}:DIR_OR_ORG/NAME")
     backend, sep, reference = text.partition(":")
     if sep and backend in set(backends):
+        if "pretrained" in args:
+            raise UsageError(f"--model {text} already names the model; drop pretrained={args['pretrained']}")
         return ModelSpec(backend, reference, args)
     path = Path(text)
     if path.is_dir():
@@ -64,7 +117,8 @@ def parse_model_spec(text: str | None, args: Mapping[str, Any] | None = None, ba
         return ModelSpec("replay", text, args)
     raise UsageError(
         f"cannot tell which backend runs {text!r}: name one as BACKEND:REFERENCE "
-        f"(backends: {', '.join(sorted(backends))}), or give an existing model directory or predictions .jsonl"
+        f"(backends: {', '.join(sorted(backends))}; a Hub id as hf:ORG/NAME[@REVISION]), "
+        f"or give an existing model directory or predictions .jsonl"
     )
 
 

@@ -11,6 +11,7 @@ from eval_anything.errors import UsageError
 from eval_anything.models.base import ModelSpec
 from eval_anything.models.continuous_batching import CONTINUOUS, ContinuousBatching
 from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
+from eval_anything.models.loading import LoadingOptions, check_adapter_base, check_hf_arguments, load_adapter
 from eval_anything.models.out_of_memory import release_cached_memory
 from eval_anything.models.static_batching import STATIC
 
@@ -21,16 +22,20 @@ this many requests in flight (its paged cache is sized for exactly that many).""
 
 
 class HFModel(ContinuousBatching):
-    """`hf:DIR` — a transformers model directory (model, tokenizer or processor, config).
+    """`hf:DIR` or `hf:ORG/NAME[@REV]` — a transformers model (model, tokenizer or processor, config),
+    a local folder or a Hub id resolved through the Hugging Face cache (weights.py).
 
     Arguments: batch_size (int or "auto", default auto: start at 32 and halve on out-of-memory),
-    batching (continuous or static, default continuous), dtype (default float32; "auto" keeps the
-    checkpoint's), device (default cpu; "auto" picks cuda when present), video_frames (frames
-    sampled from a video; default 8), packed_linears (default true: a float32 model on CPU runs its
-    linears through oneDNN with weights packed once, see cpu_kernels; false keeps PyTorch's stock
-    kernels, whose results differ in the last bits). A processor with its own video support gets
-    the frames as one video; otherwise they go in as images (video processors need torchvision, so
-    that is the path exercised here).
+    batching (continuous or static, default continuous), device (default auto: cuda when present,
+    else cpu), video_frames (frames sampled from a video; default 8), packed_linears (default true:
+    a float32 model on CPU runs its linears through oneDNN with weights packed once, see cpu_kernels;
+    false keeps PyTorch's stock kernels, whose results differ in the last bits; never with peft or a
+    device_map), revision, and the loading options of `loading.LoadingOptions` (dtype, default auto:
+    float32 on the CPU, the checkpoint's on a GPU; device_map, max_memory, trust_remote_code,
+    attn_implementation, quantization, peft, peft_base_check). Any other argument is an error
+    (lm-eval's spellings are translated before, lm_eval_names.py). A processor with its own
+    video support gets the frames as one video; otherwise they go in as images (video processors
+    need torchvision, so that is the path exercised here).
 
     batching=continuous: greedy text-only requests go through transformers' continuous batching
     (`init_continuous_batching`, a paged KV cache sized for each window of requests the runner
@@ -43,13 +48,16 @@ class HFModel(ContinuousBatching):
     """
 
     def __init__(self, spec: ModelSpec) -> None:
+        from eval_anything.models import with_weights
+
+        spec = with_weights(spec)
         super().__init__(spec)
         import torch
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
         args = dict(spec.args)
-        path = Path(spec.reference)
+        path = spec.weights.path
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"hf model directory {path} has no config.json")
         self.video_frames = int(args.pop("video_frames", 8))
@@ -59,29 +67,54 @@ class HFModel(ContinuousBatching):
         requested = args.pop("batch_size", AUTO)
         self._auto_batch = requested == AUTO
         self._batch_size = AUTO_START_BATCH if self._auto_batch else int(requested)
-        self.device = torch.device(_device_name(torch, args.pop("device", "cpu")))
-        dtype_name = str(args.pop("dtype", "float32"))
-        dtype = dtype_name if dtype_name == AUTO else getattr(torch, dtype_name)
-        self.processor = load_processor(transformers, path)
+        device_name = _device_name(torch, args.pop("device", AUTO))
+        packed = args.pop("packed_linears", True)
+        if not isinstance(packed, bool):
+            raise UsageError(f"packed_linears must be true or false, not {packed!r}")
+        check_hf_arguments(args)
+        self.options = LoadingOptions.pop_from(args)
+        self.processor = load_processor(transformers, path, self.options.trust_remote_code)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.inputs = InputProcessor(self.processor, self.video_frames, spec.label)
         self.input_modalities = input_modalities_of(self.processor)
-        packed = args.pop("packed_linears", True)
-        if not isinstance(packed, bool):
-            raise UsageError(f"packed_linears must be true or false, not {packed!r}")
-        model = load_generative_model(transformers, path, dtype, args, self.input_modalities)
-        self.model = model.to(self.device).eval()
+        kwargs = self._loading_kwargs(torch, transformers, device_name)
+        model = load_generative_model(transformers, path, kwargs.pop("dtype"), kwargs, self.input_modalities)
+        if spec.adapter is not None:
+            check_adapter_base(spec.adapter, spec.reference, spec.weights, self.options.peft_base_check)
+            model = load_adapter(model, spec.adapter)
+        self.model = model.eval() if self.options.places_weights else model.to(device_name).eval()
+        self.device = self.model.device if self.options.places_weights else torch.device(device_name)
         from eval_anything.models import cpu_kernels
 
-        self.packed_linears = cpu_kernels.pack_linears(self.model, self._batch_size) if packed else 0
+        # PEFT's layers read their base linear's weight, which a packed linear does not keep
+        packable = packed and not self.options.places_weights and spec.adapter is None
+        self.packed_linears = cpu_kernels.pack_linears(self.model, self._batch_size) if packable else 0
+
+    def _loading_kwargs(self, torch: Any, transformers: Any, device_name: str) -> dict[str, Any]:
+        placed_on_gpu = self.options.places_weights and torch.cuda.is_available()
+        device_type = "cuda" if placed_on_gpu else torch.device(device_name).type
+        declared = None
+        if self.options.dtype == AUTO and device_type == "cuda":
+            config = transformers.AutoConfig.from_pretrained(self.spec.weights.path,
+                                                             trust_remote_code=self.options.trust_remote_code)
+            declared = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+        return self.options.from_pretrained_kwargs(torch, self.options.torch_dtype(torch, device_type, declared))
 
     def describe(self) -> dict[str, Any]:
         described = {**super().describe(), "batch_size": AUTO if self._auto_batch else self._batch_size,
                      "batching": self.batching, "model_class": type(self.model).__name__,
-                     "dtype": str(self.model.dtype).replace("torch.", ""), "packed_linears": self.packed_linears}
+                     "dtype": str(self.model.dtype).replace("torch.", ""), "packed_linears": self.packed_linears,
+                     "trust_remote_code": self.options.trust_remote_code}
+        if self.options.device_map is not None:  # where accelerate put each module (nothing when all on one CPU)
+            placement = getattr(self.model, "hf_device_map", None)
+            described["device_map"] = ({str(k): str(v) for k, v in placement.items()} if placement
+                                       else self.options.device_map)
+        for name in ("quantization", "attn_implementation"):
+            if getattr(self.options, name) is not None:
+                described[name] = getattr(self.options, name)
         if self.requests_by_batching:
             described["requests_by_batching"] = dict(sorted(self.requests_by_batching.items()))
         if self.continuous_unsupported:

@@ -132,19 +132,20 @@ class InputProcessor:
         return self.processor(**kwargs)
 
 
-def load_processor(transformers: Any, path: Path) -> Any:
-    """The model folder's processor; its tokenizer alone for a text-only model."""
+def load_processor(transformers: Any, path: Path, trust_remote_code: bool = False) -> Any:
+    """The model folder's processor; its tokenizer alone for a text-only model. `path` is a folder:
+    a Hub id is resolved first (`weights.resolve_weights`)."""
     has_processor = any((path / name).exists() for name in
                         ("processor_config.json", "preprocessor_config.json", "feature_extractor_config.json"))
     if has_processor:
         try:
-            return transformers.AutoProcessor.from_pretrained(path)
+            return transformers.AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
         except (ImportError, AttributeError, ValueError, OSError):
             # e.g. a video processor that needs torchvision: keep the other parts, else the tokenizer
             processor = _processor_without_video(transformers, path)
             if processor is not None:
                 return processor
-    return transformers.AutoTokenizer.from_pretrained(path)
+    return transformers.AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
 
 
 def _processor_class_name(path: Path) -> str | None:

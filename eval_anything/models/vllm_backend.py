@@ -8,15 +8,17 @@ uses (chat template, media placeholders), and images, audio and video go to vLLM
 `multi_modal_data` where the model takes them. Greedy requests run at temperature 0; sampled
 ones pass temperature, top_p and the per-request seed. Stop strings are vLLM's own `stop`.
 Model arguments other than the ones read here go to `vllm.LLM(...)` unchanged
-(e.g. max_model_len, dtype, quantization, enforce_eager, limit_mm_per_prompt).
+(e.g. max_model_len, dtype, quantization, trust_remote_code, enforce_eager, limit_mm_per_prompt). The
+model is a folder or a Hub id (`vllm:ORG/NAME@REV`, or `revision=`), resolved to a snapshot folder
+through the Hugging Face cache before vLLM sees it (weights.py).
 """
 from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
+from eval_anything.errors import UsageError
 from eval_anything.datamodel import ModelOutput, Part, Request, Usage
 from eval_anything.models.base import BackendError, Model, ModelSpec, cut_at_stop
 from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
@@ -39,20 +41,26 @@ class VLLMModel(Model):
     default 256), video_frames (default 8); the rest go to `vllm.LLM`."""
 
     def __init__(self, spec: ModelSpec) -> None:
-        super().__init__(spec)
         vllm = import_vllm()
         import transformers
 
-        path = Path(spec.reference)
+        from eval_anything.models import with_weights
+
+        spec = with_weights(spec)
+        super().__init__(spec)
+        path = spec.weights.path
         if not (path / "config.json").exists():
             raise FileNotFoundError(f"vllm model directory {path} has no config.json")
         args = dict(spec.args)
+        if "peft" in args:
+            raise UsageError("model argument peft applies to the hf backend; for vLLM merge the adapter into "
+                             "a model folder first")
         self._batch_size = int(args.pop("batch_size", BATCH))
         video_frames = int(args.pop("video_frames", 8))
         args.setdefault("tensor_parallel_size", 1)
         args.setdefault("seed", 0)
         self._vllm = vllm
-        self.processor = load_processor(transformers, path)
+        self.processor = load_processor(transformers, path, bool(args.get("trust_remote_code", False)))
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.inputs = InputProcessor(self.processor, video_frames, spec.label)
         self.input_modalities = input_modalities_of(self.processor)

@@ -41,6 +41,7 @@ from typing import Any, Callable, ClassVar
 from eval_anything.datamodel import GenerationConfig, Modality, Part, Request
 from eval_anything.errors import UsageError
 from eval_anything.media import to_wav_bytes, write_mp4
+from eval_anything.models.weights import ResolvedWeights, resolve_weights
 from eval_anything.registry import Registry
 
 SUFFIXES = {Modality.IMAGE: ".png", Modality.AUDIO: ".wav", Modality.VIDEO: ".mp4"}
@@ -282,8 +283,11 @@ class DiffusersGenerator(Generator):
     class_defaults: ClassVar[dict[str, dict[str, Any]]] = {}
     common: ClassVar[dict[str, tuple[type, Any]]] = {"seed": (int, 0), "device": (str, None), "dtype": (str, None)}
 
-    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any]) -> None:
+    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any],
+                 weights: ResolvedWeights | None = None) -> None:
         self.directory, self.pipeline_class = directory, pipeline_class
+        self.weights = weights or resolve_weights(directory)
+        """Where the pipeline is: `directory` itself, or the Hub snapshot of a pipeline id (ORG/NAME[@REV])."""
         options = {**self.common, **self.options}
         unknown = sorted(set(args) - set(options))
         if unknown:
@@ -305,11 +309,12 @@ class DiffusersGenerator(Generator):
         if not directory:
             raise UsageError("the diffusers generator needs a pipeline folder: diffusers:DIR")
         # a misconfiguration fails the run before any model loads, not every sample
-        pipeline_class = _pipeline_class(Path(directory))
+        weights = resolve_weights(directory)
+        pipeline_class = _pipeline_class(weights.path)
         if importlib.util.find_spec("diffusers") is None:
             raise UsageError("the diffusers generator needs diffusers: pip install 'eval-anything[diffusers]'")
         kind = next((k for k in DIFFUSERS_KINDS if pipeline_class in k.pipeline_classes), DiffusersImageGenerator)
-        return kind(directory, pipeline_class, args)
+        return kind(directory, pipeline_class, args, weights)
 
     @property
     def name(self) -> str:
@@ -324,11 +329,12 @@ class DiffusersGenerator(Generator):
         return self
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "pipeline": self.pipeline_class, "modality": self.modality.value, **self.settings}
+        return {"name": self.name, "pipeline": self.pipeline_class, "modality": self.modality.value, **self.settings,
+                **self.weights.identity()}
 
     def pipeline(self) -> Any:
         if self._pipeline is None:
-            self._pipeline = _load_pipeline(Path(self.directory), self.settings["device"], self.settings["dtype"])
+            self._pipeline = _load_pipeline(self.weights.path, self.settings["device"], self.settings["dtype"])
         return self._pipeline
 
     def render(self, instruction: str, target: Path) -> Path:
@@ -383,9 +389,10 @@ class DiffusersAudioGenerator(DiffusersGenerator):
     pipeline_classes = ("AudioLDM2Pipeline",)
     options = {"steps": (int, 200), "seconds": (float, 10.0), "guidance": (float, 3.5)}
 
-    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any]) -> None:
-        super().__init__(directory, pipeline_class, args)
-        self.sample_rate = _sample_rate(_component_config(Path(directory), "vocoder"))
+    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any],
+                 weights: ResolvedWeights | None = None) -> None:
+        super().__init__(directory, pipeline_class, args, weights)
+        self.sample_rate = _sample_rate(_component_config(self.weights.path, "vocoder"))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "sample_rate": self.sample_rate}
@@ -414,10 +421,11 @@ class DiffusersVideoGenerator(DiffusersGenerator):
     options = {"steps": (int, 50), "frames": (int, 49), "guidance": (float, 6.0), "seed": (int, 42), "fps": (int, 8),
                "height": (int, None), "width": (int, None), "max_sequence_length": (int, None)}
 
-    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any]) -> None:
-        super().__init__(directory, pipeline_class, args)
+    def __init__(self, directory: str, pipeline_class: str, args: dict[str, Any],
+                 weights: ResolvedWeights | None = None) -> None:
+        super().__init__(directory, pipeline_class, args, weights)
         if self.settings["max_sequence_length"] is None:
-            config = _component_config(Path(directory), "transformer")
+            config = _component_config(self.weights.path, "transformer")
             self.settings["max_sequence_length"] = int(config.get("max_text_seq_length", 226))
 
     def call_arguments(self) -> dict[str, Any]:
