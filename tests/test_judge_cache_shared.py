@@ -119,3 +119,19 @@ def test_corrupt_locked_and_unwritable_caches_are_named(tmp_path: Path, monkeypa
         readonly = tmp_path / "readonly"
         readonly.mkdir(mode=0o500)
         assert "--judge-cache off" in str(_error(readonly))
+
+
+def test_the_single_file_of_earlier_versions_is_still_read(tmp_path: Path) -> None:
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # the layout earlier versions wrote
+        db.execute(judge_cache._SCHEMA)
+        db.execute("INSERT INTO replies (key, judge, text, input_tokens, output_tokens) "
+                   "VALUES ('old', 'stub', 'an earlier reply', 3, 1)")
+    cache = JudgeCache(tmp_path / "cache")
+    try:
+        assert cache.get("old") == ("an earlier reply", 3, 1)
+        cache.put("new", "stub", "a new reply", 2, 1)
+        assert len(cache) == 2
+    finally:
+        cache.close()
+    with sqlite3.connect(tmp_path / "cache.sqlite") as db:  # the earlier file is only read
+        assert db.execute("SELECT COUNT(*) FROM replies").fetchone()[0] == 1

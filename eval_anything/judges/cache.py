@@ -190,9 +190,10 @@ class JudgeCache:
         self._readers: list[tuple[Path, sqlite3.Connection]] = []
         try:
             self._own = self._open(self._slot.path, journal_mode(folder))
-            for path in sorted(folder.glob(WRITER_GLOB)):
-                if path != self._slot.path:
-                    self._readers.append((path, self._open(path, None)))
+            others = [p for p in sorted(folder.glob(WRITER_GLOB)) if p != self._slot.path]
+            legacy = folder.with_suffix(".sqlite")  # the single file earlier versions wrote: still read
+            for path in (*others, *((legacy,) if legacy.is_file() else ())):
+                self._readers.append((path, self._open(path, None)))
         except BaseException:
             self.close()
             raise
