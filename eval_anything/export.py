@@ -122,10 +122,14 @@ def export_run(run_dir: Path, output: Path) -> dict[str, Any]:
     if traits is not None and traits.packs_reference_file and Path(model.get("reference", "")).is_file():
         model_file = f"model/{Path(model['reference']).name}"
         members[model_file] = Path(model["reference"])
+    elif traits is not None and traits.local_weights and model.get("commit"):
+        notes.append(f"the Hub model {model.get('reference')} is not packed; the rerun loads its commit "
+                     f"{model['commit']} from the Hugging Face cache (or the Hub)")
     elif traits is not None and traits.local_weights:
         notes.append(f"the model folder {model.get('reference')} is not packed; give it with --model on rerun")
     info = {"format": BUNDLE_FORMAT, "run_id": manifest.get("run_id"), "command": manifest.get("command"),
-            "model": {k: model.get(k) for k in ("backend", "reference", "args")}, "model_file": model_file,
+            "model": {k: model.get(k) for k in ("backend", "reference", "args", "commit") if k in model},
+            "model_file": model_file,
             "settings": manifest.get("settings"), "tasks": tasks,
             "files": {name: {"size": p.stat().st_size, "sha256": file_sha256(p)} for name, p in members.items()},
             "notes": notes}
@@ -195,6 +199,8 @@ def apply_bundle(arguments: RunArguments) -> RunArguments:
         described = info.get("model") or {}
         if info.get("model_file"):  # packed by a backend that packs its reference file
             model = f"{described['backend']}:{folder / info['model_file']}"
+        elif described.get("commit"):  # a Hub model: the commit it ran, not wherever its branch moved since
+            model = f"{described['backend']}:{described['reference']}@{described['commit']}"
         elif described.get("backend"):
             model = f"{described['backend']}:{described['reference']}"
     arguments = dataclasses.replace(arguments, **changes, model=model)

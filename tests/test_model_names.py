@@ -67,6 +67,13 @@ def test_a_run_by_hub_id_records_the_commit(hub_cache: Path, tmp_path: Path, cap
              "tolerance": 0}]}))
         assert main(["verify", str(run_dir), "--references", str(references)]) == code
     assert f"the run used commit {MAIN_SHA}: another revision is another model" in capsys.readouterr().out
+    from eval_anything.export import apply_bundle, export_run
+    from eval_anything.settings import RunArguments
+
+    info = export_run(run_dir, tmp_path / "run.tar.gz")  # a bundle reruns the commit, not where main is now
+    assert info["model"]["commit"] == MAIN_SHA and "commit " + MAIN_SHA in info["notes"][0]
+    rerun = apply_bundle(RunArguments(from_bundle=str(tmp_path / "run.tar.gz"), output_dir=tmp_path / "again"))
+    assert rerun.model == f"hf:{REPO}@{MAIN_SHA}"
 
 
 def test_revisions_resolve_to_their_commits_and_ids(offline_cache: Path, tmp_path: Path):
