@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from eval_anything.files import file_sha256
+from eval_anything.locking import is_lock_file
 from eval_anything.redaction import was_redacted
 
 if TYPE_CHECKING:
@@ -91,7 +92,7 @@ def export_run(run_dir: Path, output: Path) -> dict[str, Any]:
         raise BundleError(f"{run_dir} is not a run directory (no manifest.json and results.json)")
     manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     members: dict[str, Path] = {}
-    for path in sorted(p for p in run_dir.rglob("*") if p.is_file()):
+    for path in sorted(p for p in run_dir.rglob("*") if p.is_file() and not is_lock_file(p)):
         members[f"run/{path.relative_to(run_dir).as_posix()}"] = path
     tasks, notes = [], []
     limit = (manifest.get("settings") or {}).get("limit")

@@ -27,6 +27,11 @@ STALE_HOLDER_RETRIES = 10
 rewrites it right after taking the lock."""
 
 
+def is_lock_file(path: Path) -> bool:
+    """A run directory's lock or holder file (of the run or a rank): not part of the run's record."""
+    return path.name.startswith(LOCK)
+
+
 @dataclass(frozen=True)
 class Holder:
     """Who holds a lock, as its side file says."""

@@ -200,6 +200,7 @@ def test_export_packs_a_reference_file_and_notes_an_unpacked_model_folder(tmp_pa
     assert info["model_file"] == "model/p.jsonl" and not info["notes"]
     with tarfile.open(tmp_path / "replay.tar.gz") as tar:
         assert "model/p.jsonl" in tar.getnames()
+        assert not [n for n in tar.getnames() if "/.lock" in n], "the run directory's lock is not part of the run"
     manifest_path = run_dir / "manifest.json"
     for name in backends_where(lambda t: t.local_weights):
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
