@@ -40,6 +40,7 @@ tasks: [arith_mini]
 eval_limit: 2
 eval_max_new_tokens: 4
 eval_output_dir: {tmp_path / 'runs'}
+preset: smoke
 critic_sft: {{max_steps: 4, learning_rate: 0.001, max_length: 128}}
 sample: {{max_new_tokens: 6, temperature: 1.0}}
 critique: {{max_new_tokens: 6}}
@@ -159,7 +160,7 @@ def test_compare_llf_and_binary_on_the_same_budget_from_one_parquet(tmp_path, ti
     config = CompareConfig.from_dict({
         "model": str(tiny_llama_dir), "data": str(data), "work_dir": str(tmp_path / "cmp"), "budget": 3,
         "tasks": ["arith_mini"], "eval_limit": 1, "eval_max_new_tokens": 2, "eval_output_dir": str(tmp_path / "runs"),
-        "critic_sft": {"max_steps": 2, "learning_rate": 1e-3, "max_length": 96},
+        "preset": "smoke", "critic_sft": {"max_steps": 2, "learning_rate": 1e-3, "max_length": 96},
         "sample": {"max_new_tokens": 4}, "critique": {"max_new_tokens": 4},
         "refine": {"max_new_tokens": 4, "temperature": 1.0}, "dpo": {"max_steps": 1, "max_length": 96}})
     summary = run_compare(config)

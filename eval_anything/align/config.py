@@ -174,9 +174,10 @@ class GeneratingStageConfig(StageConfig):
     """Knobs shared by the generation stages (sample, critique, refine)."""
 
     output_dir: str = knob("", "the stage's artefact folder (records.jsonl + manifest.json)", identity=False)
-    max_new_tokens: int = knob(64, "tokens generated per record")
-    temperature: float = knob(0.0, "sampling temperature; 0 is greedy")
+    max_new_tokens: int = knob(2048, "tokens generated per record (2048 in the authors' lang_feedback scripts)")
+    temperature: float = knob(1.0, "sampling temperature; 0 is greedy (1.0 in the authors' scripts)")
     top_p: float = knob(1.0, "nucleus sampling mass")
+    repetition_penalty: float = knob(1.1, "penalty on tokens already present; 1 is none (1.1 in the authors' scripts)")
     seed: int = knob(1234, "generation seed")
     batch_size: int = knob(8, "requests per generate() call", identity=False)
     video_frames: int = knob(8, "frames sampled from each video, as in `eval-anything run`")
@@ -187,6 +188,8 @@ class GeneratingStageConfig(StageConfig):
             raise ConfigError(f"{self.STAGE}: output_dir is required")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError(f"{self.STAGE}: max_new_tokens and batch_size must be at least 1")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"{self.STAGE}: repetition_penalty must be positive (1 is no penalty)")
 
 
 @dataclass
@@ -212,6 +215,7 @@ class RefineConfig(GeneratingStageConfig):
     """Stage 4: y* = policy(x, y, c)."""
 
     STAGE = "refine"
+    max_new_tokens: int = knob(4096, "tokens generated per record (4096 in the authors' refine script)")
     policy: str = knob("embedded:smollm2-135m-instruct", "the policy that rewrites its answer")
     critiques: str = knob("", "the critique stage's artefact folder")
 
@@ -351,6 +355,23 @@ STAGE_CONFIGS: dict[str, type[StageConfig]] = {
 }
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"
+"""Shipped presets: NAME.yaml, one mapping of stage keys per stage section."""
+
+
+def preset_sections(name: str | None) -> dict[str, dict[str, Any]]:
+    """The stage sections of the shipped preset `name` ({} for None)."""
+    if not name:
+        return {}
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        near = difflib.get_close_matches(name, known, n=1)
+        raise ConfigError(f"unknown preset {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                          + f"; shipped presets: {', '.join(known)}")
+    return load_yaml(path)
+
+
 @dataclass
 class LLFConfig(StageConfig):
     """The whole pipeline: critic-sft -> sample -> critique -> refine -> pairs -> dpo (or rm + ppo)
@@ -368,6 +389,8 @@ class LLFConfig(StageConfig):
     eval_max_new_tokens: int | None = knob(None, "override the tasks' generation length")
     eval_output_dir: str = knob("runs", "where evaluation run directories go", identity=False)
     evaluate_base: bool = knob(True, "also evaluate the base model, for the leaderboard comparison")
+    preset: str | None = knob(None, "a shipped preset of stage keys, under this config's own sections "
+                              "(smoke: greedy, 64 new tokens; none: the authors' sampling)")
     critic_sft: dict = knob({}, "critic-sft keys")
     sample: dict = knob({}, "sample keys")
     critique: dict = knob({}, "critique keys")
@@ -383,15 +406,19 @@ class LLFConfig(StageConfig):
         if not self.data:
             raise ConfigError("llf: data is required")
         for name in ("critic_sft", "sample", "critique", "refine", "pairs", "dpo", "rm", "ppo"):
-            section = getattr(self, name)
-            if not isinstance(section, dict):
+            if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"llf: {name} must be a mapping of {name} keys")
+            section = self.section(name)
             allowed = {f.name for f in STAGE_CONFIGS[name.replace("_", "-")].fields()}
             unknown = [k for k in section if k.replace("-", "_") not in allowed]
             if unknown:
                 near = difflib.get_close_matches(unknown[0].replace("-", "_"), sorted(allowed), n=1)
                 raise ConfigError(f"llf.{name}: unknown key {unknown[0]!r}"
                                   + (f" (did you mean {near[0]!r}?)" if near else ""))
+
+    def section(self, name: str) -> dict[str, Any]:
+        """A stage section's keys: the preset's, then this config's own."""
+        return {**preset_sections(self.preset).get(name, {}), **getattr(self, name)}
 
 
 @dataclass

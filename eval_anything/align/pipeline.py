@@ -51,16 +51,16 @@ def run_llf(config: LLFConfig, command: Sequence[str] = ()) -> LLFResult:
     result = LLFResult()
     prompts = config.prompts or config.data
     critic = train_critic(_section(CriticSFTConfig, {"model": config.critic_model or config.model, "data": config.data,
-                                                     "output_dir": str(work / "critic-sft")}, config.critic_sft,
+                                                     "output_dir": str(work / "critic-sft")}, config.section("critic_sft"),
                                    "critic_sft"))
     sample = run_sample(_section(SampleConfig, {"policy": config.model, "prompts": prompts,
-                                                "output_dir": str(work / "sample")}, config.sample, "sample"))
+                                                "output_dir": str(work / "sample")}, config.section("sample"), "sample"))
     critique = run_critique(_section(CritiqueConfig, {"critic": str(critic.model_dir), "responses": str(sample.path),
-                                                      "output_dir": str(work / "critique")}, config.critique, "critique"))
+                                                      "output_dir": str(work / "critique")}, config.section("critique"), "critique"))
     refine = run_refine(_section(RefineConfig, {"policy": config.model, "critiques": str(critique.path),
-                                                "output_dir": str(work / "refine")}, config.refine, "refine"))
+                                                "output_dir": str(work / "refine")}, config.section("refine"), "refine"))
     pairs = run_pairs(_section(PairsConfig, {"refinements": str(refine.path), "output_dir": str(work / "pairs")},
-                               config.pairs, "pairs"))
+                               config.section("pairs"), "pairs"))
     result.stages = {"critic-sft": str(critic.output_dir), "sample": str(sample.path), "critique": str(critique.path),
                      "refine": str(refine.path), "pairs": str(pairs.path)}
     source = fingerprint(config.data)
@@ -70,16 +70,16 @@ def run_llf(config: LLFConfig, command: Sequence[str] = ()) -> LLFResult:
     final: TrainResult
     if config.method == "dpo":
         final = train_dpo(_section(DPOConfig, {"model": config.model, "pairs": str(pairs.path),
-                                               "output_dir": str(work / "dpo")}, config.dpo, "dpo"),
+                                               "output_dir": str(work / "dpo")}, config.section("dpo"), "dpo"),
                           method="llf-dpo", lineage_extra=extra)
         result.stages["dpo"] = str(final.output_dir)
     else:
         from eval_anything.align.ppo import train_ppo
 
         rm = train_reward_model(_section(RMConfig, {"model": config.model, "pairs": str(pairs.path),
-                                                    "output_dir": str(work / "rm")}, config.rm, "rm"))
+                                                    "output_dir": str(work / "rm")}, config.section("rm"), "rm"))
         final = train_ppo(_section(PPOConfig, {"model": config.model, "reward_model": str(rm.model_dir),
-                                               "prompts": prompts, "output_dir": str(work / "ppo")}, config.ppo, "ppo"),
+                                               "prompts": prompts, "output_dir": str(work / "ppo")}, config.section("ppo"), "ppo"),
                           method="llf-ppo", lineage_extra=extra)
         result.stages.update(rm=str(rm.output_dir), ppo=str(final.output_dir))
     result.checkpoint = final.model_dir
@@ -124,7 +124,7 @@ def run_compare(config: CompareConfig, command: Sequence[str] = ()) -> dict[str,
     binary = binary_pairs(BinaryPairsConfig.from_dict({"data": config.binary_data or config.data, "limit": llf_pairs,
                                                        "output_dir": str(work / "binary-pairs")}, "compare"))
     dpo = _section(DPOConfig, {"model": config.model, "pairs": str(binary.path),
-                               "output_dir": str(work / "binary-dpo")}, config.dpo, "dpo")
+                               "output_dir": str(work / "binary-dpo")}, config.section("dpo"), "dpo")
     source = fingerprint(config.binary_data or config.data)
     binary_model = train_dpo(dpo, method="binary-dpo", lineage_extra={
         "data": describe_data([source]), "pipeline": {"name": "binary", "data": source, "pairs": str(binary.path)}})
