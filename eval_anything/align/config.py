@@ -421,27 +421,39 @@ class LLFConfig(StageConfig):
         return {**preset_sections(self.preset).get(name, {}), **getattr(self, name)}
 
 
-@dataclass
-class BinaryPairsConfig(StageConfig):
-    """Binary preference pairs (the annotators' overall preference) taken from published data."""
-
-    STAGE = "binary-pairs"
-    data: str = knob("", "align-anything .parquet (or a prompt/chosen/rejected .jsonl)")
-    limit: int | None = knob(None, "keep the first N pairs")
-    output_dir: str = knob("", "the pairs artefact folder", identity=False)
+COMPARE_ARMS = ("llf-dpo", "binary-dpo", "llf-ppo", "binary-ppo")
+"""feedback-optimiser: LLF pairs or the annotators' binary preferences, then DPO or reward model + PPO."""
 
 
 @dataclass
 class CompareConfig(LLFConfig):
-    """LLF pairs versus binary preference pairs on the same budget (the paper's comparison): the LLF
-    pipeline on `budget` prompts, DPO on its pairs; DPO with the same settings on as many binary pairs
-    from `binary_data`; then base, LLF and binary checkpoints evaluated on `tasks`."""
+    """LLF against binary preference feedback on one budget (the paper's comparison). For each of
+    `seeds` seeds, `budget` human-labelled rows are drawn from `data`; every arm gets only those:
+    the LLF arms train the critic on their critiques and make pairs on their prompts, the binary
+    arms train on the annotators' preferences for the same prompts. Each arm is trained with the
+    same optimiser settings and seed, evaluated on `tasks`, and compare.md gives each task's mean
+    with a 95% interval and a paired test between the LLF and binary arm of each optimiser."""
 
     STAGE = "compare"
-    budget: int | None = knob(None, "prompts given to the LLF pipeline (default: all)")
-    binary_data: str | None = knob(None, "where the binary pairs come from (default: data)")
+    budget: int | None = knob(None, "human-labelled rows per seed, shared by every arm (default: all usable rows)")
+    binary_data: str | None = knob(None, "where the binary preferences come from (default: data); prompts are "
+                                   "matched to data's by id when it is data, else by prompt text")
+    seeds: int = knob(3, "how many times the whole comparison is repeated: another draw of rows and training seed")
+    seed: int = knob(1234, "the first seed; the others follow it")
+    arms: list[str] = knob(["llf-dpo", "binary-dpo"], "which arms to train: " + ", ".join(COMPARE_ARMS))
+    tasks: list[str] = knob(["amg_if_text", "amu"], "tasks (or groups) every arm and the base are evaluated on")
+    judge: str | None = knob(None, "the judge of judged tasks, BACKEND:REF (default: the embedded model, a weak judge)")
+    judge_args: dict = knob({}, "backend arguments of the judge (base_url, concurrency, ...)")
 
     def validate(self) -> None:
         super().validate()
-        if self.method != "dpo":
-            raise ConfigError("compare: method must be dpo (both arms are trained with the same DPO settings)")
+        unknown = [a for a in self.arms if a not in COMPARE_ARMS]
+        if unknown or not self.arms:
+            near = difflib.get_close_matches(unknown[0], COMPARE_ARMS, n=1) if unknown else []
+            raise ConfigError(f"compare: arms must be some of {', '.join(COMPARE_ARMS)}"
+                              + (f"; {unknown[0]!r} is not one" if unknown else "")
+                              + (f" (did you mean {near[0]!r}?)" if near else ""))
+        if self.prompts:
+            raise ConfigError("compare: prompts cannot be set: every arm works on the prompts of the drawn rows")
+        if self.seeds < 1 or (self.budget is not None and self.budget < 1):
+            raise ConfigError("compare: seeds and budget must be at least 1")
