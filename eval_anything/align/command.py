@@ -86,7 +86,12 @@ def _pairs(c):
 def _dpo(c):
     from eval_anything.align.train import train_dpo
 
-    return train_dpo(c)
+    callbacks = []
+    if c.eval_every:
+        from eval_anything.align.callback import stage_callbacks
+
+        callbacks = stage_callbacks(c, "dpo")
+    return train_dpo(c, callbacks=callbacks)
 
 
 def _rm(c):

@@ -23,7 +23,8 @@ from eval_anything.align.artifacts import fingerprint
 from eval_anything.align.compare_stats import summarise, to_markdown
 from eval_anything.align.config import CompareConfig, ConfigError, LLFConfig
 from eval_anything.align.data import load_llf_records, load_preference_records, require_binary_preferences
-from eval_anything.align.pipeline import evaluate_checkpoint, make_llf_pairs, optimise
+from eval_anything.align.evaluation import evaluate_checkpoint
+from eval_anything.align.pipeline import make_llf_pairs, optimise
 from eval_anything.align.records import LLFRecord, PreferenceRecord, write_jsonl
 from eval_anything.align.train import describe_data
 from eval_anything.rundir import write_json_atomic

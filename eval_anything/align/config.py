@@ -280,6 +280,18 @@ class DPOConfig(TrainConfig):
     STAGE = "dpo"
     pairs: str = knob("", "preference pairs: the pairs artefact, a .jsonl, or align-anything .parquet (binary)")
     beta: float = knob(0.1, "DPO beta (0.1 in the paper)")
+    eval_every: int = knob(0, "evaluate the model in training every N steps on eval_tasks, in memory (0: never)",
+                           identity=False)
+    eval_tasks: list[str] = knob(["arith_mini"], "tasks of the in-loop evaluation", identity=False)
+    eval_limit: int | None = knob(None, "in-loop evaluation: the first N items of each task", identity=False)
+    eval_max_new_tokens: int | None = knob(None, "in-loop evaluation: override the tasks' generation length",
+                                           identity=False)
+    eval_output_dir: str = knob("runs", "where the in-loop evaluation run directories go", identity=False)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.eval_every < 0 or (self.eval_every and not self.eval_tasks):
+            raise ConfigError("dpo: eval_every must be 0 (no in-loop evaluation) or a step count with eval_tasks")
 
 
 @dataclass

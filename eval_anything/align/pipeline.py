@@ -10,6 +10,7 @@ from typing import Any, Sequence
 from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import (CriticSFTConfig, CritiqueConfig, DPOConfig, LLFConfig, PairsConfig, PPOConfig,
                                         RefineConfig, RMConfig, SampleConfig, StageConfig)
+from eval_anything.align.evaluation import evaluate_checkpoint
 from eval_anything.align.generate import run_critique, run_pairs, run_refine, run_sample
 from eval_anything.align.train import TrainResult, describe_data, train_critic, train_dpo, train_reward_model
 from eval_anything.rundir import write_json_atomic
@@ -29,36 +30,6 @@ class LLFResult:
 
 def _section(cls: type[StageConfig], defaults: dict[str, Any], overrides: dict[str, Any], name: str) -> Any:
     return cls.from_dict({**defaults, **overrides}, f"llf.{name}")
-
-
-def evaluate_checkpoint(model: str, tasks: Sequence[str], output_dir: str, limit: int | None,
-                        max_new_tokens: int | None, command: Sequence[str] = (), judge: str | None = None,
-                        judge_args: dict[str, Any] | None = None) -> Any:
-    """`eval-anything run` on a checkpoint: its run directory's manifest carries the lineage.
-    `judge`: the model judging judged tasks (BACKEND:REF, with `judge_args`); None: the embedded one."""
-    from eval_anything.models import resolve_spec
-    from eval_anything.runner import evaluate
-    from eval_anything.settings import RunSettings
-    from eval_anything.tasks import Catalog
-
-    spec = resolve_spec(model)
-    settings = RunSettings(output_dir=Path(output_dir), limit=limit, max_new_tokens=max_new_tokens,
-                           command=tuple(command) or ("eval-anything", "run", "--model", model),
-                           judge=judge_settings(judge, judge_args))
-    return evaluate(spec, Catalog().resolve(",".join(tasks)), settings)
-
-
-def judge_settings(judge: str | None, judge_args: dict[str, Any] | None = None) -> Any:
-    """As `--judge BACKEND:REF --judge-args ...` sets it; None for the embedded default."""
-    if not judge:
-        return None
-    from eval_anything.models import resolve_spec
-    from eval_anything.models.embedded import cache_root
-    from eval_anything.settings import JUDGE_DEFAULTS, JudgeSettings
-
-    max_new_tokens, retries = JUDGE_DEFAULTS
-    return JudgeSettings(resolve_spec(judge, judge_args or {}), max_new_tokens=max_new_tokens, parse_retries=retries,
-                         cache_path=cache_root() / "judge-cache.sqlite")
 
 
 @dataclass
@@ -95,8 +66,14 @@ def optimise(config: LLFConfig, optimiser: str, pairs: str, prompts: str, work: 
              lineage_extra: dict[str, Any]) -> tuple[TrainResult, dict[str, str]]:
     """DPO on the pairs, or a reward model on them and PPO on the prompts: (the trained policy, stage folders)."""
     if optimiser == "dpo":
-        final = train_dpo(_section(DPOConfig, {"model": config.model, "pairs": pairs, "output_dir": str(work / "dpo")},
-                                   config.section("dpo"), "dpo"), method=method, lineage_extra=lineage_extra)
+        dpo = _section(DPOConfig, {"model": config.model, "pairs": pairs, "output_dir": str(work / "dpo")},
+                       config.section("dpo"), "dpo")
+        callbacks = []
+        if dpo.eval_every:
+            from eval_anything.align.callback import stage_callbacks
+
+            callbacks = stage_callbacks(dpo, method)
+        final = train_dpo(dpo, method=method, lineage_extra=lineage_extra, callbacks=callbacks)
         return final, {"dpo": str(final.output_dir)}
     from eval_anything.align.ppo import train_ppo
 
