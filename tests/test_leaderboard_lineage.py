@@ -28,17 +28,27 @@ def runs(tmp_path_factory):
                       ["llf-dpo", "binary-dpo"], resamples=200)
     summary.write_text(json.dumps({"config": {"arms": ["llf-dpo", "binary-dpo"]}, "seeds": [{"seed": 1}],
                                    "table": table}))
-    return root, load_runs([base, trained, binary])
+    steps = []
+    for step, wrong in ((4, 10), (2, 16)):  # in-loop runs, out of order
+        run = make_run(root, f"step-{step}", "arith_mini", wrong=arith[:wrong])
+        edit_json(run / "manifest.json", lambda m, step=step: m.update(lineage={
+            "base_model": base_reference, "method": "dpo", "step": step, "trainer_output_dir": "/t/dpo/checkpoints",
+            "in_loop": True}))
+        steps.append(run)
+    return root, load_runs([base, trained, binary, *steps])
 
 
 def test_trained_runs_show_their_difference_from_the_base_run_and_the_compare_table(runs):
     root, loaded = runs
     board, _, _ = build_board(loaded)
-    base, trained, binary = board["runs"]
+    base, trained, binary, _, _ = board["runs"]
     assert "vs_base" not in base
     assert trained["vs_base"]["base"] == base["label"] and trained["vs_base"]["base_index"] == 0
     assert trained["vs_base"]["deltas"]["arith_mini/numeric"] == pytest.approx(26 / 40 - 20 / 40)
     assert binary["vs_base"]["deltas"]["arith_mini/numeric"] == pytest.approx(22 / 40 - 20 / 40)
+    (steps,) = [c for c in board["charts"] if c["kind"] == "steps"]
+    assert steps["groups"] == ["step 2", "step 4"] and steps["title"].startswith("dpo from ")
+    assert steps["series"] == [{"label": "arith_mini", "values": [pytest.approx(24 / 40), pytest.approx(30 / 40)]}]
     (compare,) = board["compare"]
     entry = compare["table"]["tasks"]["arith_mini"]
     assert entry["arms"]["llf-dpo"]["mean"] == pytest.approx(0.65) and entry["paired"][0]["diff"] == pytest.approx(0.1)
@@ -52,5 +62,5 @@ def test_trained_runs_show_their_difference_from_the_base_run_and_the_compare_ta
         wait_for(driver, "document.body.dataset.state === 'ready'")
         texts = driver.execute_script("return [...document.querySelectorAll('#overview .delta')].map(e => e.textContent)")
         table = driver.execute_script("return document.getElementById('compare').textContent")
-    assert texts == ["vs base +0.150", "vs base +0.050"]
+    assert texts == ["vs base +0.150", "vs base +0.050", "vs base +0.250", "vs base +0.100"]
     assert "llf-dpo − binary-dpo: +0.100" in table and "0.650 [" in table

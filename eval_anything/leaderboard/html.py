@@ -225,6 +225,7 @@ def _charts(runs: list[Run], columns: list[table.Column], cells: list[dict[str, 
                        "series": [{"label": r.label, "values": [cells[i][c.key].get("value") for c in cols]}
                                   for i, r in enumerate(runs)]})
     charts.extend(_selection_charts(runs))
+    charts.extend(lineage.step_charts(runs, {task: c.key for task, c in first_per_task.items()}, cells))
     return charts
 
 

@@ -74,3 +74,26 @@ def compare_tables(runs: list[Run]) -> list[dict[str, Any]]:
             seen[path] = {"path": path, "arms": ["base", *summary["config"].get("arms", [])],
                           "seeds": len(summary.get("seeds") or []), "table": summary["table"]}
     return list(seen.values())
+
+
+def step_charts(runs: list[Run], first_metrics: dict[str, str], cells: list[dict[str, dict[str, Any]]]
+                ) -> list[dict[str, Any]]:
+    """Task scores against training step, one chart per training (in-loop runs of one trainer output
+    folder, whose lineage has a step); `first_metrics` maps each task to its first metric's column key."""
+    trainings: dict[str, list[tuple[int, int]]] = {}
+    for index, run in enumerate(runs):
+        lineage = run.lineage or {}
+        if isinstance(lineage.get("step"), int):
+            key = str(lineage.get("trainer_output_dir") or (lineage.get("base_model"), lineage.get("method")))
+            trainings.setdefault(key, []).append((lineage["step"], index))
+    charts = []
+    for points in trainings.values():
+        points.sort()
+        first = runs[points[0][1]].lineage or {}
+        tasks = [t for t in first_metrics if any(first_metrics[t] in cells[i] for _, i in points)]
+        charts.append({"kind": "steps", "title": f"{first.get('method')} from {first.get('base_model')}: "
+                                                  "each task's first metric by training step",
+                       "groups": [f"step {step}" for step, _ in points],
+                       "series": [{"label": task, "values": [(cells[i].get(first_metrics[task]) or {}).get("value")
+                                                             for _, i in points]} for task in tasks]})
+    return charts
