@@ -52,6 +52,16 @@ def test_critique_and_refine_conversations_follow_lang_feedback(tiny_llava_dir, 
     rendered = text_only.render(text_only.prepare(request.parts), request.prompt_text, None, request.history)
     assert rendered.index("Add 2 and 2.") < rendered.index("5") < rendered.index("Wrong: 2+2 is 4.")
     assert rendered.count("<|im_start|>user") == 2 and rendered.count("<|im_start|>assistant") == 2
+    # an API model gets the same conversation, the image in the first user turn
+    from eval_anything.models import ModelSpec
+    from eval_anything.models.openai_api import OpenAIModel
+
+    api = OpenAIModel(ModelSpec("openai", "m", {"base_url": "http://127.0.0.1:1/v1"}))
+    api_messages, _ = api.build_messages(stage_request("s", record, refine_conversation(prompt, response, critique),
+                                                       generation))
+    assert [m["role"] for m in api_messages] == ["user", "assistant", "user"]
+    assert [c["type"] for c in api_messages[0]["content"]] == ["image_url", "text"]
+    assert [c["type"] for c in api_messages[2]["content"]] == ["text"]
     # the policy samples from the prompt alone, placeholders stripped as base_gen does
     assert sample_conversation("Describe <video> and <audio>.").request == "Describe  video  and  audio ."
 

@@ -64,11 +64,16 @@ def usable_rows(config: CompareConfig) -> list[tuple[LLFRecord, PreferenceRecord
     return rows
 
 
-def draw(config: CompareConfig, rows: Sequence[tuple[LLFRecord, PreferenceRecord]], seed: int, folder: Path) -> Draw:
+def budget_of(config: CompareConfig, rows: Sequence[Any]) -> int:
     budget = len(rows) if config.budget is None else config.budget
     if budget > len(rows):
         raise ConfigError(f"compare: budget {budget} is more than the {len(rows)} rows of {config.data} that have a "
                           f"response, a critique and a binary preference; lower budget")
+    return budget
+
+
+def draw(config: CompareConfig, rows: Sequence[tuple[LLFRecord, PreferenceRecord]], seed: int, folder: Path) -> Draw:
+    budget = budget_of(config, rows)
     chosen = random.Random(seed).sample(list(rows), budget)
     folder.mkdir(parents=True, exist_ok=True)
     records = folder / "rows.jsonl"
@@ -112,6 +117,7 @@ def run_compare(config: CompareConfig, command: Sequence[str] = ()) -> dict[str,
     """Train every arm on each seed's draw, evaluate them and the base; write compare.json and compare.md."""
     work = Path(config.work_dir)
     rows = usable_rows(config)
+    budget_of(config, rows)  # before anything is evaluated or trained
     summary: dict[str, Any] = {"config": config.to_dict(), "usable_rows": len(rows), "seeds": [], "runs": {}}
 
     def evaluate(model: str, own_command: Sequence[str] = ()) -> str:
