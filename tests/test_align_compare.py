@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from eval_anything.align.config import CompareConfig
+from eval_anything.align.config import CompareConfig, ConfigError
 from eval_anything.align.records import write_jsonl
 from stub_openai import StubServer, completion, user_text
 
@@ -50,6 +50,8 @@ def test_compare_shares_one_budget_across_arms_over_seeds(tmp_path, tiny_llama_d
             "critic_sft": {"max_steps": 1, "learning_rate": 1e-3, "max_length": 96},
             "sample": {"max_new_tokens": 4}, "critique": {"max_new_tokens": 4},
             "refine": {"max_new_tokens": 4, "temperature": 1.0}, "dpo": {"max_steps": 1, "max_length": 96}}
+    with pytest.raises(ConfigError, match="dpo.seed cannot be set"):
+        CompareConfig.from_dict({**base, "dpo": {"seed": 3}})
     with pytest.raises(ValueError, match=f"binary_data {llf_layout} is in the LLF layout.*response_1, response_2"):
         run_compare(CompareConfig.from_dict({**base, "binary_data": str(llf_layout)}))
     with StubServer(judge_reply) as server:

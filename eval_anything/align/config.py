@@ -467,5 +467,10 @@ class CompareConfig(LLFConfig):
                               + (f" (did you mean {near[0]!r}?)" if near else ""))
         if self.prompts:
             raise ConfigError("compare: prompts cannot be set: every arm works on the prompts of the drawn rows")
+        seeded = [f"{name}.seed" for name in ("critic_sft", "sample", "critique", "refine", "dpo", "rm", "ppo")
+                  if "seed" in getattr(self, name)]
+        if seeded:
+            raise ConfigError(f"compare: {', '.join(seeded)} cannot be set: each comparison seed sets every stage's "
+                              "seed (seed, seed + 1, ...)")
         if self.seeds < 1 or (self.budget is not None and self.budget < 1):
             raise ConfigError("compare: seeds and budget must be at least 1")

@@ -293,6 +293,8 @@ def is_llf_layout(path: str | Path) -> bool:
     """Whether preference data is LLF's (its pairs are refinements over responses), not binary feedback:
     a parquet in the lang_feedback layout, a pairs artefact, or a .jsonl of LLF records or LLF pairs."""
     path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"preference data {path} does not exist")
     if path.suffix == ".parquet":
         columns, _ = _rows(path)
         return detect_subset(columns, path) == LLF_LAYOUT
