@@ -8,8 +8,9 @@ Works with any transformers or TRL trainer (it reads the `model` and `processing
 trainer hands its callbacks). Each evaluation is a normal run directory under `output_dir`: the
 model is named `live:FOLDER` (models/live.py), FOLDER being `eval-anything/step-N` under the
 trainer's output_dir and holding the lineage file (base model, method, step), so the run's manifest
-carries the lineage and the board can place the run at its step. In multi-process training every
-rank evaluates its share of the items, as `accelerate launch ... eval-anything run` does.
+carries the lineage and the board can place the run at its step. Tested in one process; under a
+multi-process launch every rank calls the runner, whose data parallelism then shares the items out
+as under `accelerate launch ... eval-anything run` (not tested with a trainer's process group).
 """
 from __future__ import annotations
 

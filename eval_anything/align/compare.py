@@ -125,7 +125,7 @@ def run_compare(config: CompareConfig, command: Sequence[str] = ()) -> dict[str,
                                      config.eval_max_new_tokens, own_command, config.judge, config.judge_args)
         return str(report.run_dir)
 
-    if config.tasks:
+    if config.tasks and config.evaluate_base:
         summary["runs"]["base"] = [evaluate(config.model)]
     for index in range(config.seeds):
         seed = config.seed + index
