@@ -108,6 +108,7 @@ def test_killed_generation_stage_resumes_without_duplicates(tmp_path, llf_data, 
     manifest = artifact.manifest()
     ids = [json.loads(line)["id"] for line in artifact.records_path.read_text().splitlines()]
     assert sorted(ids) == ["q1", "q2", "q3", "q4"] and manifest["resumed"] == 2 and manifest["generated"] == 2
+    assert manifest["inputs"][2]["path"] == "prompts:sample"  # what the policy was shown is part of the identity
     assert run_sample(config).manifest()["finished_at"] == manifest["finished_at"]  # complete: nothing to do
 
 

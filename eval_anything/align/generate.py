@@ -14,7 +14,8 @@ from typing import Any, Callable, Sequence
 from eval_anything.align.artifacts import Artifact, fingerprint, write_records
 from eval_anything.align.config import CritiqueConfig, GeneratingStageConfig, PairsConfig, RefineConfig, SampleConfig
 from eval_anything.align.data import llf_pairs, load_llf_records
-from eval_anything.align.prompts import Conversation, critique_conversation, refine_conversation, sample_conversation
+from eval_anything.align.prompts import (Conversation, critique_conversation, refine_conversation, sample_conversation,
+                                        template_fingerprint)
 from eval_anything.align.records import LLFRecord
 
 log = logging.getLogger("eval_anything.align")
@@ -60,7 +61,7 @@ def _generate_stage(stage: str, config: GeneratingStageConfig, model_ref: str, s
     from eval_anything.datamodel import GenerationConfig
 
     artifact = Artifact(config.output_dir)
-    inputs = [fingerprint(source), fingerprint(model_ref)]
+    inputs = [fingerprint(source), fingerprint(model_ref), template_fingerprint(stage)]
     if artifact.open(stage, config, inputs, model={"reference": model_ref}):
         log.info("%s: %s is complete; nothing to do", stage, artifact.path)
         return artifact

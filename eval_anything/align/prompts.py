@@ -16,6 +16,8 @@ places their tokens, so a literal placeholder would add a second, empty slot.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 from eval_anything.datamodel import Turn
@@ -29,6 +31,18 @@ CRITIQUE_REQUEST = "##Prompt: {prompt}\n##Response: {response}\nWrite your criti
 REFINE_REQUEST = ("{critique}\nNow rewrite your answer above, following the critique and the refinement "
                   "it suggests. Write only the improved answer.")
 """The refiner's last user turn, after the prompt and its first answer."""
+
+
+TEMPLATES = {"sample": "{prompt}", "critique": CRITIQUE_REQUEST,
+             "refine": ["user: {prompt}", "assistant: {response}", "user: " + REFINE_REQUEST]}
+"""What each stage is shown, as recorded in its manifest (a change of wording is a change of identity)."""
+
+
+def template_fingerprint(stage: str) -> dict:
+    """The stage's conversation template as an input of its artefact: text and hash."""
+    text = json.dumps({"template": TEMPLATES[stage], "placeholders": PLACEHOLDERS}, sort_keys=True)
+    return {"path": f"prompts:{stage}", "sha256": hashlib.sha256(text.encode()).hexdigest(),
+            "template": TEMPLATES[stage]}
 
 
 @dataclass(frozen=True)
