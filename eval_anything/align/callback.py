@@ -116,7 +116,8 @@ def stage_callbacks(config: Any, method: str) -> list[EvalAnythingCallback]:
     from eval_anything.align.artifacts import fingerprint
     from eval_anything.align.train import describe_data, lineage
 
-    data = [fingerprint(config.pairs)]
+    source = next(getattr(config, name) for name in ("pairs", "prompts", "data") if getattr(config, name, None))
+    data = [fingerprint(source)]
     described = lineage(method, config, data, {})  # base_model: followed back through a trained parent
     return [EvalAnythingCallback(config.eval_tasks, config.eval_every, config.eval_output_dir, config.eval_limit,
                                  config.eval_max_new_tokens, base_model=described["base_model"], method=method,
