@@ -54,6 +54,13 @@ def test_compare_shares_one_budget_across_arms_over_seeds(tmp_path, tiny_llama_d
         CompareConfig.from_dict({**base, "dpo": {"seed": 3}})
     with pytest.raises(ValueError, match=f"binary_data {llf_layout} is in the LLF layout.*response_1, response_2"):
         run_compare(CompareConfig.from_dict({**base, "binary_data": str(llf_layout)}))
+    # the paper's 25%-vs-100%: the binary arms get more rows, the LLF rows being the first of theirs
+    from eval_anything.align.compare import draw, usable_rows
+
+    wider = CompareConfig.from_dict({**base, "budget": 1, "binary_budget": 4})
+    drawn = draw(wider, usable_rows(wider), 5, tmp_path / "wider")
+    llf_prompts, binary_prompts = ([r["prompt"] for r in read(p)] for p in (drawn.rows, drawn.binary))
+    assert len(llf_prompts) == 1 and len(binary_prompts) == 4 and binary_prompts[:1] == llf_prompts
     with StubServer(judge_reply) as server:
         summary = run_compare(CompareConfig.from_dict({**base, "judge": "openai:stub-judge",
                                                        "judge_args": {"base_url": server.base_url}}))

@@ -4,6 +4,8 @@ One budget B of human-labelled rows per seed, drawn once and shared by every arm
 train the critic on those rows' critiques (so the critic's data is the LLF side's B) and make
 their pairs on those rows' prompts; the binary arms train on the annotators' preference for the
 same prompts. Every arm uses the same optimiser settings and seed, so only the feedback differs.
+`binary_budget` gives the binary arms more (or fewer) rows, the LLF rows being the first of theirs:
+the paper's "25% of LLF data against 100% of binary" is budget 250, binary_budget 1000.
 Repeated over k seeds (another draw of rows, another training seed), each checkpoint evaluated on
 the same tasks; compare.json keeps everything and compare.md shows, per task, each arm's mean with a
 95% interval and a paired test between the LLF and binary arm of each optimiser.
@@ -45,6 +47,9 @@ class Draw:
     binary: Path
     """The annotators' preference pair for each drawn prompt."""
     count: int
+    """LLF rows."""
+    binary_count: int
+    """Binary rows (count unless binary_budget differs)."""
 
 
 def usable_rows(config: CompareConfig) -> list[tuple[LLFRecord, PreferenceRecord]]:
@@ -64,24 +69,28 @@ def usable_rows(config: CompareConfig) -> list[tuple[LLFRecord, PreferenceRecord
     return rows
 
 
-def budget_of(config: CompareConfig, rows: Sequence[Any]) -> int:
+def budgets_of(config: CompareConfig, rows: Sequence[Any]) -> tuple[int, int]:
+    """(LLF rows, binary rows) per seed: `budget` each unless `binary_budget` gives the binary arms another."""
     budget = len(rows) if config.budget is None else config.budget
-    if budget > len(rows):
-        raise ConfigError(f"compare: budget {budget} is more than the {len(rows)} rows of {config.data} that have a "
-                          f"response, a critique and a binary preference; lower budget")
-    return budget
+    binary = budget if config.binary_budget is None else config.binary_budget
+    for name, value in (("budget", budget), ("binary_budget", binary)):
+        if value > len(rows):
+            raise ConfigError(f"compare: {name} {value} is more than the {len(rows)} rows of {config.data} that have "
+                              f"a response, a critique and a binary preference; lower {name}")
+    return budget, binary
 
 
 def draw(config: CompareConfig, rows: Sequence[tuple[LLFRecord, PreferenceRecord]], seed: int, folder: Path) -> Draw:
-    budget = budget_of(config, rows)
-    chosen = random.Random(seed).sample(list(rows), budget)
+    """The seed's rows: the LLF arms' are the first `budget` of the binary arms' (the same ones when equal)."""
+    budget, binary_budget = budgets_of(config, rows)
+    chosen = random.Random(seed).sample(list(rows), max(budget, binary_budget))
     folder.mkdir(parents=True, exist_ok=True)
     records = folder / "rows.jsonl"
     binary = folder / "binary.jsonl"
-    write_jsonl(records, [record for record, _ in chosen])
+    write_jsonl(records, [record for record, _ in chosen[:budget]])
     write_jsonl(binary, [PreferenceRecord(pair.id, pair.prompt, pair.chosen, pair.rejected, pair.media, "binary",
-                                          pair.metadata) for _, pair in chosen])
-    return Draw(seed, records, binary, budget)
+                                          pair.metadata) for _, pair in chosen[:binary_budget]])
+    return Draw(seed, records, binary, budget, binary_budget)
 
 
 def seed_config(config: CompareConfig, rows: Draw, folder: Path) -> LLFConfig:
@@ -96,7 +105,8 @@ def train_arms(config: CompareConfig, rows: Draw, folder: Path) -> dict[str, str
     """arm -> its trained checkpoint, for one seed."""
     llf_config = seed_config(config, rows, folder / "llf")
     source = fingerprint(config.data)
-    pipeline = {"name": "compare", "seed": rows.seed, "budget": rows.count, "data": source,
+    pipeline = {"name": "compare", "seed": rows.seed, "budget": rows.count, "binary_budget": rows.binary_count,
+                "data": source,
                 "rows": fingerprint(rows.rows), "summary": str(Path(config.work_dir).resolve() / SUMMARY)}
     pairs: dict[str, str] = {}
     if any(arm.startswith("llf-") for arm in config.arms):
@@ -117,7 +127,7 @@ def run_compare(config: CompareConfig, command: Sequence[str] = ()) -> dict[str,
     """Train every arm on each seed's draw, evaluate them and the base; write compare.json and compare.md."""
     work = Path(config.work_dir)
     rows = usable_rows(config)
-    budget_of(config, rows)  # before anything is evaluated or trained
+    budgets_of(config, rows)  # before anything is evaluated or trained
     summary: dict[str, Any] = {"config": config.to_dict(), "usable_rows": len(rows), "seeds": [], "runs": {}}
 
     def evaluate(model: str, own_command: Sequence[str] = ()) -> str:
@@ -133,7 +143,8 @@ def run_compare(config: CompareConfig, command: Sequence[str] = ()) -> dict[str,
         drawn = draw(config, rows, seed, folder)
         checkpoints = train_arms(config, drawn, folder)
         summary["seeds"].append({"seed": seed, "rows": str(drawn.rows), "binary_pairs": str(drawn.binary),
-                                 "budget": drawn.count, "checkpoints": checkpoints})
+                                 "budget": drawn.count, "binary_budget": drawn.binary_count,
+                                 "checkpoints": checkpoints})
         for arm, checkpoint in checkpoints.items():
             if config.tasks:
                 summary["runs"].setdefault(arm, []).append(evaluate(checkpoint, command))

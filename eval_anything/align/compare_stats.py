@@ -116,8 +116,10 @@ def to_markdown(table: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
     arms = ["base", *summary["config"]["arms"]]
     config = summary["config"]
     seeds = len(summary.get("seeds") or [])
-    budget = summary["seeds"][0]["budget"] if summary.get("seeds") else config.get("budget")
-    lines = [f"# align compare: {budget} labelled rows per arm, {seeds} seed{'s' if seeds != 1 else ''}", "",
+    first = (summary.get("seeds") or [{}])[0]
+    budget, binary = first.get("budget", config.get("budget")), first.get("binary_budget", config.get("budget"))
+    rows = f"{budget} labelled rows per arm" if budget == binary else f"{budget} labelled rows for LLF, {binary} for binary"
+    lines = [f"# align compare: {rows}, {seeds} seed{'s' if seeds != 1 else ''}", "",
              f"Mean of each task's first metric [{int(100 * table['level'])}% interval: two-level bootstrap over "
              "seeds and items]; n = items scored over all seeds.", "",
              "| task | metric | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]

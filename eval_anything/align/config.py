@@ -448,6 +448,8 @@ class CompareConfig(LLFConfig):
 
     STAGE = "compare"
     budget: int | None = knob(None, "human-labelled rows per seed, shared by every arm (default: all usable rows)")
+    binary_budget: int | None = knob(None, "labelled rows per seed for the binary arms (default: budget); the "
+                                     "LLF rows are the first of them")
     binary_data: str | None = knob(None, "where the binary preferences come from (default: data); prompts are "
                                    "matched to data's by id when it is data, else by prompt text")
     seeds: int = knob(3, "how many times the whole comparison is repeated: another draw of rows and training seed")
@@ -472,5 +474,5 @@ class CompareConfig(LLFConfig):
         if seeded:
             raise ConfigError(f"compare: {', '.join(seeded)} cannot be set: each comparison seed sets every stage's "
                               "seed (seed, seed + 1, ...)")
-        if self.seeds < 1 or (self.budget is not None and self.budget < 1):
-            raise ConfigError("compare: seeds and budget must be at least 1")
+        if self.seeds < 1 or any(b is not None and b < 1 for b in (self.budget, self.binary_budget)):
+            raise ConfigError("compare: seeds, budget and binary_budget must be at least 1")
