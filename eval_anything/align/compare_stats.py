@@ -23,14 +23,22 @@ PAIRS = (("llf-dpo", "binary-dpo"), ("llf-ppo", "binary-ppo"))
 """(LLF arm, binary arm) compared by the paired test."""
 
 
-def item_scores(run: Any, task: str, metric: str) -> dict[str, float]:
-    """Scored items' values of `metric`, by id."""
-    values = {}
+def item_scores(run: Any, task: str, metric: str) -> tuple[dict[str, float], int]:
+    """Scored items' values of `metric`, by id, and how many items errored."""
+    values, errored = {}, 0
     for record in run.iter_samples(task):
         score = (record.get("scores") or {}).get(metric) or {}
         if score.get("error") is None and isinstance(score.get("value"), (int, float)):
             values[str(record["id"])] = float(score["value"])
-    return values
+        elif score.get("error") is not None:
+            errored += 1
+    return values, errored
+
+
+def _not_applicable(runs: Sequence[Any], task: str) -> str | None:
+    """The first run's reason a task had no score (they differ only by the model's name)."""
+    return next((str(run.tasks[task].get("reason")) for run in runs
+                 if (run.tasks.get(task) or {}).get("status") == "not_applicable"), None)
 
 
 def two_level_draws(groups: Sequence[Sequence[float]], resamples: int, seed: int) -> Any:
@@ -70,11 +78,14 @@ def summarise(run_dirs: Mapping[str, Sequence[str]], arms: Sequence[str], seed: 
     for number, task in enumerate(tasks):
         metric = _first_metric(every, task)
         if metric is None:
+            table.setdefault("not_applicable", {})[task] = _not_applicable(every, task) or "no metric in any run"
             continue
-        scores = {arm: [item_scores(run, task, metric) for run in group] for arm, group in runs.items()}
+        read = {arm: [item_scores(run, task, metric) for run in group] for arm, group in runs.items()}
+        scores = {arm: [values for values, _ in per_seed] for arm, per_seed in read.items()}
         entry: dict[str, Any] = {"metric": metric, "arms": {}, "paired": []}
         for arm, per_seed in scores.items():
-            entry["arms"][arm] = _arm_summary(per_seed, resamples, seed + number)
+            entry["arms"][arm] = {**_arm_summary(per_seed, resamples, seed + number),
+                                  "errored": sum(errored for _, errored in read[arm])}
         for llf, binary in PAIRS:
             if llf in scores and binary in scores and llf in arms and binary in arms:
                 entry["paired"].append(_paired(llf, binary, scores[llf], scores[binary], resamples, seed + number))
@@ -127,9 +138,12 @@ def to_markdown(table: Mapping[str, Any], summary: Mapping[str, Any]) -> str:
         cells = []
         for arm in arms:
             a = entry["arms"].get(arm)
-            cells.append("—" if a is None or a["mean"] is None else
-                         f"{_number(a['mean'])} [{_number(a['low'])}, {_number(a['high'])}] n={a['n']}")
+            errored = f" ({a['errored']} errored)" if a and a.get("errored") else ""
+            cells.append(("—" if a is None or a["mean"] is None else
+                          f"{_number(a['mean'])} [{_number(a['low'])}, {_number(a['high'])}] n={a['n']}") + errored)
         lines.append(f"| {task} | {entry['metric']} | " + " | ".join(cells) + " |")
+    for task, reason in (table.get("not_applicable") or {}).items():
+        lines.append(f"| {task} | — | not applicable: {reason} |" + " |" * (len(arms) - 1))
     paired = [(task, p) for task, entry in table["tasks"].items() for p in entry["paired"]]
     if paired:
         lines += ["", "| task | LLF − binary | difference [95% interval] | p | n pairs |", "|---|---|---|---|---|"]
