@@ -94,3 +94,13 @@ def test_stages_sample_as_the_authors_unless_the_smoke_preset_is_asked_for(tiny_
                                 GenerationConfig(max_new_tokens=2, temperature=1.0, repetition_penalty=penalty))])
     model.close()
     assert seen == [1.1, None]
+    # and vLLM's sampling parameters carry it (the engine itself needs a GPU)
+    from eval_anything.models.vllm_backend import VLLMModel
+
+    class FakeVLLM:
+        SamplingParams = dict
+
+    engine = VLLMModel.__new__(VLLMModel)
+    engine._vllm = FakeVLLM
+    sampled = Request("t", "a", 0, (Part.of_text("Hi"),), GenerationConfig(temperature=1.0, repetition_penalty=1.1))
+    assert engine.sampling_params(sampled)["repetition_penalty"] == 1.1
