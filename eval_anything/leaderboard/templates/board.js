@@ -167,6 +167,8 @@
         body.appendChild(el("tr", {}, [task, entry.metric, ...cells, paired].map(v => el("td", { text: v }))));
       }
       holder.appendChild(el("div", { cls: "scroll" }, el("table", { cls: "compare" }, el("thead", {}, head), body)));
+      for (const [task, reason] of Object.entries(cmp.table.not_applicable || {}))
+        holder.appendChild(el("p", { cls: "small", text: `${task}: not applicable (${reason})` }));
     }
   }
 
