@@ -151,15 +151,29 @@ class GenerationConfig:
     stop: tuple[str, ...] = ()
     """Generation ends at the first of these strings, which is cut from the output."""
     seed: int = 1234
+    repetition_penalty: float = 1.0
+    """Above 1, tokens already in the prompt or the answer become less likely (the CTRL penalty that
+    transformers and vLLM apply); 1 leaves the distribution as it is."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stop", tuple(self.stop))
         if self.max_new_tokens < 1:
             raise ValueError("max_new_tokens must be at least 1")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be positive")
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One earlier turn of a conversation, as text."""
+
+    role: str
+    """user or assistant."""
+    text: str
 
 
 @dataclass(frozen=True)
@@ -180,10 +194,16 @@ class Request:
     """An optional system message."""
     repeat: int = 0
     """Which of a sample's repeated generations (`--repeats K`) this is; each has its own seed."""
+    history: tuple[Turn, ...] = ()
+    """Earlier turns, oldest first, before the user turn `parts` make; the media of `parts` go
+    into the first user turn (where a conversation about them starts). Empty for a single turn."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "parts", tuple(self.parts))
         object.__setattr__(self, "choices", tuple(self.choices))
+        object.__setattr__(self, "history", tuple(self.history))
+        if self.history and self.history[0].role != "user":
+            raise ValueError("a conversation's history starts with a user turn")
 
     @property
     def prompt_text(self) -> str:

@@ -40,6 +40,7 @@ tasks: [arith_mini]
 eval_limit: 2
 eval_max_new_tokens: 4
 eval_output_dir: {tmp_path / 'runs'}
+preset: smoke
 critic_sft: {{max_steps: 4, learning_rate: 0.001, max_length: 128}}
 sample: {{max_new_tokens: 6, temperature: 1.0}}
 critique: {{max_new_tokens: 6}}
@@ -107,6 +108,7 @@ def test_killed_generation_stage_resumes_without_duplicates(tmp_path, llf_data, 
     manifest = artifact.manifest()
     ids = [json.loads(line)["id"] for line in artifact.records_path.read_text().splitlines()]
     assert sorted(ids) == ["q1", "q2", "q3", "q4"] and manifest["resumed"] == 2 and manifest["generated"] == 2
+    assert manifest["inputs"][2]["path"] == "prompts:sample"  # what the policy was shown is part of the identity
     assert run_sample(config).manifest()["finished_at"] == manifest["finished_at"]  # complete: nothing to do
 
 
@@ -140,36 +142,3 @@ def test_training_resumes_from_its_last_checkpoint(tmp_path, tiny_llama_dir):
     assert result.resumed_from.endswith("checkpoint-2") and result.manifest["global_step"] == 3
     assert Count.steps == [3] and len(result.losses) == 3  # only step 3 trained again; the log is continuous
     assert (result.model_dir / "eval_anything_lineage.json").exists()
-
-
-def test_compare_llf_and_binary_on_the_same_budget_from_one_parquet(tmp_path, tiny_llama_dir, monkeypatch):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from eval_anything.align.config import CompareConfig
-    from eval_anything.align.pipeline import run_compare
-
-    monkeypatch.setenv("EVAL_ANYTHING_CACHE", str(tmp_path / "cache"))
-    rows = [{"prompt": r["prompt"], "response_1": r["response"], "response_2": r["refinement"], "overall_response": 2,
-             "text_critique_1": r["critique"], "text_critique_2": "fine", "overall_textfeedback": r["critique"]}
-            for r in LLF_DATA]
-    data = tmp_path / "text-to-text" / "train.parquet"
-    data.parent.mkdir()
-    pq.write_table(pa.Table.from_pylist(rows), data)
-    config = CompareConfig.from_dict({
-        "model": str(tiny_llama_dir), "data": str(data), "work_dir": str(tmp_path / "cmp"), "budget": 3,
-        "tasks": ["arith_mini"], "eval_limit": 1, "eval_max_new_tokens": 2, "eval_output_dir": str(tmp_path / "runs"),
-        "critic_sft": {"max_steps": 2, "learning_rate": 1e-3, "max_length": 96},
-        "sample": {"max_new_tokens": 4}, "critique": {"max_new_tokens": 4},
-        "refine": {"max_new_tokens": 4, "temperature": 1.0}, "dpo": {"max_steps": 1, "max_length": 96}})
-    summary = run_compare(config)
-    assert summary["pairs"]["llf"] == summary["pairs"]["binary"] and 1 <= summary["pairs"]["llf"] <= 3
-    assert set(summary["metrics"]) == {"base", "llf", "binary"}
-    methods = {arm: json.loads((tmp_path / "runs" / run.split("/")[-1] / "manifest.json").read_text())["lineage"]
-               for arm, run in summary["runs"].items()}
-    assert methods["base"] is None
-    assert methods["llf"]["method"] == "llf-dpo" and methods["binary"]["method"] == "binary-dpo"
-    assert str(data) in methods["llf"]["data"] and str(data) in methods["binary"]["data"]
-    settings = [{k: v for k, v in json.loads(open(methods[arm]["training_manifest"]).read())["config"].items()
-                 if k not in ("pairs", "output_dir")} for arm in ("llf", "binary")]
-    assert settings[0] == settings[1]  # the same DPO settings, only the pairs differ

@@ -99,9 +99,10 @@ def test_every_registered_backend_has_traits_and_unknown_names_are_refused():
 def test_the_traits_pin_each_backend():
     assert backends_where(lambda t: t.batch_size_flag) == ["embedded", "hf"]
     assert {n: backend_traits(n).batch_argument for n in backends.names()} == {
-        "embedded": "batch_size", "hf": "batch_size", "openai": "concurrency", "replay": None, "vllm": "batch_size"}
+        "embedded": "batch_size", "hf": "batch_size", "openai": "concurrency", "replay": None, "vllm": "batch_size",
+        "live": "batch_size"}
     assert backends_where(lambda t: t.local_weights) == ["hf", "vllm"]
-    assert backends_where(lambda t: t.lineage) == ["hf", "vllm"]
+    assert backends_where(lambda t: t.lineage) == ["hf", "live", "vllm"]
     assert backends_where(lambda t: t.packs_reference_file) == ["replay"]
     assert backends_where(lambda t: t.cached_weights is not None) == ["embedded"]
 
@@ -170,6 +171,7 @@ def test_lineage_is_read_for_every_backend_that_carries_it(tmp_path):
     (tmp_path / LINEAGE_FILE).write_text(json.dumps(lineage), encoding="utf-8")
     assert read_lineage(ModelSpec("hf", str(tmp_path))) == lineage
     assert read_lineage(ModelSpec("vllm", str(tmp_path))) == lineage
+    assert read_lineage(ModelSpec("live", str(tmp_path))) == lineage  # an in-memory model described by its folder
     for name in backends_where(lambda t: not t.lineage):
         assert read_lineage(ModelSpec(name, str(tmp_path))) is None
     assert read_lineage(ModelSpec("vllm", str(tmp_path / "elsewhere"))) is None

@@ -107,7 +107,7 @@ def test_export_then_run_from_reproduces_identical_scores(tmp_path, capsys):
         info = json.load(tar.extractfile("bundle.json"))
     arith = next(t for t in info["tasks"] if t["name"] == "arith_mini")
     assert arith["generation"] == {"max_new_tokens": 16, "temperature": 0.0, "top_p": 1.0, "stop": ["\n"],
-                                   "seed": 1234}
+                                   "seed": 1234, "repetition_penalty": 1.0}
     assert arith["prompt_template"].startswith("{{ question }}")
     # the original task files and predictions are gone: the bundle is all that is needed
     data.unlink()

@@ -86,7 +86,12 @@ def _pairs(c):
 def _dpo(c):
     from eval_anything.align.train import train_dpo
 
-    return train_dpo(c)
+    callbacks = []
+    if c.eval_every:
+        from eval_anything.align.callback import stage_callbacks
+
+        callbacks = stage_callbacks(c, "dpo")
+    return train_dpo(c, callbacks=callbacks)
 
 
 def _rm(c):
@@ -130,13 +135,17 @@ def _llf(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from eval_anything.align.pipeline import run_compare
+    from eval_anything.align.compare import TABLE, run_compare
 
     _logging()
-    summary = run_compare(cfg.CompareConfig.from_args(args), command=("eval-anything", *getattr(args, "argv", ())))
-    print(f"compare: {summary['pairs']['llf']} LLF pairs vs {summary['pairs']['binary']} binary pairs")
-    for arm, metrics in summary["metrics"].items():
-        print(f"  {arm:<7} {summary['runs'][arm]}  {json.dumps(metrics)}")
+    config = cfg.CompareConfig.from_args(args)
+    summary = run_compare(config, command=("eval-anything", *getattr(args, "argv", ())))
+    print(f"compare: {', '.join(config.arms)} on {summary['usable_rows']} usable rows, "
+          f"{len(summary['seeds'])} seeds; the table is {config.work_dir}/{TABLE}")
+    if summary["table"]["tasks"]:
+        from eval_anything.align.compare_stats import to_markdown
+
+        print(to_markdown(summary["table"], summary))
     return 0
 
 
@@ -163,7 +172,7 @@ def add_command(subparsers: Any) -> None:
                             description=cfg.LLFConfig.__doc__)
     cfg.LLFConfig.add_arguments(llf)
     llf.set_defaults(handler=_llf)
-    compare = stages.add_parser("compare", help="LLF pairs vs binary preference pairs on the same budget",
+    compare = stages.add_parser("compare", help="LLF vs binary feedback on one budget of labelled rows, k seeds",
                                 description=cfg.CompareConfig.__doc__)
     cfg.CompareConfig.add_arguments(compare)
     compare.set_defaults(handler=_compare)

@@ -174,9 +174,10 @@ class GeneratingStageConfig(StageConfig):
     """Knobs shared by the generation stages (sample, critique, refine)."""
 
     output_dir: str = knob("", "the stage's artefact folder (records.jsonl + manifest.json)", identity=False)
-    max_new_tokens: int = knob(64, "tokens generated per record")
-    temperature: float = knob(0.0, "sampling temperature; 0 is greedy")
+    max_new_tokens: int = knob(2048, "tokens generated per record (2048 in the authors' lang_feedback scripts)")
+    temperature: float = knob(1.0, "sampling temperature; 0 is greedy (1.0 in the authors' scripts)")
     top_p: float = knob(1.0, "nucleus sampling mass")
+    repetition_penalty: float = knob(1.1, "penalty on tokens already present; 1 is none (1.1 in the authors' scripts)")
     seed: int = knob(1234, "generation seed")
     batch_size: int = knob(8, "requests per generate() call", identity=False)
     video_frames: int = knob(8, "frames sampled from each video, as in `eval-anything run`")
@@ -187,6 +188,8 @@ class GeneratingStageConfig(StageConfig):
             raise ConfigError(f"{self.STAGE}: output_dir is required")
         if self.max_new_tokens < 1 or self.batch_size < 1:
             raise ConfigError(f"{self.STAGE}: max_new_tokens and batch_size must be at least 1")
+        if self.repetition_penalty <= 0:
+            raise ConfigError(f"{self.STAGE}: repetition_penalty must be positive (1 is no penalty)")
 
 
 @dataclass
@@ -212,6 +215,7 @@ class RefineConfig(GeneratingStageConfig):
     """Stage 4: y* = policy(x, y, c)."""
 
     STAGE = "refine"
+    max_new_tokens: int = knob(4096, "tokens generated per record (4096 in the authors' refine script)")
     policy: str = knob("embedded:smollm2-135m-instruct", "the policy that rewrites its answer")
     critiques: str = knob("", "the critique stage's artefact folder")
 
@@ -276,6 +280,18 @@ class DPOConfig(TrainConfig):
     STAGE = "dpo"
     pairs: str = knob("", "preference pairs: the pairs artefact, a .jsonl, or align-anything .parquet (binary)")
     beta: float = knob(0.1, "DPO beta (0.1 in the paper)")
+    eval_every: int = knob(0, "evaluate the model in training every N steps on eval_tasks, in memory (0: never)",
+                           identity=False)
+    eval_tasks: list[str] = knob(["arith_mini"], "tasks of the in-loop evaluation", identity=False)
+    eval_limit: int | None = knob(None, "in-loop evaluation: the first N items of each task", identity=False)
+    eval_max_new_tokens: int | None = knob(None, "in-loop evaluation: override the tasks' generation length",
+                                           identity=False)
+    eval_output_dir: str = knob("runs", "where the in-loop evaluation run directories go", identity=False)
+
+    def validate(self) -> None:
+        super().validate()
+        if self.eval_every < 0 or (self.eval_every and not self.eval_tasks):
+            raise ConfigError("dpo: eval_every must be 0 (no in-loop evaluation) or a step count with eval_tasks")
 
 
 @dataclass
@@ -351,6 +367,23 @@ STAGE_CONFIGS: dict[str, type[StageConfig]] = {
 }
 
 
+PRESETS_DIR = Path(__file__).parent / "configs"
+"""Shipped presets: NAME.yaml, one mapping of stage keys per stage section."""
+
+
+def preset_sections(name: str | None) -> dict[str, dict[str, Any]]:
+    """The stage sections of the shipped preset `name` ({} for None)."""
+    if not name:
+        return {}
+    path = PRESETS_DIR / f"{name}.yaml"
+    if not path.exists():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        near = difflib.get_close_matches(name, known, n=1)
+        raise ConfigError(f"unknown preset {name!r}" + (f" (did you mean {near[0]!r}?)" if near else "")
+                          + f"; shipped presets: {', '.join(known)}")
+    return load_yaml(path)
+
+
 @dataclass
 class LLFConfig(StageConfig):
     """The whole pipeline: critic-sft -> sample -> critique -> refine -> pairs -> dpo (or rm + ppo)
@@ -368,6 +401,8 @@ class LLFConfig(StageConfig):
     eval_max_new_tokens: int | None = knob(None, "override the tasks' generation length")
     eval_output_dir: str = knob("runs", "where evaluation run directories go", identity=False)
     evaluate_base: bool = knob(True, "also evaluate the base model, for the leaderboard comparison")
+    preset: str | None = knob(None, "a shipped preset of stage keys, under this config's own sections "
+                              "(smoke: greedy, 64 new tokens; none: the authors' sampling)")
     critic_sft: dict = knob({}, "critic-sft keys")
     sample: dict = knob({}, "sample keys")
     critique: dict = knob({}, "critique keys")
@@ -383,9 +418,9 @@ class LLFConfig(StageConfig):
         if not self.data:
             raise ConfigError("llf: data is required")
         for name in ("critic_sft", "sample", "critique", "refine", "pairs", "dpo", "rm", "ppo"):
-            section = getattr(self, name)
-            if not isinstance(section, dict):
+            if not isinstance(getattr(self, name), dict):
                 raise ConfigError(f"llf: {name} must be a mapping of {name} keys")
+            section = self.section(name)
             allowed = {f.name for f in STAGE_CONFIGS[name.replace("_", "-")].fields()}
             unknown = [k for k in section if k.replace("-", "_") not in allowed]
             if unknown:
@@ -393,28 +428,51 @@ class LLFConfig(StageConfig):
                 raise ConfigError(f"llf.{name}: unknown key {unknown[0]!r}"
                                   + (f" (did you mean {near[0]!r}?)" if near else ""))
 
+    def section(self, name: str) -> dict[str, Any]:
+        """A stage section's keys: the preset's, then this config's own."""
+        return {**preset_sections(self.preset).get(name, {}), **getattr(self, name)}
 
-@dataclass
-class BinaryPairsConfig(StageConfig):
-    """Binary preference pairs (the annotators' overall preference) taken from published data."""
 
-    STAGE = "binary-pairs"
-    data: str = knob("", "align-anything .parquet (or a prompt/chosen/rejected .jsonl)")
-    limit: int | None = knob(None, "keep the first N pairs")
-    output_dir: str = knob("", "the pairs artefact folder", identity=False)
+COMPARE_ARMS = ("llf-dpo", "binary-dpo", "llf-ppo", "binary-ppo")
+"""feedback-optimiser: LLF pairs or the annotators' binary preferences, then DPO or reward model + PPO."""
 
 
 @dataclass
 class CompareConfig(LLFConfig):
-    """LLF pairs versus binary preference pairs on the same budget (the paper's comparison): the LLF
-    pipeline on `budget` prompts, DPO on its pairs; DPO with the same settings on as many binary pairs
-    from `binary_data`; then base, LLF and binary checkpoints evaluated on `tasks`."""
+    """LLF against binary preference feedback on one budget (the paper's comparison). For each of
+    `seeds` seeds, `budget` human-labelled rows are drawn from `data`; every arm gets only those:
+    the LLF arms train the critic on their critiques and make pairs on their prompts, the binary
+    arms train on the annotators' preferences for the same prompts. Each arm is trained with the
+    same optimiser settings and seed, evaluated on `tasks`, and compare.md gives each task's mean
+    with a 95% interval and a paired test between the LLF and binary arm of each optimiser."""
 
     STAGE = "compare"
-    budget: int | None = knob(None, "prompts given to the LLF pipeline (default: all)")
-    binary_data: str | None = knob(None, "where the binary pairs come from (default: data)")
+    budget: int | None = knob(None, "human-labelled rows per seed, shared by every arm (default: all usable rows)")
+    binary_budget: int | None = knob(None, "labelled rows per seed for the binary arms (default: budget); the "
+                                     "LLF rows are the first of them")
+    binary_data: str | None = knob(None, "where the binary preferences come from (default: data); prompts are "
+                                   "matched to data's by id when it is data, else by prompt text")
+    seeds: int = knob(3, "how many times the whole comparison is repeated: another draw of rows and training seed")
+    seed: int = knob(1234, "the first seed; the others follow it")
+    arms: list[str] = knob(["llf-dpo", "binary-dpo"], "which arms to train: " + ", ".join(COMPARE_ARMS))
+    tasks: list[str] = knob(["amg_if_text", "amu"], "tasks (or groups) every arm and the base are evaluated on")
+    judge: str | None = knob(None, "the judge of judged tasks, BACKEND:REF (default: the embedded model, a weak judge)")
+    judge_args: dict = knob({}, "backend arguments of the judge (base_url, concurrency, ...)")
 
     def validate(self) -> None:
         super().validate()
-        if self.method != "dpo":
-            raise ConfigError("compare: method must be dpo (both arms are trained with the same DPO settings)")
+        unknown = [a for a in self.arms if a not in COMPARE_ARMS]
+        if unknown or not self.arms:
+            near = difflib.get_close_matches(unknown[0], COMPARE_ARMS, n=1) if unknown else []
+            raise ConfigError(f"compare: arms must be some of {', '.join(COMPARE_ARMS)}"
+                              + (f"; {unknown[0]!r} is not one" if unknown else "")
+                              + (f" (did you mean {near[0]!r}?)" if near else ""))
+        if self.prompts:
+            raise ConfigError("compare: prompts cannot be set: every arm works on the prompts of the drawn rows")
+        seeded = [f"{name}.seed" for name in ("critic_sft", "sample", "critique", "refine", "dpo", "rm", "ppo")
+                  if "seed" in getattr(self, name)]
+        if seeded:
+            raise ConfigError(f"compare: {', '.join(seeded)} cannot be set: each comparison seed sets every stage's "
+                              "seed (seed, seed + 1, ...)")
+        if self.seeds < 1 or any(b is not None and b < 1 for b in (self.budget, self.binary_budget)):
+            raise ConfigError("compare: seeds, budget and binary_budget must be at least 1")

@@ -283,3 +283,34 @@ def llf_pairs(records: list[LLFRecord], keep_identical: bool = False) -> list[Pr
             continue
         out.append(PreferenceRecord(r.id, r.prompt, r.refinement, r.response, r.media, "llf", r.metadata))
     return out
+
+
+BINARY_LAYOUTS = ("an align-anything subset (response_1, response_2, overall_response)",
+                  "a .jsonl of prompt, chosen, rejected")
+
+
+def is_llf_layout(path: str | Path) -> bool:
+    """Whether preference data is LLF's (its pairs are refinements over responses), not binary feedback:
+    a parquet in the lang_feedback layout, a pairs artefact, or a .jsonl of LLF records or LLF pairs."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"preference data {path} does not exist")
+    if path.suffix == ".parquet":
+        columns, _ = _rows(path)
+        return detect_subset(columns, path) == LLF_LAYOUT
+    source, _ = _jsonl_source(path)
+    if path.is_dir() and (path / MANIFEST).exists():
+        from eval_anything.rundir import read_json
+
+        if read_json(path / MANIFEST).get("stage") in ("pairs", "sample", "critique", "refine"):
+            return True
+    first = next(iter(read_jsonl(source)), {})
+    return "refinement" in first or "critique" in first or first.get("source") == "llf"
+
+
+def require_binary_preferences(path: str | Path, role: str = "binary_data") -> None:
+    """Refuse LLF-layout data where binary preferences are wanted, naming the file and what is expected."""
+    if is_llf_layout(path):
+        raise ValueError(f"{role} {path} is in the LLF layout (prompt, response, critique, refinement: its pairs "
+                         "would be refinements over responses, not the annotators' preferences); the binary arm "
+                         f"needs {' or '.join(BINARY_LAYOUTS)}")

@@ -1,34 +1,49 @@
 """The generation stages: sample, critique, refine — and pairs, which only rearranges.
 
 All generation goes through the project's own backends (`eval_anything.models`: HFModel.generate
-with Request objects), so media are handled exactly as in `eval-anything run`.
+with Request objects), so media are handled exactly as in `eval-anything run`. What each stage is
+shown is in prompts.py (the authors' lang_feedback conversations); their sampling (temperature 1.0,
+repetition penalty 1.1, up to 2048 new tokens, 4096 to refine) is the stages' default, and the
+shipped smoke preset (configs/smoke.yaml) makes it greedy and short for tests.
 """
 from __future__ import annotations
 
 import logging
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from eval_anything.align.artifacts import Artifact, fingerprint, write_records
 from eval_anything.align.config import CritiqueConfig, GeneratingStageConfig, PairsConfig, RefineConfig, SampleConfig
 from eval_anything.align.data import llf_pairs, load_llf_records
+from eval_anything.align.prompts import (Conversation, critique_conversation, refine_conversation, sample_conversation,
+                                        template_fingerprint)
 from eval_anything.align.records import LLFRecord
 
 log = logging.getLogger("eval_anything.align")
 
-CRITIQUE_TEMPLATE = ("##Prompt:\n{prompt}\n##Response:\n{response}\n"
-                     "Provide the ##Critique and ##Refinement: say what is wrong with the response and how to fix it.")
-"""The critic's input, in training (critic-sft) and in use (critique): one template for both."""
-REFINE_TEMPLATE = ("##Prompt:\n{prompt}\n##Response:\n{response}\n##Critique:\n{critique}\n"
-                   "Refine the response based on the critique. Write only the improved response.")
-
-
 def critique_prompt(record: LLFRecord) -> str:
-    return CRITIQUE_TEMPLATE.format(prompt=record.prompt, response=record.response or "")
+    """The critic's input text, in training (critic-sft) and in use (critique)."""
+    return critique_conversation(record.prompt, record.response or "").request
 
 
-def refine_prompt(record: LLFRecord) -> str:
-    return REFINE_TEMPLATE.format(prompt=record.prompt, response=record.response or "",
-                                  critique=record.critique or "")
+def _sample_conversation(record: LLFRecord) -> Conversation:
+    return sample_conversation(record.prompt)
+
+
+def _critique_conversation(record: LLFRecord) -> Conversation:
+    return critique_conversation(record.prompt, record.response or "")
+
+
+def _refine_conversation(record: LLFRecord) -> Conversation:
+    return refine_conversation(record.prompt, record.response or "", record.critique or "")
+
+
+def stage_request(stage: str, record: LLFRecord, conversation: Conversation, generation: Any) -> Any:
+    """The backend request for one record: its media and the conversation's last turn as parts,
+    the earlier turns as history."""
+    from eval_anything.datamodel import Request
+
+    return Request(task=stage, sample_id=record.id, variant=0, parts=record.parts(conversation.request),
+                   history=conversation.history, generation=generation)
 
 
 def _load_backend(reference: str, config: GeneratingStageConfig):
@@ -42,11 +57,11 @@ def _load_backend(reference: str, config: GeneratingStageConfig):
 
 
 def _generate_stage(stage: str, config: GeneratingStageConfig, model_ref: str, source: str,
-                    records: Sequence[LLFRecord], make_text: Callable[[LLFRecord], str], fill: str) -> Artifact:
-    from eval_anything.datamodel import GenerationConfig, Request
+                    records: Sequence[LLFRecord], converse: Callable[[LLFRecord], Conversation], fill: str) -> Artifact:
+    from eval_anything.datamodel import GenerationConfig
 
     artifact = Artifact(config.output_dir)
-    inputs = [fingerprint(source), fingerprint(model_ref)]
+    inputs = [fingerprint(source), fingerprint(model_ref), template_fingerprint(stage)]
     if artifact.open(stage, config, inputs, model={"reference": model_ref}):
         log.info("%s: %s is complete; nothing to do", stage, artifact.path)
         return artifact
@@ -58,12 +73,12 @@ def _generate_stage(stage: str, config: GeneratingStageConfig, model_ref: str, s
     if todo:
         model = _load_backend(model_ref, config)
         generation = GenerationConfig(max_new_tokens=config.max_new_tokens, temperature=config.temperature,
-                                      top_p=config.top_p, seed=config.seed)
+                                      top_p=config.top_p, seed=config.seed,
+                                      repetition_penalty=config.repetition_penalty)
         try:
             for start in range(0, len(todo), config.batch_size):
                 chunk = todo[start : start + config.batch_size]
-                requests = [Request(task=stage, sample_id=r.id, variant=0, parts=r.parts(make_text(r)),
-                                    generation=generation) for r in chunk]
+                requests = [stage_request(stage, r, converse(r), generation) for r in chunk]
                 outputs = model.generate(requests)
                 finished = []
                 for record, output in zip(chunk, outputs):
@@ -83,19 +98,19 @@ def _generate_stage(stage: str, config: GeneratingStageConfig, model_ref: str, s
 def run_sample(config: SampleConfig) -> Artifact:
     """y ~ policy(. | x) for every prompt record."""
     records = [r.with_(response=None, critique=None, refinement=None) for r in load_llf_records(config.prompts)]
-    return _generate_stage("sample", config, config.policy, config.prompts, records, lambda r: r.prompt, "response")
+    return _generate_stage("sample", config, config.policy, config.prompts, records, _sample_conversation, "response")
 
 
 def run_critique(config: CritiqueConfig) -> Artifact:
     """c = critic(x, y) for every sampled response."""
     records = [r for r in load_llf_records(config.responses) if r.response]
-    return _generate_stage("critique", config, config.critic, config.responses, records, critique_prompt, "critique")
+    return _generate_stage("critique", config, config.critic, config.responses, records, _critique_conversation, "critique")
 
 
 def run_refine(config: RefineConfig) -> Artifact:
     """y* = policy(x, y, c) for every critiqued response."""
     records = [r for r in load_llf_records(config.critiques) if r.critique is not None]
-    return _generate_stage("refine", config, config.policy, config.critiques, records, refine_prompt, "refinement")
+    return _generate_stage("refine", config, config.policy, config.critiques, records, _refine_conversation, "refinement")
 
 
 def run_pairs(config: PairsConfig) -> Artifact:

@@ -21,7 +21,7 @@ from typing import Any
 
 from eval_anything import __version__
 from eval_anything.datamodel import Status
-from eval_anything.leaderboard import table
+from eval_anything.leaderboard import lineage, table
 from eval_anything.leaderboard.runs import Run
 
 MIME = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".gif": "image/gif",
@@ -225,6 +225,7 @@ def _charts(runs: list[Run], columns: list[table.Column], cells: list[dict[str, 
                        "series": [{"label": r.label, "values": [cells[i][c.key].get("value") for c in cols]}
                                   for i, r in enumerate(runs)]})
     charts.extend(_selection_charts(runs))
+    charts.extend(lineage.step_charts(runs, {task: c.key for task, c in first_per_task.items()}, cells))
     return charts
 
 
@@ -336,7 +337,12 @@ def build_board(runs: list[Run], options: BoardOptions = BoardOptions()) -> tupl
                      "protocols": sorted({p for p in table.protocols(runs, c) if p}),
                      "protocol_conflict": c.task in conflicts} for c in columns],
         "cells": cells, "charts": _charts(runs, columns, cells), "pages": pages, "media": media.entries,
+        "compare": lineage.compare_tables(runs),
     }
+    whole = [c.key for c in columns if c.part is None]
+    for trained, base in lineage.base_runs(runs).items():
+        board_runs[trained]["vs_base"] = {"base": runs[base].label, "base_index": base,
+                                          "deltas": lineage.deltas(runs[trained], runs[base], cells[trained], cells[base], whole)}
     return board, blobs + media.blobs, note
 
 

@@ -295,7 +295,23 @@ def to_markdown(runs: list[Run]) -> str:
                 c = cell(run, next(col for col in cols if col.task == task))
                 notes.append(f"- {esc(run.label)} / {esc(task)}: judge {esc(c.get('judge', ''))}"
                              + (f" ({esc(c['judge_accounting'])})" if c.get("judge_accounting") else ""))
-    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+    return "\n".join(lines + ([""] + notes if notes else []) + _vs_base_lines(runs, cols, esc)) + "\n"
+
+
+def _vs_base_lines(runs: list[Run], cols: list[Column], esc: Any) -> list[str]:
+    """Each trained run's difference from its base run on the board, per task metric."""
+    from eval_anything.leaderboard.lineage import base_runs, deltas
+
+    pairs = base_runs(runs)
+    whole = [c for c in cols if c.part is None]
+    lines = []
+    for trained, base in pairs.items():
+        cells = {c.key: cell(runs[trained], c) for c in whole}
+        base_cells = {c.key: cell(runs[base], c) for c in whole}
+        found = deltas(runs[trained], runs[base], cells, base_cells, [c.key for c in whole])
+        shown = "; ".join(f"{esc(c.label)} {found[c.key]:+.3f}" for c in whole if c.key in found)
+        lines.append(f"- {esc(runs[trained].label)} vs its base {esc(runs[base].label)}: {shown or 'no task in common'}")
+    return ["", "Trained runs against their base run:", *lines] if lines else []
 
 
 def to_csv(runs: list[Run]) -> str:

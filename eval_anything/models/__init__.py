@@ -70,6 +70,7 @@ register_backend("replay", "eval_anything.models.replay:ReplayModel",
                  BackendTraits(packs_reference_file=True))
 register_backend("vllm", "eval_anything.models.vllm_backend:VLLMModel",
                  BackendTraits(local_weights=True, lineage=True, batch_argument="batch_size"))
+register_backend("live", "eval_anything.models.live:LiveModel", BackendTraits(lineage=True, batch_argument="batch_size"))
 
 
 def backend_traits(name: str) -> BackendTraits:

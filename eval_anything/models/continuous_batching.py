@@ -45,7 +45,7 @@ class ContinuousBatching(StaticBatching):
 
     def _continuous_suits(self, request: Request) -> bool:
         return (self.continuous_unsupported is None and request.generation.greedy
-                and request.modalities <= {Modality.TEXT})
+                and request.generation.repetition_penalty == 1.0 and request.modalities <= {Modality.TEXT})
 
     def _managed_stream(self, requests: list[Request]) -> Iterator[tuple[Request, ModelOutput]]:
         """`requests` through one manager; with batch_size auto, those that ran out of memory go

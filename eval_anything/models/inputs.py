@@ -90,23 +90,39 @@ class InputProcessor:
     def text_only(self) -> bool:
         return self.processor is self.tokenizer
 
-    def render(self, prepared: PreparedInput, prompt_text: str, system: str | None = None) -> str:
-        """The chat-template prompt, ending where the assistant's answer starts."""
-        messages: list[dict[str, Any]] = []
-        if self.text_only:
-            if system:
-                messages.append({"role": "system", "content": system})
-            messages.append({"role": "user", "content": prompt_text})
-        else:
-            # multimodal templates expect list content; many iterate it even for the system turn
-            if system:
-                messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
-            messages.append({"role": "user", "content": prepared.content})
+    def render(self, prepared: PreparedInput, prompt_text: str, system: str | None = None,
+               history: Sequence[Any] = ()) -> str:
+        """The chat-template prompt, ending where the assistant's answer starts. `history`: earlier
+        turns (Request.history), before the user turn; the media then go into the first user turn."""
+        messages = self.messages(prepared, prompt_text, system, history)
         if getattr(self.processor, "chat_template", None):
             return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         if prepared.images or prepared.videos or prepared.audios:
             raise UsageError(f"{self.label} has no chat template to place media tokens in the prompt")
-        return "\n".join(filter(None, [system, prompt_text]))
+        return "\n".join(filter(None, [system, *(turn.text for turn in history), prompt_text]))
+
+    def messages(self, prepared: PreparedInput, prompt_text: str, system: str | None = None,
+                 history: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        """The chat messages `render` applies the template to."""
+        messages: list[dict[str, Any]] = []
+        if self.text_only:
+            if system:
+                messages.append({"role": "system", "content": system})
+            messages.extend({"role": turn.role, "content": turn.text} for turn in history)
+            messages.append({"role": "user", "content": prompt_text})
+            return messages
+        # multimodal templates expect list content; many iterate it even for the system turn
+        if system:
+            messages.append({"role": "system", "content": [{"type": "text", "text": system}]})
+        if not history:
+            messages.append({"role": "user", "content": prepared.content})
+            return messages
+        media = [item for item in prepared.content if item["type"] != "text"]
+        for index, turn in enumerate(history):
+            messages.append({"role": turn.role, "content": (media if index == 0 else [])
+                             + [{"type": "text", "text": turn.text}]})
+        messages.append({"role": "user", "content": [{"type": "text", "text": prompt_text}]})
+        return messages
 
     def encode(self, texts: list[str], prepared: list[PreparedInput], padding_side: str = "left") -> Any:
         # The rendered template already holds the special tokens; as transformers' own

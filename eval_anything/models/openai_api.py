@@ -412,6 +412,12 @@ class OpenAIModel(Model):
         messages: list[dict[str, Any]] = []
         if request.system:
             messages.append({"role": "system", "content": request.system})
+        if request.history:  # the media open the conversation, as in InputProcessor.messages
+            media = [item for item in content if item["type"] != "text"]
+            content = [item for item in content if item["type"] == "text"]
+            for index, turn in enumerate(request.history):
+                messages.append({"role": turn.role, "content": (media if index == 0 else [])
+                                 + [{"type": "text", "text": turn.text}]})
         messages.append({"role": "user", "content": content})
         return messages, notes
 
@@ -470,6 +476,8 @@ def _settings(generation: GenerationConfig) -> dict[str, Any]:
                                 "top_p": generation.top_p, "seed": generation.seed}
     if generation.stop:
         settings["stop"] = list(generation.stop[:MAX_API_STOPS])  # all of them are cut locally too
+    if generation.repetition_penalty != 1.0:  # not OpenAI's own; vLLM's, TGI's and SGLang's servers take it
+        settings["repetition_penalty"] = generation.repetition_penalty
     return settings
 
 

@@ -78,7 +78,7 @@ class StaticBatching(Model):
         return self.inputs.prepare(request.parts)
 
     def _render(self, request: Request, prepared: PreparedInput) -> str:
-        return self.inputs.render(prepared, request.prompt_text, request.system)
+        return self.inputs.render(prepared, request.prompt_text, request.system, request.history)
 
     def _encode(self, texts: list[str], prepared: list[PreparedInput]) -> Any:
         return self.inputs.encode(texts, prepared)
@@ -96,6 +96,8 @@ class StaticBatching(Model):
         torch.manual_seed(generation.seed)
         sampling = {"do_sample": False} if generation.greedy else {
             "do_sample": True, "temperature": generation.temperature, "top_p": generation.top_p}
+        if generation.repetition_penalty != 1.0:
+            sampling["repetition_penalty"] = generation.repetition_penalty
         stop = {"stop_strings": list(generation.stop), "tokenizer": self.tokenizer} if generation.stop else {}
         with torch.inference_mode():
             sequences = self.model.generate(**inputs, max_new_tokens=generation.max_new_tokens,

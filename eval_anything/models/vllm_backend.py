@@ -81,6 +81,8 @@ class VLLMModel(Model):
     def sampling_params(self, request: Request) -> Any:
         generation = request.generation
         common = {"max_tokens": generation.max_new_tokens, "stop": list(generation.stop) or None}
+        if generation.repetition_penalty != 1.0:
+            common["repetition_penalty"] = generation.repetition_penalty
         if generation.greedy:
             return self._vllm.SamplingParams(temperature=0.0, **common)
         return self._vllm.SamplingParams(temperature=generation.temperature, top_p=generation.top_p,
@@ -89,7 +91,7 @@ class VLLMModel(Model):
     def prompt(self, request: Request) -> dict[str, Any]:
         """A vLLM prompt dict: the chat-template text and the decoded media, by modality."""
         prepared = self.inputs.prepare(request.parts)
-        text = self.inputs.render(prepared, request.prompt_text, request.system)
+        text = self.inputs.render(prepared, request.prompt_text, request.system, request.history)
         if self.inputs.text_only:  # token ids as the hf backend encodes them: the template holds any BOS
             return {"prompt_token_ids": self.tokenizer(text, add_special_tokens=False).input_ids}
         item: dict[str, Any] = {"prompt": text}

@@ -48,6 +48,13 @@
     return [el("br"), el("span", { cls: "protocol", title: "scoring protocol", text: "protocol: " + col.protocols[0] })];
   }
   // A synergy metric's per-pair means, beside its value.
+  function signed(v) { return (v > 0 ? "+" : v < 0 ? "−" : "±") + Math.abs(v).toFixed(3); }
+  function deltaLine(run, col) {  // a trained run's difference from its base run on the board
+    const d = run.vs_base ? run.vs_base.deltas[col.key] : undefined;
+    if (typeof d !== "number") return null;
+    return el("span", { cls: "small delta " + (d > 0 ? "up" : d < 0 ? "down" : ""), title: "vs base " + run.vs_base.base },
+              el("br"), "vs base " + signed(d));
+  }
   function synergyLine(c) {
     if (!c || !c.synergy || !Object.keys(c.synergy).length) return null;
     return [el("br"), el("span", { cls: "small synergy", text: Object.entries(c.synergy).map(([k, v]) => `${k} ${fmt(v)}`).join(" · ") })];
@@ -103,7 +110,7 @@
            ": the numbers are not comparable)" : "") : "");
         const td = el("td", { cls: "metric " + t.cls + (conflict ? " protocol-conflict" : ""), title: title || null, "data-col": col.key,
                               "data-status": c ? c.status : "absent", "data-protocol": c && c.protocol ? c.protocol : null },
-                      el("span", { cls: "value", text: t.text }), synergyLine(c), counts ? el("br") : null, counts ? el("span", { cls: "small", text: counts }) : null,
+                      el("span", { cls: "value", text: t.text }), synergyLine(c), deltaLine(run, col), counts ? el("br") : null, counts ? el("span", { cls: "small", text: counts }) : null,
                       conflict ? el("br") : null, conflict ? el("span", { cls: "protocol conflict", text: "⚠ protocol " + c.protocol }) : null);
         if (c && c.status !== "absent" && c.status !== "not_applicable" && run.tasks.includes(col.task))
           td.addEventListener("click", () => openDrill(run.index, col.task));
@@ -128,17 +135,41 @@
     const keys = ["base_model", "method", "data", "config_hash"];
     const hasLineage = BOARD.runs.some(r => r.lineage);
     table.appendChild(el("thead", {}, el("tr", {}, ["model", "run id", "status", "created", "model spec",
-      ...(hasLineage ? ["base model", "training method", "training data", "config hash", "other lineage"] : []), "judge", "settings", "git"].map(h => el("th", { text: h })))));
+      ...(hasLineage ? ["base model", "training method", "training data", "config hash", "vs base run", "other lineage"] : []), "judge", "settings", "git"].map(h => el("th", { text: h })))));
     const body = el("tbody");
     for (const r of BOARD.runs) {
       const lin = r.lineage || {};
       const other = Object.keys(lin).filter(k => !keys.includes(k)).map(k => k + "=" + (typeof lin[k] === "string" ? lin[k] : JSON.stringify(lin[k]))).join("; ");
       const show = v => v === undefined || v === null ? "" : (typeof v === "string" ? v : JSON.stringify(v));
       body.appendChild(el("tr", { "data-run": r.index }, [r.label, r.run_id, r.status, r.created_at, r.model_spec,
-        ...(hasLineage ? [...keys.map(k => show(lin[k])), other] : []),
+        ...(hasLineage ? [...keys.map(k => show(lin[k])), vsBase(r), other] : []),
         (r.judges.join(", ") || "–") + (r.judge_accounting ? " — " + r.judge_accounting : ""), r.settings, r.git_revision].map(v => el("td", { text: v ?? "" }))));
     }
     table.appendChild(body);
+  }
+
+  function vsBase(r) {
+    if (!r.vs_base) return "";
+    const parts = Object.entries(r.vs_base.deltas).map(([k, d]) => k + " " + signed(d));
+    return r.vs_base.base + (parts.length ? ": " + parts.join("; ") : "");
+  }
+  function renderCompare() {  // the align compare tables the runs' lineage points to
+    const holder = document.getElementById("compare");
+    if (!BOARD.compare || !BOARD.compare.length) { holder.closest("section").hidden = true; return; }
+    const num = v => typeof v === "number" ? v.toFixed(3) : "—";
+    for (const cmp of BOARD.compare) {
+      holder.appendChild(el("p", { cls: "small", text: `${cmp.path}: ${cmp.seeds} seeds; mean [${Math.round(100 * cmp.table.level)}% interval] of each task's first metric` }));
+      const head = el("tr", {}, ["task", "metric", ...cmp.arms, "LLF − binary (p)"].map(h => el("th", { text: h })));
+      const body = el("tbody");
+      for (const [task, entry] of Object.entries(cmp.table.tasks)) {
+        const cells = cmp.arms.map(a => { const s = entry.arms[a]; return s && typeof s.mean === "number" ? `${num(s.mean)} [${num(s.low)}, ${num(s.high)}]` : "—"; });
+        const paired = entry.paired.map(p => `${p.llf} − ${p.binary}: ${typeof p.diff === "number" ? signed(p.diff) : "—"} [${num(p.low)}, ${num(p.high)}] (p ${num(p.p)})`).join("; ");
+        body.appendChild(el("tr", {}, [task, entry.metric, ...cells, paired].map(v => el("td", { text: v }))));
+      }
+      holder.appendChild(el("div", { cls: "scroll" }, el("table", { cls: "compare" }, el("thead", {}, head), body)));
+      for (const [task, reason] of Object.entries(cmp.table.not_applicable || {}))
+        holder.appendChild(el("p", { cls: "small", text: `${task}: not applicable (${reason})` }));
+    }
   }
 
   // ---------- charts (SVG) ----------
@@ -379,6 +410,7 @@
   partsToggle.addEventListener("change", () => { showParts = partsToggle.checked; renderOverview(); });
   renderOverview();
   renderRuns();
+  renderCompare();
   renderCharts();
   setupDrill();
   document.body.dataset.state = "ready";
