@@ -19,6 +19,7 @@ from eval_anything.models.base import ModelSpec
 from eval_anything.models.continuous_batching import ContinuousBatching
 from eval_anything.models.hf import AUTO, AUTO_START_BATCH, HFModel
 from eval_anything.models.inputs import InputProcessor, input_modalities_of
+from eval_anything.models.loading import LoadingOptions
 from eval_anything.models.static_batching import STATIC
 
 _ATTACHED: dict[str, tuple[Any, Any]] = {}
@@ -66,6 +67,7 @@ class LiveModel(HFModel):
         self.model = model.eval()
         self.device = next(model.parameters()).device
         self.packed_linears = 0
+        self.options = LoadingOptions()  # loaded by its trainer: describe() reports the defaults' fields
 
     def close(self) -> None:
         """Hand the model back as it was: training mode, the tokenizer's padding side."""
