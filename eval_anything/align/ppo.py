@@ -1,29 +1,42 @@
 """PPO for language models on accelerate, against a trained reward model.
 
-TRL removed its PPO trainer after 1.12 (see ../shared/NOTES-training-stack.md), so this is ours.
-One iteration:
+TRL removed its PPO trainer after 1.12 (see ../shared/NOTES-training-stack.md), so this is ours,
+following align-anything's trainers/text_to_text/ppo.py. One iteration:
 
-1. Rollout: sample a response per prompt from the policy (temperature T); the response ends at
-   its first EOS (later tokens are masked out).
-2. Score: the reward model scores prompt + response (as the rm stage trained it: the rendered
-   prompt, the response, EOS).
+1. Rollout: each process takes its own shard of the iteration's prompts (disjoint across
+   processes) and samples a response per prompt (temperature T, its own seed); the response ends
+   at its first EOS (later tokens are masked out).
+2. Score: the reward model scores prompt + response (as the rm stage trained it). Optionally the
+   score is normalised by the running mean/std of all scores so far, clipped to +-reward_clip,
+   and lowered by missing_eos_penalty when the response has no EOS (it was cut off).
 3. Per-token reward: -kl_coef * (log pi(a|s) - log pi_ref(a|s)) on every response token, plus
-   the reward-model score on the last one (the KL penalty keeps the policy near the reference).
+   the score on the last one (the KL penalty keeps the policy near the reference).
 4. GAE: delta_t = r_t + gamma V(s_{t+1}) - V(s_t); A_t = sum_k (gamma lam)^k delta_{t+k};
-   returns = A + V; advantages whitened over the valid tokens.
+   returns = A + V; advantages whitened over the valid tokens of all processes.
 5. `ppo_epochs` passes of minibatch updates on
-   L = E[max(-A r, -A clip(r, 1-eps, 1+eps))] + vf_coef * 0.5 E[max((V-R)^2, (V_clip-R)^2)],
-   r = exp(log pi - log pi_old), V_clip = V_old + clip(V - V_old, -eps_v, eps_v).
+   L = E[max(-A r, -A clip(r, 1-eps, 1+eps))] + vf_coef * 0.5 E[max((V-R)^2, (V_clip-R)^2)]
+       (+ ptx_coef * the language-modelling loss of a supervised batch, with ptx_data),
+   r = exp(log pi - log pi_old), V_clip = V_old + clip(V - V_old, -eps_v, eps_v). Each minibatch
+   is gradient_accumulation_steps micro-batches; the gradient is clipped to max_grad_norm; the
+   learning rate follows a warm-up + decay schedule (transformers.get_scheduler).
 
-The value function is a linear head on the policy's last hidden state (a shared trunk, as in
-the original RLHF setups). Positions are computed from the attention mask, so left padding
-does not shift them. Checkpoints (accelerate state: model, value head, optimizer, RNG) are
-written every `save_steps` iterations and resumed from after a crash.
+Token means are taken over the tokens of all processes (each process divides by the global
+count / world size, and DDP averages), so N processes on batch B each take the same optimizer
+step as one process on N x B.
+
+The value function is a separate critic initialised from the reward model (its trunk, with the
+scalar head applied to every position), as align-anything does; `shared_trunk` puts a linear head
+on the policy's last hidden state instead. Positions are computed from the attention mask, so
+left padding does not shift them. Checkpoints (accelerate state: models, optimizer, scheduler,
+each process's RNG; plus the iteration, running reward moments and history) are written every
+`save_steps` iterations and resumed from after a crash.
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
+import math
 import os
 import random
 import shutil
@@ -34,6 +47,8 @@ from typing import Any, Sequence
 from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import PPOConfig
 from eval_anything.align.data import load_llf_records
+from eval_anything.align.metrics import MetricsFile, resolve_report_to
+from eval_anything.align.precision import Precision, enable_checkpointing, resolve
 from eval_anything.align.train import (CHECKPOINTS_DIR, MODEL_DIR, TrainResult, lineage, load_for_training, model_dir,
                                        render_prompt)
 from eval_anything.manifest import LINEAGE_FILE
@@ -81,33 +96,86 @@ def response_mask(responses: Any, eos_ids: set[int]) -> Any:
     return (ended_before == 0).float()
 
 
-def _value_model(policy: Any) -> Any:
-    import torch
-
-    class PolicyWithValueHead(torch.nn.Module):
-        """The policy plus a scalar value head on its last hidden state."""
-
-        def __init__(self, policy: Any) -> None:
-            super().__init__()
-            self.policy = policy
-            hidden = policy.config.get_text_config().hidden_size
-            self.value_head = torch.nn.Linear(hidden, 1)
-            torch.nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
-            torch.nn.init.zeros_(self.value_head.bias)
-
-        def forward(self, input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
-            positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                              output_hidden_states=True)
-            return out.logits, self.value_head(out.hidden_states[-1]).squeeze(-1)
-
-    return PolicyWithValueHead(policy)
-
-
 def _logprobs(logits: Any, tokens: Any, temperature: float) -> Any:
     import torch
 
     return torch.log_softmax(logits / temperature, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def _entropy(logits: Any, temperature: float) -> Any:
+    import torch
+
+    logp = torch.log_softmax(logits / temperature, dim=-1)
+    return -(logp.exp() * logp).sum(-1)
+
+
+def _positions(mask: Any) -> Any:
+    return (mask.cumsum(1) - 1).clamp(min=0)
+
+
+def disable_dropout(model: Any) -> None:
+    """Dropout off, so old and new log-probabilities come from the same function while the model
+    stays in training mode (gradient checkpointing only acts in training mode)."""
+    import torch
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+
+
+def _reward_head(model: Any) -> Any:
+    for name in ("score", "classifier", "v_head"):
+        head = getattr(model, name, None)
+        if head is not None:
+            return head
+    raise ValueError(f"the reward model ({type(model).__name__}) has no score/classifier head to start the critic from")
+
+
+def _actor_critic(policy: Any, critic: Any | None) -> Any:
+    import torch
+
+    class ActorCritic(torch.nn.Module):
+        """The policy and its value function: a separate critic (trunk + scalar head, started from the
+        reward model) or, when `critic` is None, a linear head on the policy's last hidden state."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.policy = policy
+            if critic is None:
+                hidden = policy.config.get_text_config().hidden_size
+                self.value_head = torch.nn.Linear(hidden, 1)
+                torch.nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
+                torch.nn.init.zeros_(self.value_head.bias)
+                self.critic = None
+            else:
+                self.critic = critic.base_model
+                self.value_head = _reward_head(critic)
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
+            positions = _positions(attention_mask)
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                              output_hidden_states=self.critic is None)
+            if self.critic is None:
+                hidden = out.hidden_states[-1]
+            else:
+                hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask,
+                                     position_ids=positions).last_hidden_state
+            return out.logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
+
+    return ActorCritic()
+
+
+@dataclass
+class Samples:
+    """One process's sampled responses to its prompts."""
+
+    prompts: list[str]
+    query: Any
+    query_mask: Any
+    responses: Any
+    mask: Any
+    truncated: Any
+    """True where the response has no EOS within response_length."""
 
 
 @dataclass
@@ -120,12 +188,43 @@ class Rollout:
     values: Any
     scores: Any
     kl: Any
+    truncated: Any = None
+    raw_scores: Any = None
+
+
+class RunningMoments:
+    """Mean and variance of every score seen so far (Chan et al.'s parallel update), for normalise_reward."""
+
+    def __init__(self) -> None:
+        self.count, self.mean, self.var = 0, 0.0, 1.0
+
+    def update(self, values: Sequence[float]) -> None:
+        n = len(values)
+        if not n:
+            return
+        mean = sum(values) / n
+        var = sum((v - mean) ** 2 for v in values) / n
+        total = self.count + n
+        delta = mean - self.mean
+        self.var = (self.var * self.count + var * n + delta ** 2 * self.count * n / total) / total
+        self.mean += delta * n / total
+        self.count = total
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(max(self.var, 0.0)) or 1.0
+
+    def to_json(self) -> dict[str, float]:
+        return {"count": self.count, "mean": self.mean, "var": self.var}
+
+    def load(self, data: dict[str, float]) -> None:
+        self.count, self.mean, self.var = int(data["count"]), float(data["mean"]), float(data["var"])
 
 
 class RewardScorer:
     """Scores prompt + response texts with a sequence-classification reward model."""
 
-    def __init__(self, reference: str, device: Any) -> None:
+    def __init__(self, reference: str, device: Any, dtype: Any = None) -> None:
         import torch
         import transformers
 
@@ -134,7 +233,7 @@ class RewardScorer:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=torch.float32).to(device).eval()
+            path, dtype=dtype or torch.float32).to(device).eval()
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.device = device
 
@@ -149,119 +248,284 @@ class RewardScorer:
             return self.model(**batch).logits[:, 0].float()
 
 
+def _load_critic(config: PPOConfig, precision: Precision) -> Any:
+    import transformers
+
+    critic = transformers.AutoModelForSequenceClassification.from_pretrained(
+        model_dir(config.reward_model), num_labels=1, dtype=precision.load_dtype)
+    if config.critic_lora:
+        from peft import LoraConfig, get_peft_model
+
+        setattr(critic, critic.base_model_prefix, get_peft_model(critic.base_model, LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=list(config.lora_targets))))
+    return critic
+
+
 class PPOTrainer:
-    """Holds the policy (+ value head), frozen reference, reward scorer, optimizer and accelerator."""
+    """Holds the policy + critic, frozen reference, reward scorer, optimizer, schedule and accelerator."""
 
     def __init__(self, config: PPOConfig, prompts: Sequence[str]) -> None:
-        import copy
-
         import torch
+        import transformers
         from accelerate import Accelerator
         from accelerate.utils import InitProcessGroupKwargs, set_seed
 
         self.config = config
+        self.precision = resolve(config)
         distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
         # without a GPU accelerate picks no process-group backend: name gloo (see the notes)
         handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+        report_to = resolve_report_to(config.report_to)
         self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers,
-                                       gradient_accumulation_steps=1)
-        set_seed(config.seed)
-        policy, self.processor, self.inputs = load_for_training(config.model, config.video_frames)
+                                       mixed_precision=self.precision.mixed_precision,
+                                       log_with=None if report_to == "none" else report_to,
+                                       project_dir=str(Path(config.output_dir) / "logs"))
+        self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        set_seed(config.seed)  # the same initial weights on every process
+        policy, self.processor, self.inputs = load_for_training(config.model, config.video_frames,
+                                                                precision=self.precision)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         gen_eos = policy.generation_config.eos_token_id
         self.eos_ids |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
         policy.config.use_cache = False
-        self.reference = copy.deepcopy(policy).to(self.accelerator.device).eval().requires_grad_(False)
-        self.model = _value_model(policy)
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.learning_rate, eps=1e-5)
-        self.model, self.optimizer = self.accelerator.prepare(self.model, optimizer)
-        self.model.eval()  # no dropout: the old and new log-probabilities must come from the same function
-        self.scorer = RewardScorer(config.reward_model, self.accelerator.device)
+        self.reference = None
+        if not config.lora:
+            self.reference = copy.deepcopy(policy).to(self.accelerator.device).eval().requires_grad_(False)
+        policy = self._adapt(policy)
+        critic = None if config.shared_trunk else _load_critic(config, self.precision)
+        for model in (policy, critic):
+            if model is not None:
+                disable_dropout(model)
+                if self.precision.gradient_checkpointing:
+                    enable_checkpointing(model)
+        model = _actor_critic(policy, critic)
+        critic_lr = config.critic_learning_rate or config.learning_rate
+        policy_params = [p for p in model.policy.parameters() if p.requires_grad]
+        critic_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("policy.")]
+        optimizer = torch.optim.AdamW([{"params": policy_params, "lr": config.learning_rate},
+                                       {"params": critic_params, "lr": critic_lr}], eps=1e-5)
+        total = config.max_steps * config.ppo_epochs * config.mini_batches
+        self.scheduler = transformers.get_scheduler(config.lr_scheduler_type, optimizer,
+                                                    num_warmup_steps=int(config.warmup_ratio * total),
+                                                    num_training_steps=total)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        # not prepared: accelerate would step it once per process per optimizer step
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        self.scorer = RewardScorer(config.reward_model, self.accelerator.device, self.precision.load_dtype)
         self.prompts = list(prompts)
+        self.ptx = self._ptx_examples()
+        self.moments = RunningMoments()
         self.history: list[dict[str, float]] = []
         self.iteration = 0
+        self._updates = 0
+        set_seed(config.seed + self.rank)  # each process samples its own responses
+        if report_to != "none":
+            self.accelerator.init_trackers("ppo", config={k: str(v) for k, v in config.to_dict().items()})
+
+    def _adapt(self, policy: Any) -> Any:
+        if not self.config.lora:
+            return policy
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if self.precision.quantization != "none":
+            policy = prepare_model_for_kbit_training(policy, self.precision.gradient_checkpointing)
+        return get_peft_model(policy, LoraConfig(r=self.config.lora_r, lora_alpha=self.config.lora_alpha,
+                                                 target_modules=list(self.config.lora_targets), task_type="CAUSAL_LM"))
+
+    def _ptx_examples(self) -> list[str]:
+        if not self.config.ptx_data:
+            return []
+        eos = self.tokenizer.eos_token or ""
+        texts = [render_prompt(self.inputs, r.parts())[0] + r.response + eos
+                 for r in load_llf_records(self.config.ptx_data) if r.response]
+        if not texts:
+            raise ValueError(f"ppo: ptx_data {self.config.ptx_data} has no records with a response")
+        return texts
+
+    # -- distributed means ---------------------------------------------------------------------
+    def _global_sum(self, value: Any) -> Any:
+        total = value.detach().float().sum()
+        return self.accelerator.reduce(total, reduction="sum") if self.world > 1 else total
+
+    def _global_mean(self, values: Any, mask: Any) -> Any:
+        return self._global_sum(values * mask) / self._global_sum(mask).clamp(min=1)
+
+    def _whiten(self, values: Any, mask: Any) -> Any:
+        mean = self._global_mean(values, mask)
+        var = self._global_mean((values - mean) ** 2, mask)
+        return ((values - mean) * (var + 1e-8).rsqrt()) * mask
+
+    def _gather(self, values: Any) -> Any:
+        return self.accelerator.gather(values) if self.world > 1 else values
 
     # -- rollout -------------------------------------------------------------------------------
+    def _policy(self) -> Any:
+        return self.accelerator.unwrap_model(self.model).policy
+
     def _forward(self, model: Any, ids: Any, mask: Any, query_length: int) -> tuple[Any, Any]:
         logits, values = model(ids, mask)
-        return logits[:, query_length - 1 : -1], values[:, query_length - 1 : -1]
+        return logits[:, query_length - 1 : -1].float(), values[:, query_length - 1 : -1]
 
-    def rollout(self, prompts: Sequence[str]) -> Rollout:
+    def generate(self, prompts: Sequence[str]) -> Samples:
         import torch
 
-        device = self.accelerator.device
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
-                               add_special_tokens=False).to(device)
+                               add_special_tokens=False).to(self.accelerator.device)
         query, query_mask = batch["input_ids"], batch["attention_mask"]
-        policy = self.accelerator.unwrap_model(self.model).policy
-        with torch.no_grad():
+        policy = self._policy()
+        policy.eval()
+        with torch.no_grad(), self.accelerator.autocast():
             generated = policy.generate(input_ids=query, attention_mask=query_mask, do_sample=True,
                                         temperature=self.config.temperature, top_k=0, top_p=1.0,
-                                        max_new_tokens=self.config.response_length,
+                                        max_new_tokens=self.config.response_length, use_cache=True,
                                         min_new_tokens=1, pad_token_id=self.tokenizer.pad_token_id,
                                         eos_token_id=sorted(self.eos_ids))
-            responses = generated[:, query.shape[1]:]
-            mask = response_mask(responses, self.eos_ids)
-            ids = torch.cat([query, responses], dim=1)
-            full_mask = torch.cat([query_mask, mask.long()], dim=1)
-            logits, values = self._forward(self.model, ids, full_mask, query.shape[1])
-            logprobs = _logprobs(logits, responses, self.config.temperature)
-            ref_logits = self.reference(input_ids=ids, attention_mask=full_mask,
-                                        position_ids=(full_mask.cumsum(1) - 1).clamp(min=0)).logits
-            ref_logprobs = _logprobs(ref_logits[:, query.shape[1] - 1 : -1], responses, self.config.temperature)
-            texts = [self.tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(responses, mask)]
-            scores = self.scorer(prompts, texts)
-        return Rollout(query, query_mask, responses, mask, logprobs * mask, values * mask, scores,
-                       (logprobs - ref_logprobs) * mask)
+        responses = generated[:, query.shape[1]:]
+        mask = response_mask(responses, self.eos_ids)
+        ended = torch.zeros(len(responses), dtype=torch.bool, device=responses.device)
+        for eos in self.eos_ids:
+            ended |= (responses == eos).any(dim=1)
+        return Samples(list(prompts), query, query_mask, responses, mask, ~ended)
+
+    def _reference_logits(self, ids: Any, mask: Any) -> Any:
+        if self.reference is not None:
+            return self.reference(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+        with self._policy().disable_adapter():  # LoRA: the reference is the base without the adapter
+            return self._policy()(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+
+    def evaluate(self, samples: Samples) -> Rollout:
+        """Old log-probabilities, values, reference KL and (shaped) scores of the sampled responses."""
+        import torch
+
+        c, s = self.config, samples
+        self.model.eval()
+        with torch.no_grad(), self.accelerator.autocast():
+            ids = torch.cat([s.query, s.responses], dim=1)
+            full_mask = torch.cat([s.query_mask, s.mask.long()], dim=1)
+            logits, values = self._forward(self.model, ids, full_mask, s.query.shape[1])
+            logprobs = _logprobs(logits, s.responses, c.temperature)
+            ref_logits = self._reference_logits(ids, full_mask)[:, s.query.shape[1] - 1 : -1].float()
+            ref_logprobs = _logprobs(ref_logits, s.responses, c.temperature)
+            texts = [self.tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(s.responses, s.mask)]
+            raw = self.scorer(s.prompts, texts)
+        return Rollout(s.query, s.query_mask, s.responses, s.mask, logprobs * s.mask, values * s.mask,
+                       self._shape_scores(raw, s.truncated), (logprobs - ref_logprobs) * s.mask, s.truncated, raw)
+
+    def _shape_scores(self, raw: Any, truncated: Any) -> Any:
+        c = self.config
+        scores = raw
+        if c.normalize_reward:
+            self.moments.update(self._gather(raw).tolist())
+            scores = (scores - self.moments.mean) / self.moments.std
+        if c.whiten_rewards:
+            everything = self._gather(scores)
+            if len(everything) > 1:
+                scores = (scores - everything.mean()) / (everything.std() + 1e-8)
+        if c.reward_clip is not None:
+            scores = scores.clamp(-c.reward_clip, c.reward_clip)
+        if c.missing_eos_penalty is not None:
+            scores = scores - c.missing_eos_penalty * truncated.float()
+        return scores
+
+    def rollout(self, prompts: Sequence[str]) -> Rollout:
+        return self.evaluate(self.generate(prompts))
 
     # -- one PPO iteration ---------------------------------------------------------------------
     def step(self, prompts: Sequence[str]) -> dict[str, float]:
+        return self.learn(self.rollout(prompts))
+
+    def _ptx_batch(self, update: int) -> Any:
+        c, n = self.config, len(self.ptx)
+        start = (update * self.world + self.rank) * c.ptx_batch_size
+        texts = [self.ptx[(start + i) % n] for i in range(c.ptx_batch_size)]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right",
+                               add_special_tokens=False).to(self.accelerator.device)
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        return batch
+
+    def learn(self, r: Rollout) -> dict[str, float]:
         import torch
 
         c = self.config
-        r = self.rollout(prompts)
-        scores = r.scores
-        if c.whiten_rewards and len(scores) > 1:
-            scores = (scores - scores.mean()) / (scores.std() + 1e-8)
         rewards = -c.kl_coef * r.kl
         last = (r.mask.sum(dim=1).long() - 1).clamp(min=0)
-        rewards[torch.arange(len(last)), last] += scores
+        rewards[torch.arange(len(last)), last] += r.scores
         advantages, returns = gae(rewards, r.values, r.mask, c.gamma, c.lam)
-        advantages = masked_whiten(advantages, r.mask)
+        advantages = self._whiten(advantages, r.mask)
         ids = torch.cat([r.query, r.responses], dim=1)
         full_mask = torch.cat([r.query_mask, r.mask.long()], dim=1)
-        n = len(prompts)
-        size = max(1, n // c.mini_batches)
-        stats: dict[str, list[float]] = {"pg_loss": [], "vf_loss": [], "clipfrac": [], "approx_kl": []}
+        n = len(r.responses)
+        size = n // c.mini_batches
+        micro = size // c.gradient_accumulation_steps
+        stats: dict[str, list[float]] = {k: [] for k in ("pg_loss", "vf_loss", "clipfrac", "approx_kl", "entropy",
+                                                          "grad_norm", "ptx_loss")}
+        self.model.train()
         for _ in range(c.ppo_epochs):
-            order = torch.randperm(n)
+            order = torch.randperm(n, device=r.responses.device)
             for start in range(0, n, size):
-                idx = order[start : start + size]
-                mask = r.mask[idx]
-                logits, vpred = self._forward(self.model, ids[idx], full_mask[idx], r.query.shape[1])
-                new_logprobs = _logprobs(logits, r.responses[idx], c.temperature)
-                v_clipped = r.values[idx] + (vpred - r.values[idx]).clamp(-c.clip_range_value, c.clip_range_value)
-                vf_loss = 0.5 * masked_mean(torch.max((vpred - returns[idx]) ** 2,
-                                                      (v_clipped - returns[idx]) ** 2), mask)
-                log_ratio = (new_logprobs - r.logprobs[idx]) * mask
-                ratio = torch.exp(log_ratio)
-                adv = advantages[idx]
-                pg_loss = masked_mean(torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_range, 1 + c.clip_range)),
-                                      mask)
-                loss = pg_loss + c.vf_coef * vf_loss
-                self.accelerator.backward(loss)
+                minibatch = order[start : start + size]
+                # each process divides by the global token count / world size; DDP averages the gradients
+                tokens = self._global_sum(r.mask[minibatch]).clamp(min=1) / self.world
+                for k, micro_start in enumerate(range(0, size, micro)):
+                    idx = minibatch[micro_start : micro_start + micro]
+                    final = k == c.gradient_accumulation_steps - 1
+                    context = self.accelerator.no_sync(self.model) if not final else _nullcontext()
+                    with context, self.accelerator.autocast():
+                        loss, parts = self._loss(r, idx, ids, full_mask, advantages, returns, tokens)
+                        if final and self.ptx:
+                            ptx = self._policy()(**self._ptx_batch(self._updates)).loss
+                            loss = loss + c.ptx_coef * ptx
+                            stats["ptx_loss"].append(float(ptx))
+                        self.accelerator.backward(loss)
+                    for key, value in parts.items():
+                        stats[key].append(value)
+                if c.max_grad_norm is not None:
+                    stats["grad_norm"].append(float(self.accelerator.clip_grad_norm_(self.model.parameters(),
+                                                                                     c.max_grad_norm)))
                 self.optimizer.step()
+                self.scheduler.step()
                 self.optimizer.zero_grad()
-                with torch.no_grad():
-                    stats["pg_loss"].append(float(pg_loss))
-                    stats["vf_loss"].append(float(vf_loss))
-                    stats["clipfrac"].append(float(masked_mean(((ratio - 1).abs() > c.clip_range).float(), mask)))
-                    stats["approx_kl"].append(float(0.5 * masked_mean(log_ratio ** 2, mask)))
+                self._updates += 1
         self.iteration += 1
-        record = {"iteration": self.iteration, "score": float(r.scores.mean()),
-                  "kl": float((r.kl.sum(1)).mean()), "response_length": float(r.mask.sum(1).mean()),
-                  **{k: sum(v) / len(v) for k, v in stats.items()}}
+        return self._record(r, stats)
+
+    def _loss(self, r: Rollout, idx: Any, ids: Any, full_mask: Any, advantages: Any, returns: Any,
+              tokens: Any) -> tuple[Any, dict[str, float]]:
+        import torch
+
+        c = self.config
+        mask = r.mask[idx]
+        logits, vpred = self._forward(self.model, ids[idx], full_mask[idx], r.query.shape[1])
+        new_logprobs = _logprobs(logits, r.responses[idx], c.temperature)
+        v_clipped = r.values[idx] + (vpred - r.values[idx]).clamp(-c.clip_range_value, c.clip_range_value)
+        vf_loss = 0.5 * (torch.max((vpred - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2) * mask).sum() / tokens
+        log_ratio = (new_logprobs - r.logprobs[idx]) * mask
+        ratio = torch.exp(log_ratio)
+        adv = advantages[idx]
+        pg_terms = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_range, 1 + c.clip_range))
+        pg_loss = (pg_terms * mask).sum() / tokens
+        with torch.no_grad():
+            parts = {"pg_loss": float(masked_mean(pg_terms, mask)),
+                     "vf_loss": float(0.5 * masked_mean(torch.max((vpred - returns[idx]) ** 2,
+                                                                  (v_clipped - returns[idx]) ** 2), mask)),
+                     "clipfrac": float(masked_mean(((ratio - 1).abs() > c.clip_range).float(), mask)),
+                     "approx_kl": float(0.5 * masked_mean(log_ratio ** 2, mask)),
+                     "entropy": float(masked_mean(_entropy(logits, c.temperature), mask))}
+        return pg_loss + c.vf_coef * vf_loss, parts
+
+    def _record(self, r: Rollout, stats: dict[str, list[float]]) -> dict[str, float]:
+        import torch
+
+        raw = r.raw_scores if r.raw_scores is not None else r.scores
+        truncated = r.truncated if r.truncated is not None else torch.zeros_like(r.scores)
+        means = self._gather(torch.stack([v.float() for v in (raw.mean(), r.scores.mean(), r.kl.sum(1).mean(),
+                                                              r.mask.sum(1).mean(), truncated.float().mean())]))
+        means = means.reshape(self.world, -1).mean(0).tolist()
+        record = {"iteration": self.iteration, "score": means[0], "reward": means[1], "kl": means[2],
+                  "response_length": means[3], "truncated": means[4],
+                  "learning_rate": self.scheduler.get_last_lr()[0],
+                  **{k: sum(v) / len(v) for k, v in stats.items() if v}}
         self.history.append(record)
         return record
 
@@ -269,27 +533,46 @@ class PPOTrainer:
     def save_state(self, folder: Path) -> None:
         self.accelerator.save_state(str(folder))
         if self.accelerator.is_main_process:
-            write_json_atomic(folder / STATE_FILE, {"iteration": self.iteration, "history": self.history})
+            write_json_atomic(folder / STATE_FILE, {"iteration": self.iteration, "history": self.history,
+                                                    "reward_moments": self.moments.to_json()})
 
     def load_state(self, folder: Path) -> None:
         self.accelerator.load_state(str(folder))
         state = json.loads((folder / STATE_FILE).read_text())
         self.iteration, self.history = state["iteration"], state["history"]
+        self._updates = self.iteration * self.config.ppo_epochs * self.config.mini_batches
+        self.moments.load(state.get("reward_moments", self.moments.to_json()))
 
     def batches(self) -> Any:
-        """Prompt batches for each iteration, reproducible by iteration number (for resume)."""
+        """(iteration, this process's prompts) for each iteration, reproducible by iteration number (for
+        resume). Every process draws the same global batch of batch_size x world prompts and takes its
+        own slice, so the processes' prompts are disjoint."""
         rng = random.Random(self.config.seed)
         order: list[str] = []
         iteration = 0
+        size = self.config.batch_size
         while True:
             batch = []
-            while len(batch) < self.config.batch_size:
+            while len(batch) < size * self.world:
                 if not order:
                     order = list(self.prompts)
                     rng.shuffle(order)
                 batch.append(order.pop())
             iteration += 1
-            yield iteration, batch
+            yield iteration, batch[self.rank * size : (self.rank + 1) * size]
+
+    def policy_to_save(self) -> Any:
+        policy = self._policy()
+        if self.config.lora:
+            policy = policy.merge_and_unload()
+        policy.config.use_cache = True
+        return policy
+
+
+def _nullcontext() -> Any:
+    import contextlib
+
+    return contextlib.nullcontext()
 
 
 def _last_state(folder: Path) -> Path | None:
@@ -310,6 +593,8 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     out = Path(config.output_dir)
     artifact = Artifact(out)
     data = [fingerprint(config.prompts), fingerprint(config.reward_model)]
+    if config.ptx_data:
+        data.append(fingerprint(config.ptx_data))
     base = fingerprint(config.model)
     if artifact.open("ppo", config, data + [base], model={"reference": config.model}):
         manifest = artifact.manifest() or {}
@@ -328,6 +613,7 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     if resume is not None:
         trainer.load_state(resume)
         log.info("ppo: resumed from %s (iteration %d)", resume, trainer.iteration)
+    metrics = MetricsFile(out) if trainer.accelerator.is_main_process else None
     for iteration, batch in trainer.batches():
         if iteration > config.max_steps:
             break
@@ -336,28 +622,34 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
         stats = trainer.step(batch)
         log.info("ppo: iteration %d score %.4f kl %.4f pg %.4f vf %.4f", iteration, stats["score"], stats["kl"],
                  stats["pg_loss"], stats["vf_loss"])
+        if metrics is not None:
+            metrics.write(iteration, {k: v for k, v in stats.items() if k != "iteration"})
+        trainer.accelerator.log({k: v for k, v in stats.items() if k != "iteration"}, step=iteration)
         if config.save_steps and iteration % config.save_steps == 0 and iteration < config.max_steps:
             trainer.save_state(checkpoints / f"iteration-{iteration}")
-            for old in checkpoints.glob("iteration-*"):
-                if old.name != f"iteration-{iteration}":
-                    shutil.rmtree(old, ignore_errors=True)
+            trainer.accelerator.wait_for_everyone()
+            if trainer.accelerator.is_main_process:
+                for old in checkpoints.glob("iteration-*"):
+                    if old.name != f"iteration-{iteration}":
+                        shutil.rmtree(old, ignore_errors=True)
         if stop_after is not None and iteration >= stop_after:
             return PPOResult(out, out / MODEL_DIR, {}, history=trainer.history)
+    trainer.accelerator.end_training()
     final, partial = out / MODEL_DIR, out / (MODEL_DIR + ".partial")
     info = {**lineage(method or "ppo", config, data, base), **(lineage_extra or {})}
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:
         return PPOResult(out, final, {}, history=trainer.history)
     shutil.rmtree(partial, ignore_errors=True)
-    policy = trainer.accelerator.unwrap_model(trainer.model).policy
-    policy.config.use_cache = True
-    policy.save_pretrained(partial)
+    trainer.policy_to_save().save_pretrained(partial)
     trainer.processor.save_pretrained(partial)
     write_json_atomic(partial / LINEAGE_FILE, info)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
     manifest = artifact.finish(history=trainer.history, resumed_from=str(resume) if resume else None,
-                               lineage=info, model_dir=str(final))
+                               lineage=info, model_dir=str(final), precision=trainer.precision.to_json(),
+                               distributed={"processes": trainer.world,
+                                            "type": str(trainer.accelerator.distributed_type).split(".")[-1]})
     return PPOResult(out, final, manifest, history=trainer.history, resumed_from=str(resume) if resume else None)
 
 

@@ -25,6 +25,8 @@ from eval_anything.align.artifacts import Artifact, fingerprint, now
 from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, TrainConfig
 from eval_anything.align.data import load_llf_records, load_preference_records
 from eval_anything.align.generate import critique_prompt
+from eval_anything.align.metrics import metrics_callback, resolve_report_to
+from eval_anything.align.precision import Precision, load_kwargs, resolve
 from eval_anything.datamodel import Part
 from eval_anything.manifest import LINEAGE_FILE
 from eval_anything.rundir import read_json, write_json_atomic
@@ -64,9 +66,9 @@ def model_dir(reference: str) -> Path:
     return path
 
 
-def load_for_training(reference: str, video_frames: int = 8, head: str = "causal"):
-    """(model, processor, InputProcessor) — loaded as the hf backend loads them, in float32."""
-    import torch
+def load_for_training(reference: str, video_frames: int = 8, head: str = "causal", precision: Precision | None = None):
+    """(model, processor, InputProcessor) — loaded as the hf backend loads them, in the dtype of
+    `precision` (float32 without one), quantised when it says so."""
     import transformers
 
     from eval_anything.models.hf import load_generative_model
@@ -77,12 +79,20 @@ def load_for_training(reference: str, video_frames: int = 8, head: str = "causal
     tokenizer = getattr(processor, "tokenizer", processor)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    dtype, extra = (precision.load_dtype, load_kwargs(precision)) if precision is not None else (_float32(), {})
     if head == "reward":
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype,
+                                                                                 **extra)
         model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = load_generative_model(transformers, path, torch.float32, {}, input_modalities_of(processor))
+        model = load_generative_model(transformers, path, dtype, extra, input_modalities_of(processor))
     return model, processor, InputProcessor(processor, video_frames, str(path))
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
 
 
 def render_prompt(inputs: Any, parts: Sequence[Part]) -> tuple[str, list[Any]]:
@@ -186,7 +196,8 @@ def training_arguments(cls: type, config: TrainConfig, **extra: Any) -> Any:
     kwargs: dict[str, Any] = dict(
         output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate, logging_steps=1, report_to="none", bf16=False, fp16=False,
+        learning_rate=config.learning_rate, logging_steps=1, report_to=resolve_report_to(config.report_to),
+        **resolve(config).trainer_flags({f.name for f in dataclasses.fields(cls)}),
         seed=config.seed, save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         save_total_limit=2, disable_tqdm=True, dataloader_num_workers=0, deepspeed=config.deepspeed,
     )
@@ -232,6 +243,7 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
         log.info("%s: %s is complete; nothing to do", stage, out)
         return TrainResult(out, out / MODEL_DIR, manifest, skipped=True, losses=manifest.get("losses", []))
     trainer, processor = build()
+    trainer.add_callback(metrics_callback(out))
     for callback in callbacks:
         trainer.add_callback(callback)
     resume = _last_checkpoint(out)
@@ -260,6 +272,7 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
     metrics = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
     manifest = artifact.finish(losses=losses, resumed_from=resume, global_step=trainer.state.global_step,
                                final_metrics=metrics, lineage=info, model_dir=str(final),
+                               precision=resolve(config).to_json(),
                                distributed=_distributed(trainer.accelerator))
     log.info("%s: trained %d steps, loss %s -> %s; checkpoint %s", stage, trainer.state.global_step,
              f"{losses[0]:.4f}" if losses else "?", f"{losses[-1]:.4f}" if losses else "?", final)
@@ -299,7 +312,7 @@ def train_critic(config: CriticSFTConfig, callbacks: Sequence[Any] = ()) -> Trai
     def build():
         from trl import SFTConfig, SFTTrainer
 
-        model, processor, inputs = load_for_training(config.model, config.video_frames)
+        model, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
         tokenizer = getattr(processor, "tokenizer", processor)
         rows = []
         for record in _limit(load_llf_records(config.data), config.limit):
@@ -333,7 +346,7 @@ def dpo_trainer(config: DPOConfig) -> tuple[Any, Any]:
     """The TRL DPOTrainer for a DPO stage config (also used by benchmarks/train_overhead.py)."""
     from trl import DPOConfig as TRLDPOConfig, DPOTrainer
 
-    model, processor, inputs = load_for_training(config.model, config.video_frames)
+    model, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
     tokenizer = getattr(processor, "tokenizer", processor)
     rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
     media = _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
@@ -358,7 +371,8 @@ def train_reward_model(config: RMConfig, callbacks: Sequence[Any] = ()) -> Train
     def build():
         from trl import RewardConfig, RewardTrainer
 
-        model, processor, inputs = load_for_training(config.model, config.video_frames, head="reward")
+        model, processor, inputs = load_for_training(config.model, config.video_frames, head="reward",
+                                                     precision=resolve(config))
         tokenizer = getattr(processor, "tokenizer", processor)
         records = _limit(load_preference_records(config.pairs), config.limit)
         rows = preference_rows(records, inputs)
