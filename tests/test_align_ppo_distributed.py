@@ -119,7 +119,7 @@ def test_two_gloo_processes_shard_prompts_and_step_like_one_process_on_the_doubl
     moved = max(float((after[k] - before[k]).abs().max()) for k in before)
     assert moved > LEARNING_RATE / 2  # the step did something
     worst = max(float((after[k] - distributed[k]).abs().max()) for k in before)
-    assert worst < LEARNING_RATE * 0.05, (worst, moved)
+    assert worst < LEARNING_RATE * 0.01, (worst, moved)  # measured: about 2e-7
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["--worker"]:

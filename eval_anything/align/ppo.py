@@ -476,7 +476,7 @@ class PPOTrainer:
                         if final and self.ptx:
                             ptx = self._policy()(**self._ptx_batch(self._updates)).loss
                             loss = loss + c.ptx_coef * ptx
-                            stats["ptx_loss"].append(float(ptx))
+                            stats["ptx_loss"].append(float(ptx.detach()))
                         self.accelerator.backward(loss)
                     for key, value in parts.items():
                         stats[key].append(value)
