@@ -37,7 +37,7 @@ def _trainer(config):
 
 
 def _policy_weights(trainer):
-    return {k: v.detach().clone() for k, v in trainer._policy().state_dict().items()}
+    return {k: v.detach().clone() for k, v in trainer.unwrapped_policy().state_dict().items()}
 
 
 def worker(out: Path) -> None:

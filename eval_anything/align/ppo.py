@@ -360,7 +360,7 @@ class PPOTrainer:
         return self.accelerator.gather(values) if self.world > 1 else values
 
     # -- rollout -------------------------------------------------------------------------------
-    def _policy(self) -> Any:
+    def unwrapped_policy(self) -> Any:
         return self.accelerator.unwrap_model(self.model).policy
 
     def _forward(self, model: Any, ids: Any, mask: Any, query_length: int) -> tuple[Any, Any]:
@@ -373,7 +373,7 @@ class PPOTrainer:
         batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
                                add_special_tokens=False).to(self.accelerator.device)
         query, query_mask = batch["input_ids"], batch["attention_mask"]
-        policy = self._policy()
+        policy = self.unwrapped_policy()
         policy.eval()
         with torch.no_grad(), self.accelerator.autocast():
             generated = policy.generate(input_ids=query, attention_mask=query_mask, do_sample=True,
@@ -391,8 +391,8 @@ class PPOTrainer:
     def _reference_logits(self, ids: Any, mask: Any) -> Any:
         if self.reference is not None:
             return self.reference(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
-        with self._policy().disable_adapter():  # LoRA: the reference is the base without the adapter
-            return self._policy()(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+        with self.unwrapped_policy().disable_adapter():  # LoRA: the reference is the base without the adapter
+            return self.unwrapped_policy()(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
 
     def evaluate(self, samples: Samples) -> Rollout:
         """Old log-probabilities, values, reference KL and (shaped) scores of the sampled responses."""
@@ -474,7 +474,7 @@ class PPOTrainer:
                     with context, self.accelerator.autocast():
                         loss, parts = self._loss(r, idx, ids, full_mask, advantages, returns, tokens)
                         if final and self.ptx:
-                            ptx = self._policy()(**self._ptx_batch(self._updates)).loss
+                            ptx = self.unwrapped_policy()(**self._ptx_batch(self._updates)).loss
                             loss = loss + c.ptx_coef * ptx
                             stats["ptx_loss"].append(float(ptx.detach()))
                         self.accelerator.backward(loss)
@@ -562,7 +562,7 @@ class PPOTrainer:
             yield iteration, batch[self.rank * size : (self.rank + 1) * size]
 
     def policy_to_save(self) -> Any:
-        policy = self._policy()
+        policy = self.unwrapped_policy()
         if self.config.lora:
             policy = policy.merge_and_unload()
         policy.config.use_cache = True
