@@ -49,8 +49,10 @@ from eval_anything.align.config import PPOConfig
 from eval_anything.align.data import load_llf_records
 from eval_anything.align.metrics import MetricsFile, resolve_report_to
 from eval_anything.align.precision import Precision, enable_checkpointing, resolve
+from eval_anything.align.score_model import is_score_head_model, load_score_model
 from eval_anything.align.train import (CHECKPOINTS_DIR, MODEL_DIR, TrainResult, lineage, load_for_training, model_dir,
                                        render_prompt)
+from eval_anything.datamodel import Part
 from eval_anything.manifest import LINEAGE_FILE
 from eval_anything.rundir import write_json_atomic
 
@@ -123,46 +125,51 @@ def disable_dropout(model: Any) -> None:
             module.p = 0.0
 
 
-def _reward_head(model: Any) -> Any:
-    for name in ("score", "classifier", "v_head"):
-        head = getattr(model, name, None)
-        if head is not None:
-            return head
-    raise ValueError(f"the reward model ({type(model).__name__}) has no score/classifier head to start the critic from")
-
-
 def _actor_critic(policy: Any, critic: Any | None) -> Any:
     import torch
 
     class ActorCritic(torch.nn.Module):
-        """The policy and its value function: a separate critic (trunk + scalar head, started from the
-        reward model) or, when `critic` is None, a linear head on the policy's last hidden state."""
+        """The policy and its value function: a separate critic (a ScoreModel started from the reward
+        model) or, when `critic` is None, a linear head on the policy's last hidden state."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.policy = policy
+            self.policy, self.critic = policy, critic
             if critic is None:
                 hidden = policy.config.get_text_config().hidden_size
                 self.value_head = torch.nn.Linear(hidden, 1)
                 torch.nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
                 torch.nn.init.zeros_(self.value_head.bias)
-                self.critic = None
-            else:
-                self.critic = critic.base_model
-                self.value_head = _reward_head(critic)
 
-        def forward(self, input_ids: Any, attention_mask: Any) -> tuple[Any, Any]:
-            positions = _positions(attention_mask)
-            out = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-                              output_hidden_states=self.critic is None)
-            if self.critic is None:
-                hidden = out.hidden_states[-1]
-            else:
-                hidden = self.critic(input_ids=input_ids, attention_mask=attention_mask,
-                                     position_ids=positions).last_hidden_state
+        def forward(self, input_ids: Any, attention_mask: Any, **media: Any) -> tuple[Any, Any]:
+            out = self.policy(input_ids=input_ids, attention_mask=attention_mask,
+                              position_ids=_positions(attention_mask), output_hidden_states=self.critic is None,
+                              **media)
+            if self.critic is not None:
+                return out.logits, self.critic.token_scores(input_ids, attention_mask, **media)
+            hidden = out.hidden_states[-1]
             return out.logits, self.value_head(hidden.to(self.value_head.weight.dtype)).squeeze(-1).float()
 
     return ActorCritic()
+
+
+@dataclass(frozen=True)
+class PPOPrompt:
+    """A rendered prompt and the media given with it (images, audio, video parts)."""
+
+    text: str
+    media: tuple[Part, ...] = ()
+
+
+def _rows(media: dict[str, Any], idx: Any, n: int) -> dict[str, Any]:
+    """The media features of rows `idx`: each feature must have one row per prompt (one image or audio clip)."""
+    out = {}
+    for key, value in media.items():
+        if getattr(value, "shape", None) is None or value.shape[0] != n:
+            raise ValueError(f"ppo: the media feature {key!r} does not have one row per prompt: give each "
+                             "prompt one image or one audio clip")
+        out[key] = value[idx]
+    return out
 
 
 @dataclass
@@ -176,6 +183,9 @@ class Samples:
     mask: Any
     truncated: Any
     """True where the response has no EOS within response_length."""
+    media: dict[str, Any] = field(default_factory=dict)
+    """The processor's media features (pixel_values, input_features...), one row per prompt."""
+    parts: list[tuple[Part, ...]] = field(default_factory=list)
 
 
 @dataclass
@@ -190,6 +200,7 @@ class Rollout:
     kl: Any
     truncated: Any = None
     raw_scores: Any = None
+    media: dict[str, Any] = field(default_factory=dict)
 
 
 class RunningMoments:
@@ -248,16 +259,37 @@ class RewardScorer:
             return self.model(**batch).logits[:, 0].float()
 
 
-def _load_critic(config: PPOConfig, precision: Precision) -> Any:
-    import transformers
+class MediaRewardScorer:
+    """Scores prompt + response with a score-head reward model (align/score_model.py), the prompt's media
+    encoded by its processor as evaluation encodes them."""
 
-    critic = transformers.AutoModelForSequenceClassification.from_pretrained(
-        model_dir(config.reward_model), num_labels=1, dtype=precision.load_dtype)
+    def __init__(self, reference: str, device: Any, dtype: Any, video_frames: int) -> None:
+        import transformers
+
+        from eval_anything.models.inputs import InputProcessor, load_processor
+
+        path = model_dir(reference)
+        self.inputs = InputProcessor(load_processor(transformers, path), video_frames, str(path))
+        self.model = load_score_model(path, dtype).to(device).eval()
+        self.device = device
+
+    def __call__(self, prompts: Sequence[PPOPrompt], responses: Sequence[str]) -> Any:
+        import torch
+
+        eos = self.inputs.tokenizer.eos_token or ""
+        texts = [p.text + r + (eos if not r.endswith(eos) else "") for p, r in zip(prompts, responses)]
+        batch = self.inputs.encode(texts, [self.inputs.prepare(p.media) for p in prompts], padding_side="right")
+        with torch.no_grad():
+            return self.model(**batch.to(self.device)).float()
+
+
+def _load_critic(config: PPOConfig, precision: Precision) -> Any:
+    critic = load_score_model(model_dir(config.reward_model), precision.load_dtype)
     if config.critic_lora:
         from peft import LoraConfig, get_peft_model
 
-        setattr(critic, critic.base_model_prefix, get_peft_model(critic.base_model, LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, target_modules=list(config.lora_targets))))
+        critic.trunk = get_peft_model(critic.trunk, LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha,
+                                                               target_modules=list(config.lora_targets)))
     return critic
 
 
@@ -312,7 +344,9 @@ class PPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # not prepared: accelerate would step it once per process per optimizer step
         self.accelerator.register_for_checkpointing(self.scheduler)
-        self.scorer = RewardScorer(config.reward_model, self.accelerator.device, self.precision.load_dtype)
+        self.scorer = (MediaRewardScorer(config.reward_model, self.accelerator.device, self.precision.load_dtype,
+                                         config.video_frames) if is_score_head_model(model_dir(config.reward_model))
+                       else RewardScorer(config.reward_model, self.accelerator.device, self.precision.load_dtype))
         self.prompts = list(prompts)
         self.ptx = self._ptx_examples()
         self.moments = RunningMoments()
@@ -363,20 +397,27 @@ class PPOTrainer:
     def unwrapped_policy(self) -> Any:
         return self.accelerator.unwrap_model(self.model).policy
 
-    def _forward(self, model: Any, ids: Any, mask: Any, query_length: int) -> tuple[Any, Any]:
-        logits, values = model(ids, mask)
+    def _forward(self, model: Any, ids: Any, mask: Any, query_length: int, media: dict[str, Any]) -> tuple[Any, Any]:
+        logits, values = model(ids, mask, **media)
         return logits[:, query_length - 1 : -1].float(), values[:, query_length - 1 : -1]
 
-    def generate(self, prompts: Sequence[str]) -> Samples:
+    def _encode(self, prompts: Sequence[PPOPrompt]) -> Any:
+        if not any(p.media for p in prompts):
+            return self.tokenizer([p.text for p in prompts], return_tensors="pt", padding=True, padding_side="left",
+                                  add_special_tokens=False)
+        return self.inputs.encode([p.text for p in prompts], [self.inputs.prepare(p.media) for p in prompts],
+                                  padding_side="left")
+
+    def generate(self, prompts: Sequence[str | PPOPrompt]) -> Samples:
         import torch
 
-        batch = self.tokenizer(list(prompts), return_tensors="pt", padding=True, padding_side="left",
-                               add_special_tokens=False).to(self.accelerator.device)
-        query, query_mask = batch["input_ids"], batch["attention_mask"]
+        prompts = [p if isinstance(p, PPOPrompt) else PPOPrompt(p) for p in prompts]
+        batch = dict(self._encode(prompts).to(self.accelerator.device))
+        query, query_mask = batch.pop("input_ids"), batch.pop("attention_mask")
         policy = self.unwrapped_policy()
         policy.eval()
         with torch.no_grad(), self.accelerator.autocast():
-            generated = policy.generate(input_ids=query, attention_mask=query_mask, do_sample=True,
+            generated = policy.generate(input_ids=query, attention_mask=query_mask, **batch, do_sample=True,
                                         temperature=self.config.temperature, top_k=0, top_p=1.0,
                                         max_new_tokens=self.config.response_length, use_cache=True,
                                         min_new_tokens=1, pad_token_id=self.tokenizer.pad_token_id,
@@ -386,13 +427,16 @@ class PPOTrainer:
         ended = torch.zeros(len(responses), dtype=torch.bool, device=responses.device)
         for eos in self.eos_ids:
             ended |= (responses == eos).any(dim=1)
-        return Samples(list(prompts), query, query_mask, responses, mask, ~ended)
+        return Samples([p.text for p in prompts], query, query_mask, responses, mask, ~ended, batch,
+                       [p.media for p in prompts])
 
-    def _reference_logits(self, ids: Any, mask: Any) -> Any:
-        if self.reference is not None:
-            return self.reference(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
-        with self.unwrapped_policy().disable_adapter():  # LoRA: the reference is the base without the adapter
-            return self.unwrapped_policy()(input_ids=ids, attention_mask=mask, position_ids=_positions(mask)).logits
+    def _reference_logits(self, ids: Any, mask: Any, media: dict[str, Any]) -> Any:
+        model = self.reference
+        if model is None:  # LoRA: the reference is the base without the adapter
+            with self.unwrapped_policy().disable_adapter():
+                return self.unwrapped_policy()(input_ids=ids, attention_mask=mask, position_ids=_positions(mask),
+                                               **media).logits
+        return model(input_ids=ids, attention_mask=mask, position_ids=_positions(mask), **media).logits
 
     def evaluate(self, samples: Samples) -> Rollout:
         """Old log-probabilities, values, reference KL and (shaped) scores of the sampled responses."""
@@ -403,14 +447,19 @@ class PPOTrainer:
         with torch.no_grad(), self.accelerator.autocast():
             ids = torch.cat([s.query, s.responses], dim=1)
             full_mask = torch.cat([s.query_mask, s.mask.long()], dim=1)
-            logits, values = self._forward(self.model, ids, full_mask, s.query.shape[1])
+            logits, values = self._forward(self.model, ids, full_mask, s.query.shape[1], s.media)
             logprobs = _logprobs(logits, s.responses, c.temperature)
-            ref_logits = self._reference_logits(ids, full_mask)[:, s.query.shape[1] - 1 : -1].float()
+            ref_logits = self._reference_logits(ids, full_mask, s.media)[:, s.query.shape[1] - 1 : -1].float()
             ref_logprobs = _logprobs(ref_logits, s.responses, c.temperature)
             texts = [self.tokenizer.decode(row[m.bool()], skip_special_tokens=True) for row, m in zip(s.responses, s.mask)]
-            raw = self.scorer(s.prompts, texts)
+            if isinstance(self.scorer, MediaRewardScorer):
+                parts = s.parts or [()] * len(s.prompts)
+                raw = self.scorer([PPOPrompt(t, m) for t, m in zip(s.prompts, parts)], texts)
+            else:
+                raw = self.scorer(s.prompts, texts)
         return Rollout(s.query, s.query_mask, s.responses, s.mask, logprobs * s.mask, values * s.mask,
-                       self._shape_scores(raw, s.truncated), (logprobs - ref_logprobs) * s.mask, s.truncated, raw)
+                       self._shape_scores(raw, s.truncated), (logprobs - ref_logprobs) * s.mask, s.truncated, raw,
+                       s.media)
 
     def _shape_scores(self, raw: Any, truncated: Any) -> Any:
         c = self.config
@@ -428,11 +477,11 @@ class PPOTrainer:
             scores = scores - c.missing_eos_penalty * truncated.float()
         return scores
 
-    def rollout(self, prompts: Sequence[str]) -> Rollout:
+    def rollout(self, prompts: Sequence[str | PPOPrompt]) -> Rollout:
         return self.evaluate(self.generate(prompts))
 
     # -- one PPO iteration ---------------------------------------------------------------------
-    def step(self, prompts: Sequence[str]) -> dict[str, float]:
+    def step(self, prompts: Sequence[str | PPOPrompt]) -> dict[str, float]:
         return self.learn(self.rollout(prompts))
 
     def _ptx_batch(self, update: int) -> Any:
@@ -496,7 +545,8 @@ class PPOTrainer:
 
         c = self.config
         mask = r.mask[idx]
-        logits, vpred = self._forward(self.model, ids[idx], full_mask[idx], r.query.shape[1])
+        media = _rows(r.media, idx, len(r.responses))
+        logits, vpred = self._forward(self.model, ids[idx], full_mask[idx], r.query.shape[1], media)
         new_logprobs = _logprobs(logits, r.responses[idx], c.temperature)
         v_clipped = r.values[idx] + (vpred - r.values[idx]).clamp(-c.clip_range_value, c.clip_range_value)
         vf_loss = 0.5 * (torch.max((vpred - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2) * mask).sum() / tokens
@@ -604,10 +654,8 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
         records = records[: config.limit]
     trainer = PPOTrainer(config, [])
     for record in records:
-        prompt, images = render_prompt(trainer.inputs, record.parts())
-        if images:
-            raise ValueError("the ppo stage takes text prompts only")
-        trainer.prompts.append(prompt)
+        prompt, _ = render_prompt(trainer.inputs, record.parts())
+        trainer.prompts.append(PPOPrompt(prompt, tuple(m.part() for m in record.media)))
     checkpoints = out / CHECKPOINTS_DIR
     resume = _last_state(checkpoints)
     if resume is not None:

@@ -232,8 +232,9 @@ def _last_checkpoint(output_dir: Path) -> str | None:
 def run_training(stage: str, config: TrainConfig, data_path: str,
                  build: Callable[[], tuple[Any, Any]], method: str | None = None,
                  callbacks: Sequence[Any] = (), lineage_extra: dict[str, Any] | None = None,
-                 extra_inputs: Sequence[str] = ()) -> TrainResult:
-    """Skip if complete, else build the trainer, resume from the last checkpoint, save `model/` with lineage."""
+                 extra_inputs: Sequence[str] = (), save: Callable[[Any, Path], None] | None = None) -> TrainResult:
+    """Skip if complete, else build the trainer, resume from the last checkpoint, save `model/` with lineage
+    (`save(model, folder)` for a model that is not a transformers one)."""
     out = Path(config.output_dir)
     artifact = Artifact(out)
     data = [fingerprint(data_path), *(fingerprint(path) for path in extra_inputs)]
@@ -261,6 +262,9 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
         model = trainer.accelerator.unwrap_model(model).merge_and_unload()
         if trainer.is_world_process_zero():
             model.save_pretrained(partial)
+    elif save is not None:
+        if trainer.is_world_process_zero():
+            save(trainer.accelerator.unwrap_model(model), partial)
     else:
         trainer.save_model(str(partial))  # gathers the weights under DeepSpeed; writes on rank 0
     if not trainer.is_world_process_zero():
@@ -366,7 +370,12 @@ def train_dpo(config: DPOConfig, method: str | None = None, callbacks: Sequence[
 
 
 def train_reward_model(config: RMConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
-    """A scalar reward model r with loss -log sigmoid(r(chosen) - r(rejected)) (text inputs)."""
+    """A scalar reward model r with loss -log sigmoid(r(chosen) - r(rejected)): TRL's RewardTrainer on a
+    sequence-classification model for text; for prompts with images, audio or video, the generative model
+    plus a score head (align/score_model.py), its inputs encoded as evaluation encodes them."""
+    if any(r.media for r in _limit(load_preference_records(config.pairs), config.limit)):
+        return run_training("rm", config, config.pairs, lambda: _media_reward_trainer(config), callbacks=callbacks,
+                            save=lambda model, folder: model.save(folder))
 
     def build():
         from trl import RewardConfig, RewardTrainer
@@ -374,13 +383,52 @@ def train_reward_model(config: RMConfig, callbacks: Sequence[Any] = ()) -> Train
         model, processor, inputs = load_for_training(config.model, config.video_frames, head="reward",
                                                      precision=resolve(config))
         tokenizer = getattr(processor, "tokenizer", processor)
-        records = _limit(load_preference_records(config.pairs), config.limit)
-        rows = preference_rows(records, inputs)
-        if _media_rows(rows, tokenizer.eos_token, ()):
-            raise ValueError("the reward model stage takes text inputs only")
+        rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
+        _media_rows(rows, tokenizer.eos_token, ())
         args = training_arguments(RewardConfig, config)
         trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(rows), processing_class=tokenizer,
                                 peft_config=lora_config(config, "SEQ_CLS"))
         return trainer, tokenizer
 
     return run_training("rm", config, config.pairs, build, callbacks=callbacks)
+
+
+def _media_reward_trainer(config: RMConfig) -> tuple[Any, Any]:
+    import torch
+    import transformers
+
+    from eval_anything.align.score_model import new_score_model
+
+    if config.lora:
+        raise ValueError("rm: lora is not supported for a reward model on media (it trains the whole model)")
+    generative, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
+    tokenizer = getattr(processor, "tokenizer", processor)
+    rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
+    _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
+
+    class ScoreHeadTrainer(transformers.Trainer):
+        """Bradley-Terry loss on the score at the last token; logs accuracy and margin as TRL's RewardTrainer."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.seen: list[tuple[float, float]] = []
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {k: v for k, v in inputs.items() if k != "completion_mask"}
+            chosen, rejected = model(**inputs).chunk(2)
+            loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+            with torch.no_grad():
+                self.seen.append((float((chosen > rejected).float().mean()), float((chosen - rejected).mean())))
+            return (loss, {"chosen": chosen, "rejected": rejected}) if return_outputs else loss
+
+        def log(self, logs, *args, **kwargs):
+            if self.seen and "loss" in logs:
+                logs = {**logs, "accuracy": sum(a for a, _ in self.seen) / len(self.seen),
+                        "margin": sum(m for _, m in self.seen) / len(self.seen)}
+                self.seen.clear()
+            return super().log(logs, *args, **kwargs)
+
+    args = training_arguments(transformers.TrainingArguments, config, remove_unused_columns=False)
+    trainer = ScoreHeadTrainer(model=new_score_model(generative), args=args, train_dataset=_dataset(rows),
+                               data_collator=MediaCollator(inputs, config.max_length, ("chosen", "rejected")))
+    return trainer, processor
