@@ -24,9 +24,10 @@ def _trainer(config: RLConfig, algorithm: str) -> tuple[Any, Any]:
         records = records[: config.limit]
     rows = []
     for record in records:
-        prompt, images = render_prompt(inputs, record.parts())
-        if images:
-            raise ValueError(f"the {algorithm} stage takes text prompts only")
+        if record.media:  # TRL's generation would encode media its own way, not as evaluation does
+            raise ValueError(f"{config.prompts}: record {record.id} has {record.media[0].modality}; the {algorithm} "
+                             "stage takes text prompts only (align ppo trains on prompts with media)")
+        prompt, _ = render_prompt(inputs, record.parts())
         rows.append({"prompt": prompt})
     reward_dir = model_dir(config.reward_model)
     reward_tokenizer = transformers.AutoTokenizer.from_pretrained(reward_dir)
