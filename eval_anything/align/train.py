@@ -8,7 +8,8 @@ evaluated on.
 Output folder of every training stage:
     checkpoints/checkpoint-N/   resumable Trainer checkpoints (save_steps); a rerun resumes from the last
     model/                      the trained checkpoint (LoRA merged), processor, eval_anything_lineage.json
-    manifest.json               stage, config and hash, inputs with hashes, status, losses, lineage
+    manifest.json               stage, config and hash, inputs with hashes, status, losses, precision, lineage
+    metrics.jsonl               one line of the trainer's metrics per logged step (align/metrics.py)
 """
 from __future__ import annotations
 
