@@ -1,14 +1,14 @@
 """align RLHF with media: a score-head reward model trained on image (tiny LLaVA) and audio (tiny
-Qwen2-Audio) preference pairs, then PPO on media prompts against it with a critic started from it —
-prompts and media encoded by the hf backend's InputProcessor, as in evaluation and DPO."""
-import pytest
+Qwen2-Audio) preference pairs, then PPO on media prompts against it with a critic started from it, and
+GRPO (images) / RLOO (audio) through the same stage — prompts and media encoded by the hf backend's
+InputProcessor, as in evaluation and DPO."""
 import torch
 
 from eval_anything.align.config import PPOConfig, RMConfig
 from eval_anything.align.records import write_jsonl
 
 
-def _rlhf_on_media(tmp_path, model_dir, medium, files, prompt):
+def _rlhf_on_media(tmp_path, model_dir, medium, files, prompt, estimator):
     from safetensors.torch import load_file
 
     from eval_anything.align.metrics import read_metrics
@@ -25,27 +25,28 @@ def _rlhf_on_media(tmp_path, model_dir, medium, files, prompt):
                                                 "learning_rate": 1e-3, "max_length": None}))
     assert (rm.model_dir / SCORE_HEAD_FILE).exists() and rm.losses[1] < rm.losses[0]
     assert all("accuracy" in row and "margin" in row for row in read_metrics(tmp_path / "rm" / "metrics.jsonl"))
-    ppo = train_ppo(PPOConfig.from_dict({"model": str(model_dir), "reward_model": str(rm.model_dir),
-                                         "prompts": str(tmp_path / "prompts.jsonl"), "output_dir": str(tmp_path / "ppo"),
-                                         "max_steps": 1, "batch_size": 2, "response_length": 4, "ppo_epochs": 1,
-                                         "mini_batches": 2, "learning_rate": 1e-3}))
-    (record,) = ppo.history
-    assert record["vf_loss"] >= 0 and record["entropy"] > 0
-    before = {k: v for k, v in load_file(next(model_dir.glob("*.safetensors"))).items()}
-    after = load_file(ppo.model_dir / "model.safetensors")
-    assert sum(1 for k in after if k in before and not torch.equal(before[k], after[k])) > 0
-    return ppo
+    before = load_file(next(model_dir.glob("*.safetensors")))
+    for name, changes in (("ppo", {"mini_batches": 2}), (estimator, {"advantage_estimator": estimator,
+                                                                     "num_generations": 2})):
+        result = train_ppo(PPOConfig.from_dict({
+            "model": str(model_dir), "reward_model": str(rm.model_dir), "prompts": str(tmp_path / "prompts.jsonl"),
+            "output_dir": str(tmp_path / name), "max_steps": 1, "batch_size": 2, "response_length": 4,
+            "ppo_epochs": 1, "learning_rate": 1e-3, **changes}))
+        (record,) = result.history
+        assert record["entropy"] > 0 and ("vf_loss" in record) == (name == "ppo")
+        after = load_file(result.model_dir / "model.safetensors")
+        assert any(k in before and not torch.equal(before[k], after[k]) for k in after)
 
 
-def test_reward_model_and_ppo_on_images_with_tiny_llava(tmp_path, tiny_llava_dir):
+def test_reward_model_ppo_and_grpo_on_images_with_tiny_llava(tmp_path, tiny_llava_dir):
     from media_files import write_png
 
     files = [write_png(tmp_path / f"{i}.png", colour) for i, colour in enumerate([(255, 0, 0), (0, 0, 255)])]
-    _rlhf_on_media(tmp_path, tiny_llava_dir, "image", files, "Is this red?")
+    _rlhf_on_media(tmp_path, tiny_llava_dir, "image", files, "Is this red?", "grpo")
 
 
-def test_reward_model_and_ppo_on_audio_with_tiny_qwen2_audio(tmp_path, tiny_qwen2_audio_dir):
+def test_reward_model_ppo_and_rloo_on_audio_with_tiny_qwen2_audio(tmp_path, tiny_qwen2_audio_dir):
     from media_files import write_wav
 
     files = [write_wav(tmp_path / f"{i}.wav", hz=hz) for i, hz in enumerate([440.0, 880.0])]
-    _rlhf_on_media(tmp_path, tiny_qwen2_audio_dir, "audio", files, "Is this a high tone?")
+    _rlhf_on_media(tmp_path, tiny_qwen2_audio_dir, "audio", files, "Is this a high tone?", "rloo")

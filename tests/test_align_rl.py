@@ -182,3 +182,10 @@ def test_gae_and_masks_match_the_definitions():
     assert response_mask(torch.tensor([[5, eos, 7, eos], [5, 6, 7, 8]]), {eos}).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     whitened = masked_whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), mask)
     assert abs(float(whitened[0, :3].mean())) < 1e-6 and whitened[0, 3] == 0
+
+    from eval_anything.align.ppo import group_advantages
+
+    scores = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two prompts, three responses each
+    assert group_advantages(scores, 3, "rloo").tolist() == [1 - 4, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0]
+    grpo = group_advantages(scores, 3, "grpo")
+    assert torch.allclose(grpo[:3], (scores[:3] - 3) / (scores[:3].std() + 1e-4))

@@ -338,6 +338,9 @@ class PPOConfig(TrainConfig):
     ptx_coef: float = knob(16.0, "weight of the PTX language-modelling loss (16 in align-anything)")
     ptx_batch_size: int = knob(2, "PTX examples per update")
     critic_lora: bool = knob(False, "train a LoRA adapter on the critic's trunk too (with lora)")
+    advantage_estimator: str = knob("gae", "gae (PPO with the critic), grpo (group-normalised scores, KL in the "
+                                    "loss) or rloo (leave-one-out baseline, KL in the reward); no critic for those")
+    num_generations: int = knob(1, "responses sampled per prompt (grpo and rloo need at least 2)")
 
     def validate(self) -> None:
         super().validate()
@@ -345,10 +348,16 @@ class PPOConfig(TrainConfig):
             raise ConfigError("ppo: deepspeed is not supported by the PPO stage (it runs on plain accelerate: "
                               "launch it with `accelerate launch` for data parallelism; use lora and "
                               "gradient_checkpointing for memory)")
-        if self.batch_size % (self.mini_batches * self.gradient_accumulation_steps):
-            raise ConfigError("ppo: batch_size must be a multiple of mini_batches x gradient_accumulation_steps")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError("ppo: warmup_ratio must be in [0, 1)")
+        if self.advantage_estimator not in ("gae", "grpo", "rloo"):
+            raise ConfigError(f"ppo: advantage_estimator must be gae, grpo or rloo, got {self.advantage_estimator!r}")
+        if self.advantage_estimator != "gae" and self.num_generations < 2:
+            raise ConfigError(f"ppo: advantage_estimator {self.advantage_estimator} compares the responses to one "
+                              "prompt: set num_generations to 2 or more")
+        if (self.batch_size * self.num_generations) % (self.mini_batches * self.gradient_accumulation_steps):
+            raise ConfigError("ppo: batch_size x num_generations must be a multiple of "
+                              "mini_batches x gradient_accumulation_steps")
         if self.critic_lora and (self.shared_trunk or not self.lora):
             raise ConfigError("ppo: critic_lora needs lora and a separate critic (shared_trunk: false)")
 

@@ -24,6 +24,11 @@ Token means are taken over the tokens of all processes (each process divides by 
 count / world size, and DDP averages), so N processes on batch B each take the same optimizer
 step as one process on N x B.
 
+`advantage_estimator: grpo | rloo` replaces steps 3-4 (and the critic) with one advantage per
+response from the `num_generations` responses to its prompt: GRPO (s - mean) / std with a k3 KL
+term in the loss, RLOO s - (mean of the others) with the KL subtracted from s. Prompts may carry
+images, audio or video: they are encoded by the hf backend's InputProcessor for every model.
+
 The value function is a separate critic initialised from the reward model (its trunk, with the
 scalar head applied to every position), as align-anything does; `shared_trunk` puts a linear head
 on the policy's last hidden state instead. Positions are computed from the attention mask, so
@@ -125,26 +130,40 @@ def disable_dropout(model: Any) -> None:
             module.p = 0.0
 
 
-def _actor_critic(policy: Any, critic: Any | None) -> Any:
+def group_advantages(scores: Any, group: int, estimator: str) -> Any:
+    """One advantage per response from the scores of the `group` consecutive responses to each prompt:
+    grpo (s - mean) / (std + 1e-4), as TRL's GRPO; rloo s - mean of the other responses' scores."""
+    grouped = scores.reshape(-1, group)
+    if estimator == "grpo":
+        advantages = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)
+    else:
+        advantages = grouped - (grouped.sum(1, keepdim=True) - grouped) / (group - 1)
+    return advantages.reshape(-1)
+
+
+def _actor_critic(policy: Any, critic: Any | None, value: bool = True) -> Any:
     import torch
 
     class ActorCritic(torch.nn.Module):
         """The policy and its value function: a separate critic (a ScoreModel started from the reward
-        model) or, when `critic` is None, a linear head on the policy's last hidden state."""
+        model) or, when `critic` is None, a linear head on the policy's last hidden state; no value
+        function (zeros) when `value` is False (grpo, rloo)."""
 
         def __init__(self) -> None:
             super().__init__()
-            self.policy, self.critic = policy, critic
-            if critic is None:
+            self.policy, self.critic, self.value = policy, critic, value
+            if critic is None and value:
                 hidden = policy.config.get_text_config().hidden_size
                 self.value_head = torch.nn.Linear(hidden, 1)
                 torch.nn.init.normal_(self.value_head.weight, std=1.0 / (hidden + 1) ** 0.5)
                 torch.nn.init.zeros_(self.value_head.bias)
 
         def forward(self, input_ids: Any, attention_mask: Any, **media: Any) -> tuple[Any, Any]:
+            shared = self.critic is None and self.value
             out = self.policy(input_ids=input_ids, attention_mask=attention_mask,
-                              position_ids=_positions(attention_mask), output_hidden_states=self.critic is None,
-                              **media)
+                              position_ids=_positions(attention_mask), output_hidden_states=shared, **media)
+            if not self.value:
+                return out.logits, torch.zeros(input_ids.shape, device=out.logits.device)
             if self.critic is not None:
                 return out.logits, self.critic.token_scores(input_ids, attention_mask, **media)
             hidden = out.hidden_states[-1]
@@ -325,18 +344,19 @@ class PPOTrainer:
         if not config.lora:
             self.reference = copy.deepcopy(policy).to(self.accelerator.device).eval().requires_grad_(False)
         policy = self._adapt(policy)
-        critic = None if config.shared_trunk else _load_critic(config, self.precision)
+        with_critic = config.advantage_estimator == "gae"
+        critic = None if config.shared_trunk or not with_critic else _load_critic(config, self.precision)
         for model in (policy, critic):
             if model is not None:
                 disable_dropout(model)
                 if self.precision.gradient_checkpointing:
                     enable_checkpointing(model)
-        model = _actor_critic(policy, critic)
+        model = _actor_critic(policy, critic, value=with_critic)
         critic_lr = config.critic_learning_rate or config.learning_rate
         policy_params = [p for p in model.policy.parameters() if p.requires_grad]
         critic_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("policy.")]
-        optimizer = torch.optim.AdamW([{"params": policy_params, "lr": config.learning_rate},
-                                       {"params": critic_params, "lr": critic_lr}], eps=1e-5)
+        groups = [{"params": policy_params, "lr": config.learning_rate}, {"params": critic_params, "lr": critic_lr}]
+        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], eps=1e-5)
         total = config.max_steps * config.ppo_epochs * config.mini_batches
         self.scheduler = transformers.get_scheduler(config.lr_scheduler_type, optimizer,
                                                     num_warmup_steps=int(config.warmup_ratio * total),
@@ -411,7 +431,9 @@ class PPOTrainer:
     def generate(self, prompts: Sequence[str | PPOPrompt]) -> Samples:
         import torch
 
-        prompts = [p if isinstance(p, PPOPrompt) else PPOPrompt(p) for p in prompts]
+        # the num_generations responses to one prompt are consecutive rows (group_advantages reads them so)
+        prompts = [p if isinstance(p, PPOPrompt) else PPOPrompt(p) for p in prompts
+                   for _ in range(self.config.num_generations)]
         batch = dict(self._encode(prompts).to(self.accelerator.device))
         query, query_mask = batch.pop("input_ids"), batch.pop("attention_mask")
         policy = self.unwrapped_policy()
@@ -497,11 +519,16 @@ class PPOTrainer:
         import torch
 
         c = self.config
-        rewards = -c.kl_coef * r.kl
-        last = (r.mask.sum(dim=1).long() - 1).clamp(min=0)
-        rewards[torch.arange(len(last)), last] += r.scores
-        advantages, returns = gae(rewards, r.values, r.mask, c.gamma, c.lam)
-        advantages = self._whiten(advantages, r.mask)
+        if c.advantage_estimator == "gae":
+            rewards = -c.kl_coef * r.kl
+            last = (r.mask.sum(dim=1).long() - 1).clamp(min=0)
+            rewards[torch.arange(len(last)), last] += r.scores
+            advantages, returns = gae(rewards, r.values, r.mask, c.gamma, c.lam)
+            advantages = self._whiten(advantages, r.mask)
+        else:  # one advantage per response on each of its tokens; grpo puts the KL in the loss instead
+            scores = r.scores - c.kl_coef * r.kl.sum(1) if c.advantage_estimator == "rloo" else r.scores
+            advantages = group_advantages(scores, c.num_generations, c.advantage_estimator)[:, None] * r.mask
+            returns = torch.zeros_like(advantages)
         ids = torch.cat([r.query, r.responses], dim=1)
         full_mask = torch.cat([r.query_mask, r.mask.long()], dim=1)
         n = len(r.responses)
@@ -549,20 +576,24 @@ class PPOTrainer:
         logits, vpred = self._forward(self.model, ids[idx], full_mask[idx], r.query.shape[1], media)
         new_logprobs = _logprobs(logits, r.responses[idx], c.temperature)
         v_clipped = r.values[idx] + (vpred - r.values[idx]).clamp(-c.clip_range_value, c.clip_range_value)
-        vf_loss = 0.5 * (torch.max((vpred - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2) * mask).sum() / tokens
+        vf_terms = 0.5 * torch.max((vpred - returns[idx]) ** 2, (v_clipped - returns[idx]) ** 2)
         log_ratio = (new_logprobs - r.logprobs[idx]) * mask
         ratio = torch.exp(log_ratio)
         adv = advantages[idx]
         pg_terms = torch.max(-adv * ratio, -adv * ratio.clamp(1 - c.clip_range, 1 + c.clip_range))
-        pg_loss = (pg_terms * mask).sum() / tokens
+        loss = (pg_terms * mask).sum() / tokens
+        if c.advantage_estimator == "gae":
+            loss = loss + c.vf_coef * (vf_terms * mask).sum() / tokens
+        elif c.advantage_estimator == "grpo":  # k3 estimate of KL(pi || pi_ref), as TRL's GRPO
+            to_ref = (r.logprobs[idx] - r.kl[idx]) - new_logprobs
+            loss = loss + c.kl_coef * ((torch.exp(to_ref) - to_ref - 1) * mask).sum() / tokens
         with torch.no_grad():
             parts = {"pg_loss": float(masked_mean(pg_terms, mask)),
-                     "vf_loss": float(0.5 * masked_mean(torch.max((vpred - returns[idx]) ** 2,
-                                                                  (v_clipped - returns[idx]) ** 2), mask)),
+                     **({"vf_loss": float(masked_mean(vf_terms, mask))} if c.advantage_estimator == "gae" else {}),
                      "clipfrac": float(masked_mean(((ratio - 1).abs() > c.clip_range).float(), mask)),
                      "approx_kl": float(0.5 * masked_mean(log_ratio ** 2, mask)),
                      "entropy": float(masked_mean(_entropy(logits, c.temperature), mask))}
-        return pg_loss + c.vf_coef * vf_loss, parts
+        return loss, parts
 
     def _record(self, r: Rollout, stats: dict[str, list[float]]) -> dict[str, float]:
         import torch
@@ -668,8 +699,8 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
         if iteration <= trainer.iteration:
             continue  # done before the crash; the batch order is replayed so the data order matches
         stats = trainer.step(batch)
-        log.info("ppo: iteration %d score %.4f kl %.4f pg %.4f vf %.4f", iteration, stats["score"], stats["kl"],
-                 stats["pg_loss"], stats["vf_loss"])
+        log.info("ppo: iteration %d score %.4f kl %.4f pg %.4f vf %s", iteration, stats["score"], stats["kl"],
+                 stats["pg_loss"], f"{stats['vf_loss']:.4f}" if "vf_loss" in stats else "-")
         if metrics is not None:
             metrics.write(iteration, {k: v for k, v in stats.items() if k != "iteration"})
         trainer.accelerator.log({k: v for k, v in stats.items() if k != "iteration"}, step=iteration)
