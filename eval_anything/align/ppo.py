@@ -519,6 +519,7 @@ class PPOTrainer:
         import torch
 
         c = self.config
+        learning_rate = self.scheduler.get_last_lr()[0]  # the first update's, logged with this iteration
         if c.advantage_estimator == "gae":
             rewards = -c.kl_coef * r.kl
             last = (r.mask.sum(dim=1).long() - 1).clamp(min=0)
@@ -564,7 +565,7 @@ class PPOTrainer:
                 self.optimizer.zero_grad()
                 self._updates += 1
         self.iteration += 1
-        return self._record(r, stats)
+        return self._record(r, stats, learning_rate)
 
     def _loss(self, r: Rollout, idx: Any, ids: Any, full_mask: Any, advantages: Any, returns: Any,
               tokens: Any) -> tuple[Any, dict[str, float]]:
@@ -595,7 +596,7 @@ class PPOTrainer:
                      "entropy": float(masked_mean(_entropy(logits, c.temperature), mask))}
         return loss, parts
 
-    def _record(self, r: Rollout, stats: dict[str, list[float]]) -> dict[str, float]:
+    def _record(self, r: Rollout, stats: dict[str, list[float]], learning_rate: float) -> dict[str, float]:
         import torch
 
         raw = r.raw_scores if r.raw_scores is not None else r.scores
@@ -605,7 +606,7 @@ class PPOTrainer:
         means = means.reshape(self.world, -1).mean(0).tolist()
         record = {"iteration": self.iteration, "score": means[0], "reward": means[1], "kl": means[2],
                   "response_length": means[3], "truncated": means[4],
-                  "learning_rate": self.scheduler.get_last_lr()[0],
+                  "learning_rate": learning_rate,
                   **{k: sum(v) / len(v) for k, v in stats.items() if v}}
         self.history.append(record)
         return record
