@@ -344,10 +344,6 @@ class PPOConfig(TrainConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.deepspeed:
-            raise ConfigError("ppo: deepspeed is not supported by the PPO stage (it runs on plain accelerate: "
-                              "launch it with `accelerate launch` for data parallelism; use lora and "
-                              "gradient_checkpointing for memory)")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError("ppo: warmup_ratio must be in [0, 1)")
         if self.advantage_estimator not in ("gae", "grpo", "rloo"):

@@ -327,11 +327,15 @@ class PPOTrainer:
         # without a GPU accelerate picks no process-group backend: name gloo (see the notes)
         handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
         report_to = resolve_report_to(config.report_to)
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available(), kwargs_handlers=handlers,
-                                       mixed_precision=self.precision.mixed_precision,
+        plugin = _deepspeed_plugin(config.deepspeed)
+        self.accelerator = Accelerator(cpu=not torch.cuda.is_available() and plugin is None, kwargs_handlers=handlers,
+                                       mixed_precision=self.precision.mixed_precision, deepspeed_plugin=plugin,
                                        log_with=None if report_to == "none" else report_to,
                                        project_dir=str(Path(config.output_dir) / "logs"))
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
+        self.deepspeed = self.accelerator.state.deepspeed_plugin is not None
+        if self.deepspeed:
+            self._fill_deepspeed_config()
         set_seed(config.seed)  # the same initial weights on every process
         policy, self.processor, self.inputs = load_for_training(config.model, config.video_frames,
                                                                 precision=self.precision)
@@ -376,6 +380,21 @@ class PPOTrainer:
         set_seed(config.seed + self.rank)  # each process samples its own responses
         if report_to != "none":
             self.accelerator.init_trackers("ppo", config={k: str(v) for k, v in config.to_dict().items()})
+
+    def _fill_deepspeed_config(self) -> None:
+        """The DeepSpeed config's `auto` batch, accumulation and clipping values, from this config (no
+        dataloader for accelerate to read them from)."""
+        c = self.config
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin.zero_stage == 3:
+            raise ValueError("ppo: DeepSpeed ZeRO-3 is not supported (sampling needs the whole policy on every "
+                             "process): use ZeRO-1 or ZeRO-2, or lora / quantization / gradient_checkpointing")
+        micro = c.batch_size * c.num_generations // (c.mini_batches * c.gradient_accumulation_steps)
+        ds = plugin.deepspeed_config
+        ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=c.gradient_accumulation_steps,
+                  train_batch_size=micro * c.gradient_accumulation_steps * self.world,
+                  gradient_clipping=c.max_grad_norm if c.max_grad_norm is not None else 0.0)
+        plugin.gradient_accumulation_steps = c.gradient_accumulation_steps
 
     def _adapt(self, policy: Any) -> Any:
         if not self.config.lora:
@@ -547,19 +566,23 @@ class PPOTrainer:
                 for k, micro_start in enumerate(range(0, size, micro)):
                     idx = minibatch[micro_start : micro_start + micro]
                     final = k == c.gradient_accumulation_steps - 1
-                    context = self.accelerator.no_sync(self.model) if not final else _nullcontext()
+                    # DeepSpeed accumulates by itself (and ZeRO-2 has no no_sync)
+                    context = self.accelerator.no_sync(self.model) if not final and not self.deepspeed \
+                        else _nullcontext()
                     with context, self.accelerator.autocast():
                         loss, parts = self._loss(r, idx, ids, full_mask, advantages, returns, tokens)
                         if final and self.ptx:
                             ptx = self.unwrapped_policy()(**self._ptx_batch(self._updates)).loss
                             loss = loss + c.ptx_coef * ptx
                             stats["ptx_loss"].append(float(ptx.detach()))
-                        self.accelerator.backward(loss)
+                        # DeepSpeed divides by its gradient_accumulation_steps; the token means already did
+                        self.accelerator.backward(loss * c.gradient_accumulation_steps if self.deepspeed else loss)
                     for key, value in parts.items():
                         stats[key].append(value)
-                if c.max_grad_norm is not None:
-                    stats["grad_norm"].append(float(self.accelerator.clip_grad_norm_(self.model.parameters(),
-                                                                                     c.max_grad_norm)))
+                if c.max_grad_norm is not None:  # under DeepSpeed its engine clips; this reads the norm
+                    norm = self.accelerator.clip_grad_norm_(self.model.parameters(), c.max_grad_norm)
+                    if norm is not None:
+                        stats["grad_norm"].append(float(norm))
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad()
@@ -649,6 +672,16 @@ class PPOTrainer:
             policy = policy.merge_and_unload()
         policy.config.use_cache = True
         return policy
+
+
+def _deepspeed_plugin(path: str | None) -> Any:
+    """A DeepSpeedPlugin for a DeepSpeed JSON config, or None (then `accelerate launch --use_deepspeed` may
+    still have set one up through the environment)."""
+    if not path:
+        return None
+    from accelerate.utils import DeepSpeedPlugin
+
+    return DeepSpeedPlugin(hf_ds_config=str(path))
 
 
 def _nullcontext() -> Any:
