@@ -181,12 +181,18 @@ class PPOPrompt:
 
 
 def _rows(media: dict[str, Any], idx: Any, n: int) -> dict[str, Any]:
-    """The media features of rows `idx`: each feature must have one row per prompt (one image or audio clip)."""
+    """The media features of rows `idx`. All rows in order: the features as they are (any number of images,
+    clips or video frames per prompt); a subset needs one feature row per prompt (one image or audio clip)."""
+    import torch
+
+    if len(idx) == n and torch.equal(idx.cpu(), torch.arange(n)):
+        return media
     out = {}
     for key, value in media.items():
         if getattr(value, "shape", None) is None or value.shape[0] != n:
-            raise ValueError(f"ppo: the media feature {key!r} does not have one row per prompt: give each "
-                             "prompt one image or one audio clip")
+            raise ValueError(f"ppo: the media feature {key!r} does not have one row per prompt: with several "
+                             "images, clips or video frames per prompt use mini_batches 1 and "
+                             "gradient_accumulation_steps 1")
         out[key] = value[idx]
     return out
 
@@ -558,7 +564,8 @@ class PPOTrainer:
                                                           "grad_norm", "ptx_loss")}
         self.model.train()
         for _ in range(c.ppo_epochs):
-            order = torch.randperm(n, device=r.responses.device)
+            # one minibatch: in order, so media features with several rows per prompt stay aligned
+            order = torch.randperm(n, device=r.responses.device) if size < n else torch.arange(n, device=r.responses.device)
             for start in range(0, n, size):
                 minibatch = order[start : start + size]
                 # each process divides by the global token count / world size; DDP averages the gradients
