@@ -114,8 +114,8 @@ def test_ppo_resumes_from_its_last_state_as_if_never_stopped(yes_no_setup, rewar
 
 
 def test_ppo_with_lora_on_policy_and_critic_and_with_a_shared_trunk(yes_no_setup, reward_model, tmp_path):
-    """LoRA (reference = the base with the adapter off): only the adapted projections change in the merged
-    checkpoint. Shared trunk with activation checkpointing: one step trains the policy."""
+    """LoRA on policy and critic with activation checkpointing (reference = the base with the adapter off):
+    only the adapted projections change in the merged checkpoint. Shared trunk: one step trains the policy."""
     from safetensors.torch import load_file
 
     from eval_anything.align.ppo import train_ppo
@@ -123,15 +123,15 @@ def test_ppo_with_lora_on_policy_and_critic_and_with_a_shared_trunk(yes_no_setup
     root, _ = yes_no_setup
     before = load_file(root / "policy" / "model.safetensors")
     lora = train_ppo(ppo_config(root, reward_model, output_dir=str(tmp_path / "lora"), max_steps=1, lora=True,
-                                critic_lora=True, learning_rate=1e-2))
+                                critic_lora=True, learning_rate=1e-2, gradient_checkpointing=True))
     after = load_file(lora.model_dir / "model.safetensors")
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+    assert lora.manifest["precision"]["gradient_checkpointing"] is True
     shared = train_ppo(ppo_config(root, reward_model, output_dir=str(tmp_path / "shared"), max_steps=1,
                                   shared_trunk=True, gradient_checkpointing=True))
     after = load_file(shared.model_dir / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
-    assert shared.manifest["precision"]["gradient_checkpointing"] is True
 
 
 def test_running_reward_moments_match_the_whole_sample():

@@ -356,7 +356,7 @@ class PPOTrainer:
         policy = self._adapt(policy)
         with_critic = config.advantage_estimator == "gae"
         critic = None if config.shared_trunk or not with_critic else _load_critic(config, self.precision)
-        for model in (policy, critic):
+        for model in (policy, critic.trunk if critic is not None else None):
             if model is not None:
                 disable_dropout(model)
                 if self.precision.gradient_checkpointing:
