@@ -321,56 +321,20 @@ def _load_critic(config: PPOConfig, precision: Precision) -> Any:
 class PPOTrainer:
     """Holds the policy + critic, frozen reference, reward scorer, optimizer, schedule and accelerator."""
 
-    def __init__(self, config: PPOConfig, prompts: Sequence[str]) -> None:
-        import torch
-        import transformers
-        from accelerate import Accelerator
-        from accelerate.utils import InitProcessGroupKwargs, set_seed
+    def __init__(self, config: PPOConfig, prompts: Sequence[str | PPOPrompt]) -> None:
+        from accelerate.utils import set_seed
 
         self.config = config
         self.precision = resolve(config)
-        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-        # without a GPU accelerate picks no process-group backend: name gloo (see the notes)
-        handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
         report_to = resolve_report_to(config.report_to)
-        plugin = _deepspeed_plugin(config.deepspeed)
-        self.accelerator = Accelerator(cpu=not torch.cuda.is_available() and plugin is None, kwargs_handlers=handlers,
-                                       mixed_precision=self.precision.mixed_precision, deepspeed_plugin=plugin,
-                                       log_with=None if report_to == "none" else report_to,
-                                       project_dir=str(Path(config.output_dir) / "logs"))
+        self.accelerator = _accelerator(config, self.precision, report_to)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.deepspeed = self.accelerator.state.deepspeed_plugin is not None
         if self.deepspeed:
             self._fill_deepspeed_config()
         set_seed(config.seed)  # the same initial weights on every process
-        policy, self.processor, self.inputs = load_for_training(config.model, config.video_frames,
-                                                                precision=self.precision)
-        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
-        self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
-        gen_eos = policy.generation_config.eos_token_id
-        self.eos_ids |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
-        policy.config.use_cache = False
-        self.reference = None
-        if not config.lora:
-            self.reference = copy.deepcopy(policy).to(self.accelerator.device).eval().requires_grad_(False)
-        policy = self._adapt(policy)
-        with_critic = config.advantage_estimator == "gae"
-        critic = None if config.shared_trunk or not with_critic else _load_critic(config, self.precision)
-        for model in (policy, critic.trunk if critic is not None else None):
-            if model is not None:
-                disable_dropout(model)
-                if self.precision.gradient_checkpointing:
-                    enable_checkpointing(model)
-        model = _actor_critic(policy, critic, value=with_critic)
-        critic_lr = config.critic_learning_rate or config.learning_rate
-        policy_params = [p for p in model.policy.parameters() if p.requires_grad]
-        critic_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("policy.")]
-        groups = [{"params": policy_params, "lr": config.learning_rate}, {"params": critic_params, "lr": critic_lr}]
-        optimizer = torch.optim.AdamW([g for g in groups if g["params"]], eps=1e-5)
-        total = config.max_steps * config.ppo_epochs * config.mini_batches
-        self.scheduler = transformers.get_scheduler(config.lr_scheduler_type, optimizer,
-                                                    num_warmup_steps=int(config.warmup_ratio * total),
-                                                    num_training_steps=total)
+        model, optimizer = self._models()
+        self.scheduler = _schedule(config, optimizer)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # not prepared: accelerate would step it once per process per optimizer step
         self.accelerator.register_for_checkpointing(self.scheduler)
@@ -386,6 +350,37 @@ class PPOTrainer:
         set_seed(config.seed + self.rank)  # each process samples its own responses
         if report_to != "none":
             self.accelerator.init_trackers("ppo", config={k: str(v) for k, v in config.to_dict().items()})
+
+    def _models(self) -> tuple[Any, Any]:
+        """The policy + value function, the frozen reference (self.reference; None with LoRA) and an AdamW
+        with the policy's and the critic's learning rates."""
+        import torch
+
+        config = self.config
+        policy, self.processor, self.inputs = load_for_training(config.model, config.video_frames,
+                                                                precision=self.precision)
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
+        gen_eos = policy.generation_config.eos_token_id
+        self.eos_ids |= set(gen_eos if isinstance(gen_eos, (list, tuple)) else [gen_eos] if gen_eos is not None else [])
+        policy.config.use_cache = False
+        self.reference = None
+        if not config.lora:
+            self.reference = copy.deepcopy(policy).to(self.accelerator.device).eval().requires_grad_(False)
+        policy = self._adapt(policy)
+        with_critic = config.advantage_estimator == "gae"
+        critic = None if config.shared_trunk or not with_critic else _load_critic(config, self.precision)
+        for trainable in (policy, critic.trunk if critic is not None else None):
+            if trainable is not None:
+                disable_dropout(trainable)
+                if self.precision.gradient_checkpointing:
+                    enable_checkpointing(trainable)
+        model = _actor_critic(policy, critic, value=with_critic)
+        policy_params = [p for p in model.policy.parameters() if p.requires_grad]
+        critic_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("policy.")]
+        groups = [{"params": policy_params, "lr": config.learning_rate},
+                  {"params": critic_params, "lr": config.critic_learning_rate or config.learning_rate}]
+        return model, torch.optim.AdamW([g for g in groups if g["params"]], eps=1e-5)
 
     def _fill_deepspeed_config(self) -> None:
         """The DeepSpeed config's `auto` batch, accumulation and clipping values, from this config (no
@@ -416,8 +411,10 @@ class PPOTrainer:
         if not self.config.ptx_data:
             return []
         eos = self.tokenizer.eos_token or ""
-        texts = [render_prompt(self.inputs, r.parts())[0] + r.response + eos
-                 for r in load_llf_records(self.config.ptx_data) if r.response]
+        records = [r for r in load_llf_records(self.config.ptx_data) if r.response]
+        if any(r.media for r in records):
+            raise ValueError(f"ppo: ptx_data {self.config.ptx_data} has records with media; PTX takes text records")
+        texts = [render_prompt(self.inputs, r.parts())[0] + r.response + eos for r in records]
         if not texts:
             raise ValueError(f"ppo: ptx_data {self.config.ptx_data} has no records with a response")
         return texts
@@ -679,6 +676,30 @@ class PPOTrainer:
             policy = policy.merge_and_unload()
         policy.config.use_cache = True
         return policy
+
+
+def _accelerator(config: PPOConfig, precision: Precision, report_to: str) -> Any:
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # without a GPU accelerate picks no process-group backend: name gloo (see the notes)
+    handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
+    plugin = _deepspeed_plugin(config.deepspeed)
+    return Accelerator(cpu=not torch.cuda.is_available() and plugin is None, kwargs_handlers=handlers,
+                       mixed_precision=precision.mixed_precision, deepspeed_plugin=plugin,
+                       log_with=None if report_to == "none" else report_to,
+                       project_dir=str(Path(config.output_dir) / "logs"))
+
+
+def _schedule(config: PPOConfig, optimizer: Any) -> Any:
+    """Warm-up then decay over every optimizer step of the run (transformers.get_scheduler)."""
+    import transformers
+
+    total = config.max_steps * config.ppo_epochs * config.mini_batches
+    return transformers.get_scheduler(config.lr_scheduler_type, optimizer,
+                                      num_warmup_steps=int(config.warmup_ratio * total), num_training_steps=total)
 
 
 def _deepspeed_plugin(path: str | None) -> Any:
