@@ -136,7 +136,7 @@ def test_ppo_with_lora_on_policy_and_critic_and_with_a_shared_trunk(yes_no_setup
 
 
 def test_running_reward_moments_match_the_whole_sample():
-    from eval_anything.align.ppo import RunningMoments
+    from eval_anything.align.advantages import RunningMoments
 
     values = [0.5, -1.0, 3.0, 2.0, 7.0, -4.0, 0.0]
     moments = RunningMoments()
@@ -167,7 +167,7 @@ def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no
 
 
 def test_gae_and_masks_match_the_definitions():
-    from eval_anything.align.ppo import gae, masked_whiten, response_mask
+    from eval_anything.align.advantages import gae, masked_whiten, response_mask
 
     rewards = torch.tensor([[0.0, 0.5, 1.0, 9.0]])
     values = torch.tensor([[0.2, 0.4, 0.6, 9.0]])
@@ -184,7 +184,7 @@ def test_gae_and_masks_match_the_definitions():
     whitened = masked_whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), mask)
     assert abs(float(whitened[0, :3].mean())) < 1e-6 and whitened[0, 3] == 0
 
-    from eval_anything.align.ppo import group_advantages
+    from eval_anything.align.advantages import group_advantages
 
     scores = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two prompts, three responses each
     assert group_advantages(scores, 3, "rloo").tolist() == [1 - 4, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0]

@@ -41,7 +41,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -49,12 +48,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval_anything.align.advantages import RunningMoments, gae, group_advantages, masked_mean, response_mask
 from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import PPOConfig
 from eval_anything.align.data import load_llf_records
 from eval_anything.align.metrics import MetricsFile, resolve_report_to
 from eval_anything.align.precision import Precision, enable_checkpointing, resolve
-from eval_anything.align.score_model import is_score_head_model, load_score_model
+from eval_anything.align.score_model import MediaRewardScorer, RewardScorer, is_score_head_model, load_score_model
 from eval_anything.align.train import (CHECKPOINTS_DIR, MODEL_DIR, TrainResult, lineage, load_for_training, model_dir,
                                        render_prompt)
 from eval_anything.datamodel import Part
@@ -63,44 +63,6 @@ from eval_anything.rundir import write_json_atomic
 
 log = logging.getLogger("eval_anything.align")
 STATE_FILE = "ppo_state.json"
-
-
-def masked_mean(values: Any, mask: Any) -> Any:
-    return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def masked_whiten(values: Any, mask: Any, eps: float = 1e-8) -> Any:
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean) ** 2, mask)
-    return ((values - mean) * (var + eps).rsqrt()) * mask
-
-
-def gae(rewards: Any, values: Any, mask: Any, gamma: float, lam: float) -> tuple[Any, Any]:
-    """Generalised advantage estimation over response tokens; (advantages, returns)."""
-    import torch
-
-    rewards, values = rewards * mask, values * mask
-    advantages = torch.zeros_like(rewards)
-    last = torch.zeros_like(rewards[:, 0])
-    length = rewards.shape[1]
-    for t in reversed(range(length)):
-        next_value = values[:, t + 1] if t + 1 < length else torch.zeros_like(last)
-        delta = rewards[:, t] + gamma * next_value - values[:, t]
-        last = delta + gamma * lam * last
-        advantages[:, t] = last
-    returns = advantages + values
-    return advantages * mask, returns
-
-
-def response_mask(responses: Any, eos_ids: set[int]) -> Any:
-    """1 up to and including the first EOS of each row, 0 after."""
-    import torch
-
-    is_end = torch.zeros_like(responses, dtype=torch.bool)
-    for eos in eos_ids:
-        is_end |= responses == eos
-    ended_before = torch.cumsum(is_end.int(), dim=1) - is_end.int()
-    return (ended_before == 0).float()
 
 
 def _logprobs(logits: Any, tokens: Any, temperature: float) -> Any:
@@ -128,17 +90,6 @@ def disable_dropout(model: Any) -> None:
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-
-
-def group_advantages(scores: Any, group: int, estimator: str) -> Any:
-    """One advantage per response from the scores of the `group` consecutive responses to each prompt:
-    grpo (s - mean) / (std + 1e-4), as TRL's GRPO; rloo s - mean of the other responses' scores."""
-    grouped = scores.reshape(-1, group)
-    if estimator == "grpo":
-        advantages = (grouped - grouped.mean(1, keepdim=True)) / (grouped.std(1, keepdim=True) + 1e-4)
-    else:
-        advantages = grouped - (grouped.sum(1, keepdim=True) - grouped) / (group - 1)
-    return advantages.reshape(-1)
 
 
 def _actor_critic(policy: Any, critic: Any | None, value: bool = True) -> Any:
@@ -228,86 +179,6 @@ class Rollout:
     media: dict[str, Any] = field(default_factory=dict)
 
 
-class RunningMoments:
-    """Mean and variance of every score seen so far (Chan et al.'s parallel update), for normalise_reward."""
-
-    def __init__(self) -> None:
-        self.count, self.mean, self.var = 0, 0.0, 1.0
-
-    def update(self, values: Sequence[float]) -> None:
-        n = len(values)
-        if not n:
-            return
-        mean = sum(values) / n
-        var = sum((v - mean) ** 2 for v in values) / n
-        total = self.count + n
-        delta = mean - self.mean
-        self.var = (self.var * self.count + var * n + delta ** 2 * self.count * n / total) / total
-        self.mean += delta * n / total
-        self.count = total
-
-    @property
-    def std(self) -> float:
-        return math.sqrt(max(self.var, 0.0)) or 1.0
-
-    def to_json(self) -> dict[str, float]:
-        return {"count": self.count, "mean": self.mean, "var": self.var}
-
-    def load(self, data: dict[str, float]) -> None:
-        self.count, self.mean, self.var = int(data["count"]), float(data["mean"]), float(data["var"])
-
-
-class RewardScorer:
-    """Scores prompt + response texts with a sequence-classification reward model."""
-
-    def __init__(self, reference: str, device: Any, dtype: Any = None) -> None:
-        import torch
-        import transformers
-
-        path = model_dir(reference)
-        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
-            path, dtype=dtype or torch.float32).to(device).eval()
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
-        self.device = device
-
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Any:
-        import torch
-
-        eos = self.tokenizer.eos_token or ""
-        texts = [p + r + (eos if not r.endswith(eos) else "") for p, r in zip(prompts, responses)]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right",
-                               add_special_tokens=False).to(self.device)
-        with torch.no_grad():
-            return self.model(**batch).logits[:, 0].float()
-
-
-class MediaRewardScorer:
-    """Scores prompt + response with a score-head reward model (align/score_model.py), the prompt's media
-    encoded by its processor as evaluation encodes them."""
-
-    def __init__(self, reference: str, device: Any, dtype: Any, video_frames: int) -> None:
-        import transformers
-
-        from eval_anything.models.inputs import InputProcessor, load_processor
-
-        path = model_dir(reference)
-        self.inputs = InputProcessor(load_processor(transformers, path), video_frames, str(path))
-        self.model = load_score_model(path, dtype).to(device).eval()
-        self.device = device
-
-    def __call__(self, prompts: Sequence[PPOPrompt], responses: Sequence[str]) -> Any:
-        import torch
-
-        eos = self.inputs.tokenizer.eos_token or ""
-        texts = [p.text + r + (eos if not r.endswith(eos) else "") for p, r in zip(prompts, responses)]
-        batch = self.inputs.encode(texts, [self.inputs.prepare(p.media) for p in prompts], padding_side="right")
-        with torch.no_grad():
-            return self.model(**batch.to(self.device)).float()
-
-
 def _load_critic(config: PPOConfig, precision: Precision) -> Any:
     critic = load_score_model(model_dir(config.reward_model), precision.load_dtype)
     if config.critic_lora:
@@ -338,9 +209,9 @@ class PPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # not prepared: accelerate would step it once per process per optimizer step
         self.accelerator.register_for_checkpointing(self.scheduler)
-        self.scorer = (MediaRewardScorer(config.reward_model, self.accelerator.device, self.precision.load_dtype,
-                                         config.video_frames) if is_score_head_model(model_dir(config.reward_model))
-                       else RewardScorer(config.reward_model, self.accelerator.device, self.precision.load_dtype))
+        reward_dir, device, dtype = model_dir(config.reward_model), self.accelerator.device, self.precision.load_dtype
+        self.scorer = (MediaRewardScorer(reward_dir, device, dtype, config.video_frames)
+                       if is_score_head_model(reward_dir) else RewardScorer(reward_dir, device, dtype))
         self.prompts = list(prompts)
         self.ptx = self._ptx_examples()
         self.moments = RunningMoments()
@@ -802,7 +673,7 @@ def mean_reward(policy: str, reward_model: str, prompts: Sequence[str], samples:
     model, processor, _ = load_for_training(policy)
     model.eval()
     tokenizer = getattr(processor, "tokenizer", processor)
-    scorer = RewardScorer(reward_model, torch.device("cpu"))
+    scorer = RewardScorer(model_dir(reward_model), torch.device("cpu"))
     eos_ids = {tokenizer.eos_token_id, tokenizer.pad_token_id} - {None}
     torch.manual_seed(seed)
     total, count = 0.0, 0

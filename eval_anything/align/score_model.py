@@ -6,12 +6,13 @@ as align-anything's text_image_to_text / text_audio_to_text reward models do, it
 generative model plus a linear score head, saved in the harness's `score head` reward-model
 layout (eval_anything/judges/reward_models.py): the model folder and `score_head.safetensors`.
 Either kind loads here as a ScoreModel, whose score of token t is head(h_t); the reward of a
-prompt + response is the score at its last token.
+prompt + response is the score at its last token. RewardScorer and MediaRewardScorer score batches
+of rollouts with the two kinds.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from eval_anything.judges.reward_models import SCORE_HEAD_FILE, save_score_head
 
@@ -101,3 +102,53 @@ def load_score_model(path: Path | str, dtype: Any, video_frames: int = 8) -> Any
         if "bias" in tensors:
             head.bias.copy_(tensors["bias"])
     return _module()(generative, head.to(dtype))
+
+
+class RewardScorer:
+    """Scores prompt + response texts with a sequence-classification reward model."""
+
+    def __init__(self, path: Path, device: Any, dtype: Any = None) -> None:
+        import torch
+        import transformers
+
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(path)
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = transformers.AutoModelForSequenceClassification.from_pretrained(
+            path, dtype=dtype or torch.float32).to(device).eval()
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.device = device
+
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> Any:
+        import torch
+
+        eos = self.tokenizer.eos_token or ""
+        texts = [p + r + (eos if not r.endswith(eos) else "") for p, r in zip(prompts, responses)]
+        batch = self.tokenizer(texts, return_tensors="pt", padding=True, padding_side="right",
+                               add_special_tokens=False).to(self.device)
+        with torch.no_grad():
+            return self.model(**batch).logits[:, 0].float()
+
+
+class MediaRewardScorer:
+    """Scores prompt + response with a score-head reward model, the prompt's media encoded by its
+    processor as evaluation encodes them."""
+
+    def __init__(self, path: Path, device: Any, dtype: Any, video_frames: int) -> None:
+        import transformers
+
+        from eval_anything.models.inputs import InputProcessor, load_processor
+
+        self.inputs = InputProcessor(load_processor(transformers, path), video_frames, str(path))
+        self.model = load_score_model(path, dtype).to(device).eval()
+        self.device = device
+
+    def __call__(self, prompts: Sequence[Any], responses: Sequence[str]) -> Any:
+        """`prompts` have .text (rendered) and .media (parts)."""
+        import torch
+
+        eos = self.inputs.tokenizer.eos_token or ""
+        texts = [p.text + r + (eos if not r.endswith(eos) else "") for p, r in zip(prompts, responses)]
+        batch = self.inputs.encode(texts, [self.inputs.prepare(p.media) for p in prompts], padding_side="right")
+        with torch.no_grad():
+            return self.model(**batch.to(self.device)).float()
