@@ -1,6 +1,6 @@
-"""align ppo on 2 gloo processes under DDP (and, with EVAL_ANYTHING_TEST_DEEPSPEED=1, a second pair
-under DeepSpeed ZeRO-2 at the same time): disjoint prompt shards and per-rank sampling, and one
-optimizer step on 2 processes x batch 2 equals one step of 1 process on the 4 rollouts together.
+"""align ppo on 2 gloo processes under DDP and, at the same time, a second pair under DeepSpeed ZeRO-2:
+disjoint prompt shards and per-rank sampling, and one optimizer step on 2 processes x batch 2 equals
+one step of 1 process on the 4 rollouts together (12 s with both pairs, 6 s with DDP alone, on 2 cores).
 
 The file doubles as the worker: `python THIS --worker OUT MODE` is one rank (RANK/WORLD_SIZE in the env).
 """
@@ -17,8 +17,6 @@ PROMPTS = [f"Question {i}: is {i} even?" for i in range(8)]
 LEARNING_RATE = 1e-3
 
 
-DEEPSPEED_SWITCH = "EVAL_ANYTHING_TEST_DEEPSPEED"
-"""Set to 1 to run the ZeRO-2 pair too (measured on 2 shared cores: 35 s instead of 22 s)."""
 ZERO2 = Path(__file__).resolve().parent.parent / "eval_anything" / "align" / "deepspeed" / "zero2.json"
 
 
@@ -85,10 +83,8 @@ def test_two_gloo_processes_shard_prompts_and_step_like_one_process_on_the_doubl
 
     root, shards = setup, setup / "shards"
     shards.mkdir()
-    # ZeRO-2 doubles the test's time (four processes on the suite's cores), so it runs when asked for;
     # DeepSpeed's CPU communication op is JIT-built and needs g++ and ninja
-    with_zero2 = os.environ.get(DEEPSPEED_SWITCH) == "1" and shutil.which("g++") and shutil.which("ninja")
-    modes = ["ddp"] + (["zero2"] if with_zero2 else [])
+    modes = ["ddp"] + (["zero2"] if shutil.which("g++") and shutil.which("ninja") else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2", "DS_ACCELERATOR": "cpu",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
     ports = {mode: str(_free_port()) for mode in modes}
