@@ -70,21 +70,81 @@ def test_ppo_raises_the_reward_models_score_on_the_training_prompts(yes_no_setup
     assert after > before + 0.5, (before, after)
     history = result.history
     assert len(history) == 8 and all(h["vf_loss"] >= 0 for h in history)
+    # KL to the reference stays bounded: measured up to 2.4 nats over the 8 response tokens
+    assert max(h["kl"] for h in history) < 5.0, [h["kl"] for h in history]
     lineage = json.loads((result.model_dir / "eval_anything_lineage.json").read_text())
     assert lineage["method"] == "ppo" and lineage["inputs"][1]["path"] == str(reward_model.resolve())
 
 
-def test_ppo_resumes_from_its_last_state(yes_no_setup, reward_model, tmp_path):
+def test_ppo_resumes_from_its_last_state_as_if_never_stopped(yes_no_setup, reward_model, tmp_path):
+    """Crash after iteration 2, rerun: the same history and final weights as a run that never stopped
+    (optimizer, schedule, RNG and running reward moments restored); metrics.jsonl holds each step once.
+    Also exercised here: reward normalisation, the missing-EOS penalty (2 tokens: every answer is cut
+    off, mostly) and the PTX loss."""
+    from safetensors.torch import load_file
+
+    from eval_anything.align.metrics import read_metrics
     from eval_anything.align.ppo import train_ppo
 
     root, _ = yes_no_setup
-    config = ppo_config(root, reward_model, output_dir=str(tmp_path / "ppo"), max_steps=3, save_steps=2)
+    write_jsonl(tmp_path / "sft.jsonl", [{"id": "s", "prompt": "Say yes.", "response": "yes yes yes"}])
+    changes = dict(max_steps=3, save_steps=2, response_length=2, normalize_reward=True, missing_eos_penalty=1.0,
+                   reward_clip=0.5, ptx_data=str(tmp_path / "sft.jsonl"), ptx_coef=0.5, ptx_batch_size=1,
+                   lr_scheduler_type="linear")
+    config = ppo_config(root, reward_model, output_dir=str(tmp_path / "ppo"), **changes)
     partial = train_ppo(config, stop_after=2)  # stands in for a crash after iteration 2
     assert len(partial.history) == 2 and (tmp_path / "ppo" / "checkpoints" / "iteration-2").is_dir()
     resumed = train_ppo(config)
     assert resumed.resumed_from.endswith("iteration-2")
     assert [h["iteration"] for h in resumed.history] == [1, 2, 3]
     assert resumed.history[:2] == partial.history
+    straight = train_ppo(ppo_config(root, reward_model, output_dir=str(tmp_path / "straight"), **changes))
+    assert [h["score"] for h in straight.history] == pytest.approx([h["score"] for h in resumed.history])
+    a, b = load_file(straight.model_dir / "model.safetensors"), load_file(resumed.model_dir / "model.safetensors")
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+    rows = read_metrics(tmp_path / "ppo" / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    for row in rows:
+        # normalised, clipped to +-0.5, then 1 less for every answer with no EOS
+        assert -0.5 - row["truncated"] - 1e-6 <= row["reward"] <= 0.5 - row["truncated"] + 1e-6
+        assert row["ptx_loss"] > 0 and row["entropy"] > 0 and "clipfrac" in row and "vf_loss" in row
+    assert any(r["truncated"] > 0.5 for r in rows)
+    assert [r["learning_rate"] for r in rows] == sorted((r["learning_rate"] for r in rows), reverse=True)
+    assert resumed.manifest["precision"] == {"requested": "auto", "dtype": "fp32", "gradient_checkpointing": False,
+                                             "quantization": "none"}
+
+
+def test_ppo_with_lora_on_policy_and_critic_and_with_a_shared_trunk(yes_no_setup, reward_model, tmp_path):
+    """LoRA on policy and critic with activation checkpointing (reference = the base with the adapter off):
+    only the adapted projections change in the merged checkpoint. Shared trunk: one step trains the policy."""
+    from safetensors.torch import load_file
+
+    from eval_anything.align.ppo import train_ppo
+
+    root, _ = yes_no_setup
+    before = load_file(root / "policy" / "model.safetensors")
+    lora = train_ppo(ppo_config(root, reward_model, output_dir=str(tmp_path / "lora"), max_steps=1, lora=True,
+                                critic_lora=True, learning_rate=1e-2, gradient_checkpointing=True))
+    after = load_file(lora.model_dir / "model.safetensors")
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all("q_proj" in k or "v_proj" in k for k in changed)
+    assert lora.manifest["precision"]["gradient_checkpointing"] is True
+    shared = train_ppo(ppo_config(root, reward_model, output_dir=str(tmp_path / "shared"), max_steps=1,
+                                  shared_trunk=True, gradient_checkpointing=True))
+    after = load_file(shared.model_dir / "model.safetensors")
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_running_reward_moments_match_the_whole_sample():
+    from eval_anything.align.advantages import RunningMoments
+
+    values = [0.5, -1.0, 3.0, 2.0, 7.0, -4.0, 0.0]
+    moments = RunningMoments()
+    for chunk in (values[:2], values[2:5], values[5:]):
+        moments.update(chunk)
+    t = torch.tensor(values)
+    assert moments.count == 7 and moments.mean == pytest.approx(float(t.mean()))
+    assert moments.std == pytest.approx(float(t.std(unbiased=False)))
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
@@ -107,7 +167,7 @@ def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no
 
 
 def test_gae_and_masks_match_the_definitions():
-    from eval_anything.align.ppo import gae, masked_whiten, response_mask
+    from eval_anything.align.advantages import gae, masked_whiten, response_mask
 
     rewards = torch.tensor([[0.0, 0.5, 1.0, 9.0]])
     values = torch.tensor([[0.2, 0.4, 0.6, 9.0]])
@@ -123,3 +183,10 @@ def test_gae_and_masks_match_the_definitions():
     assert response_mask(torch.tensor([[5, eos, 7, eos], [5, 6, 7, 8]]), {eos}).tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]]
     whitened = masked_whiten(torch.tensor([[1.0, 2.0, 3.0, 100.0]]), mask)
     assert abs(float(whitened[0, :3].mean())) < 1e-6 and whitened[0, 3] == 0
+
+    from eval_anything.align.advantages import group_advantages
+
+    scores = torch.tensor([1.0, 2.0, 6.0, 0.0, 0.0, 3.0])  # two prompts, three responses each
+    assert group_advantages(scores, 3, "rloo").tolist() == [1 - 4, 2 - 3.5, 6 - 1.5, 0 - 1.5, 0 - 1.5, 3 - 0]
+    grpo = group_advantages(scores, 3, "grpo")
+    assert torch.allclose(grpo[:3], (scores[:3] - 3) / (scores[:3].std() + 1e-4))

@@ -18,6 +18,7 @@ EXAMPLES = """examples:
   eval-anything align dpo --model DIR --pairs out/pairs --output-dir out/dpo --max-steps 100
   eval-anything align rm --model DIR --pairs out/pairs --output-dir out/rm
   eval-anything align ppo --model DIR --reward-model out/rm/model --prompts data.jsonl --output-dir out/ppo
+  eval-anything align report out/ppo                 # plot the stage's metrics.jsonl into out/ppo/report/
 
 Every stage writes its folder (records.jsonl or model/, plus manifest.json). Rerunning a finished
 stage does nothing; rerunning a killed one resumes it. Multi-GPU / multi-node: launch the same
@@ -149,6 +150,20 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report_command(args: argparse.Namespace) -> int:
+    from eval_anything.align.report import write_report
+
+    try:
+        report = write_report(args.dir, args.output)
+    except FileNotFoundError as exc:
+        print(f"align report: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {report.html} ({len(report.series)} plots)")
+    if report.message:
+        print(f"  {report.message}", file=sys.stderr)
+    return 0
+
+
 STAGES: dict[str, tuple[type[cfg.StageConfig], Callable[[Any], Any], str]] = {
     "critic-sft": (cfg.CriticSFTConfig, _critic, "train the critic: SFT on (prompt, response) -> critique"),
     "sample": (cfg.SampleConfig, _sample, "sample the policy's responses to the prompts"),
@@ -176,6 +191,12 @@ def add_command(subparsers: Any) -> None:
                                 description=cfg.CompareConfig.__doc__)
     cfg.CompareConfig.add_arguments(compare)
     compare.set_defaults(handler=_compare)
+    report = stages.add_parser("report", help="plot the per-step training metrics of the stages under DIR",
+                               description="Plots every stage's metrics.jsonl under DIR (a stage folder or an llf "
+                               "work_dir) into DIR/report/index.html, and PNGs when matplotlib is installed.")
+    report.add_argument("dir", metavar="DIR", help="a training stage's folder, or an llf work_dir")
+    report.add_argument("-o", "--output", metavar="FOLDER", help="where the report goes (default: DIR/report)")
+    report.set_defaults(handler=_report_command)
     for name, (config_class, run, help_text) in STAGES.items():
         parser = stages.add_parser(name, help=help_text, description=config_class.__doc__)
         config_class.add_arguments(parser)

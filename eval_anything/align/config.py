@@ -256,12 +256,29 @@ class TrainConfig(StageConfig):
     deepspeed: str | None = knob(None, "a DeepSpeed JSON config (e.g. one of eval_anything/align/deepspeed/)",
                                  identity=False)
     video_frames: int = knob(8, "frames sampled from each video, as in `eval-anything run`")
+    dtype: str = knob("auto", "training precision: auto (bf16 on a GPU that has it, else fp16 on a GPU, "
+                      "fp32 on CPU), bf16, fp16 or fp32")
+    gradient_checkpointing: bool = knob(False, "recompute activations in the backward pass (less memory)")
+    quantization: str = knob("none", "load the frozen base in 4bit or 8bit for LoRA (needs bitsandbytes)")
+    report_to: str = knob("auto", "where metrics also go: auto (tensorboard when installed, else none), "
+                          "none, tensorboard, wandb", identity=False)
 
     def validate(self) -> None:
+        from eval_anything.align.precision import DTYPES, QUANTIZATIONS
+
         if not self.output_dir:
             raise ConfigError(f"{self.STAGE}: output_dir is required")
         if self.max_steps < 1 or self.batch_size < 1:
             raise ConfigError(f"{self.STAGE}: max_steps and batch_size must be at least 1")
+        if self.dtype not in DTYPES:
+            raise ConfigError(f"{self.STAGE}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.quantization not in QUANTIZATIONS:
+            raise ConfigError(f"{self.STAGE}: quantization must be one of {', '.join(QUANTIZATIONS)}, "
+                              f"got {self.quantization!r}")
+        if self.quantization != "none" and not self.lora:
+            raise ConfigError(f"{self.STAGE}: quantization {self.quantization} loads a frozen base; set lora: true")
+        if self.report_to not in ("auto", "none", "tensorboard", "wandb"):
+            raise ConfigError(f"{self.STAGE}: report_to must be auto, none, tensorboard or wandb, got {self.report_to!r}")
 
 
 @dataclass
@@ -323,14 +340,38 @@ class PPOConfig(TrainConfig):
     gamma: float = knob(1.0, "discount")
     lam: float = knob(0.95, "GAE lambda")
     whiten_rewards: bool = knob(False, "whiten scores across the rollout")
+    shared_trunk: bool = knob(False, "value head on the policy's trunk instead of a separate critic "
+                              "initialised from the reward model")
+    critic_learning_rate: float | None = knob(None, "the critic's peak learning rate (default: learning_rate)")
+    max_grad_norm: float | None = knob(1.0, "clip the gradient norm to this (None: no clipping)")
+    lr_scheduler_type: str = knob("cosine", "transformers scheduler: cosine, linear, constant_with_warmup, ...")
+    warmup_ratio: float = knob(0.03, "share of the optimizer steps spent warming the learning rate up")
+    normalize_reward: bool = knob(False, "normalise scores by the running mean and std of all scores so far")
+    reward_clip: float | None = knob(50.0, "clip (normalised) scores to [-reward_clip, reward_clip]")
+    missing_eos_penalty: float | None = knob(None, "subtract this from the score of a response with no EOS "
+                                             "within response_length (None: score it as it is)")
+    ptx_data: str | None = knob(None, "supervised records (prompt + response) mixed into every update (PTX)")
+    ptx_coef: float = knob(16.0, "weight of the PTX language-modelling loss (16 in align-anything)")
+    ptx_batch_size: int = knob(2, "PTX examples per update")
+    critic_lora: bool = knob(False, "train a LoRA adapter on the critic's trunk too (with lora)")
+    advantage_estimator: str = knob("gae", "gae (PPO with the critic), grpo (group-normalised scores, KL in the "
+                                    "loss) or rloo (leave-one-out baseline, KL in the reward); no critic for those")
+    num_generations: int = knob(1, "responses sampled per prompt (grpo and rloo need at least 2)")
 
     def validate(self) -> None:
         super().validate()
-        if self.lora or self.deepspeed:
-            raise ConfigError("ppo: lora and deepspeed are not supported by the PPO stage (plain accelerate: "
-                              "launch it with `accelerate launch` for data parallelism)")
-        if self.batch_size % self.mini_batches:
-            raise ConfigError("ppo: batch_size must be a multiple of mini_batches")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError("ppo: warmup_ratio must be in [0, 1)")
+        if self.advantage_estimator not in ("gae", "grpo", "rloo"):
+            raise ConfigError(f"ppo: advantage_estimator must be gae, grpo or rloo, got {self.advantage_estimator!r}")
+        if self.advantage_estimator != "gae" and self.num_generations < 2:
+            raise ConfigError(f"ppo: advantage_estimator {self.advantage_estimator} compares the responses to one "
+                              "prompt: set num_generations to 2 or more")
+        if (self.batch_size * self.num_generations) % (self.mini_batches * self.gradient_accumulation_steps):
+            raise ConfigError("ppo: batch_size x num_generations must be a multiple of "
+                              "mini_batches x gradient_accumulation_steps")
+        if self.critic_lora and (self.shared_trunk or not self.lora):
+            raise ConfigError("ppo: critic_lora needs lora and a separate critic (shared_trunk: false)")
 
 
 @dataclass

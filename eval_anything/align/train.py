@@ -8,7 +8,8 @@ evaluated on.
 Output folder of every training stage:
     checkpoints/checkpoint-N/   resumable Trainer checkpoints (save_steps); a rerun resumes from the last
     model/                      the trained checkpoint (LoRA merged), processor, eval_anything_lineage.json
-    manifest.json               stage, config and hash, inputs with hashes, status, losses, lineage
+    manifest.json               stage, config and hash, inputs with hashes, status, losses, precision, lineage
+    metrics.jsonl               one line of the trainer's metrics per logged step (align/metrics.py)
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from eval_anything.align.artifacts import Artifact, fingerprint, now
 from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, TrainConfig
 from eval_anything.align.data import load_llf_records, load_preference_records
 from eval_anything.align.generate import critique_prompt
+from eval_anything.align.metrics import metrics_callback, resolve_report_to
+from eval_anything.align.precision import Precision, load_kwargs, resolve
 from eval_anything.datamodel import Part
 from eval_anything.manifest import LINEAGE_FILE
 from eval_anything.rundir import read_json, write_json_atomic
@@ -55,9 +58,9 @@ def model_dir(reference: str) -> Path:
     return local_weights_dir(reference)
 
 
-def load_for_training(reference: str, video_frames: int = 8, head: str = "causal"):
-    """(model, processor, InputProcessor) — loaded as the hf backend loads them, in float32."""
-    import torch
+def load_for_training(reference: str, video_frames: int = 8, head: str = "causal", precision: Precision | None = None):
+    """(model, processor, InputProcessor) — loaded as the hf backend loads them, in the dtype of
+    `precision` (float32 without one), quantised when it says so."""
     import transformers
 
     from eval_anything.models.hf import load_generative_model
@@ -68,12 +71,20 @@ def load_for_training(reference: str, video_frames: int = 8, head: str = "causal
     tokenizer = getattr(processor, "tokenizer", processor)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    dtype, extra = (precision.load_dtype, load_kwargs(precision)) if precision is not None else (_float32(), {})
     if head == "reward":
-        model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=torch.float32)
+        model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype,
+                                                                                 **extra)
         model.config.pad_token_id = tokenizer.pad_token_id
     else:
-        model = load_generative_model(transformers, path, torch.float32, {}, input_modalities_of(processor))
+        model = load_generative_model(transformers, path, dtype, extra, input_modalities_of(processor))
     return model, processor, InputProcessor(processor, video_frames, str(path))
+
+
+def _float32() -> Any:
+    import torch
+
+    return torch.float32
 
 
 def render_prompt(inputs: Any, parts: Sequence[Part]) -> tuple[str, list[Any]]:
@@ -177,7 +188,8 @@ def training_arguments(cls: type, config: TrainConfig, **extra: Any) -> Any:
     kwargs: dict[str, Any] = dict(
         output_dir=str(Path(config.output_dir) / CHECKPOINTS_DIR), max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.gradient_accumulation_steps,
-        learning_rate=config.learning_rate, logging_steps=1, report_to="none", bf16=False, fp16=False,
+        learning_rate=config.learning_rate, logging_steps=1, report_to=resolve_report_to(config.report_to),
+        **resolve(config).trainer_flags({f.name for f in dataclasses.fields(cls)}),
         seed=config.seed, save_strategy="steps" if config.save_steps else "no", save_steps=config.save_steps or 500,
         save_total_limit=2, disable_tqdm=True, dataloader_num_workers=0, deepspeed=config.deepspeed,
     )
@@ -212,8 +224,9 @@ def _last_checkpoint(output_dir: Path) -> str | None:
 def run_training(stage: str, config: TrainConfig, data_path: str,
                  build: Callable[[], tuple[Any, Any]], method: str | None = None,
                  callbacks: Sequence[Any] = (), lineage_extra: dict[str, Any] | None = None,
-                 extra_inputs: Sequence[str] = ()) -> TrainResult:
-    """Skip if complete, else build the trainer, resume from the last checkpoint, save `model/` with lineage."""
+                 extra_inputs: Sequence[str] = (), save: Callable[[Any, Path], None] | None = None) -> TrainResult:
+    """Skip if complete, else build the trainer, resume from the last checkpoint, save `model/` with lineage
+    (`save(model, folder)` for a model that is not a transformers one)."""
     out = Path(config.output_dir)
     artifact = Artifact(out)
     data = [fingerprint(data_path), *(fingerprint(path) for path in extra_inputs)]
@@ -223,6 +236,7 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
         log.info("%s: %s is complete; nothing to do", stage, out)
         return TrainResult(out, out / MODEL_DIR, manifest, skipped=True, losses=manifest.get("losses", []))
     trainer, processor = build()
+    trainer.add_callback(metrics_callback(out))
     for callback in callbacks:
         trainer.add_callback(callback)
     resume = _last_checkpoint(out)
@@ -240,6 +254,9 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
         model = trainer.accelerator.unwrap_model(model).merge_and_unload()
         if trainer.is_world_process_zero():
             model.save_pretrained(partial)
+    elif save is not None:
+        if trainer.is_world_process_zero():
+            save(trainer.accelerator.unwrap_model(model), partial)
     else:
         trainer.save_model(str(partial))  # gathers the weights under DeepSpeed; writes on rank 0
     if not trainer.is_world_process_zero():
@@ -251,6 +268,7 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
     metrics = {k: v for k, v in trainer.state.log_history[-1].items()} if trainer.state.log_history else {}
     manifest = artifact.finish(losses=losses, resumed_from=resume, global_step=trainer.state.global_step,
                                final_metrics=metrics, lineage=info, model_dir=str(final),
+                               precision=resolve(config).to_json(),
                                distributed=_distributed(trainer.accelerator))
     log.info("%s: trained %d steps, loss %s -> %s; checkpoint %s", stage, trainer.state.global_step,
              f"{losses[0]:.4f}" if losses else "?", f"{losses[-1]:.4f}" if losses else "?", final)
@@ -290,7 +308,7 @@ def train_critic(config: CriticSFTConfig, callbacks: Sequence[Any] = ()) -> Trai
     def build():
         from trl import SFTConfig, SFTTrainer
 
-        model, processor, inputs = load_for_training(config.model, config.video_frames)
+        model, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
         tokenizer = getattr(processor, "tokenizer", processor)
         rows = []
         for record in _limit(load_llf_records(config.data), config.limit):
@@ -324,7 +342,7 @@ def dpo_trainer(config: DPOConfig) -> tuple[Any, Any]:
     """The TRL DPOTrainer for a DPO stage config (also used by benchmarks/train_overhead.py)."""
     from trl import DPOConfig as TRLDPOConfig, DPOTrainer
 
-    model, processor, inputs = load_for_training(config.model, config.video_frames)
+    model, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
     tokenizer = getattr(processor, "tokenizer", processor)
     rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
     media = _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
@@ -344,20 +362,65 @@ def train_dpo(config: DPOConfig, method: str | None = None, callbacks: Sequence[
 
 
 def train_reward_model(config: RMConfig, callbacks: Sequence[Any] = ()) -> TrainResult:
-    """A scalar reward model r with loss -log sigmoid(r(chosen) - r(rejected)) (text inputs)."""
+    """A scalar reward model r with loss -log sigmoid(r(chosen) - r(rejected)): TRL's RewardTrainer on a
+    sequence-classification model for text; for prompts with images, audio or video, the generative model
+    plus a score head (align/score_model.py), its inputs encoded as evaluation encodes them."""
+    if any(r.media for r in _limit(load_preference_records(config.pairs), config.limit)):
+        return run_training("rm", config, config.pairs, lambda: _media_reward_trainer(config), callbacks=callbacks,
+                            save=lambda model, folder: model.save(folder))
 
     def build():
         from trl import RewardConfig, RewardTrainer
 
-        model, processor, inputs = load_for_training(config.model, config.video_frames, head="reward")
+        model, processor, inputs = load_for_training(config.model, config.video_frames, head="reward",
+                                                     precision=resolve(config))
         tokenizer = getattr(processor, "tokenizer", processor)
-        records = _limit(load_preference_records(config.pairs), config.limit)
-        rows = preference_rows(records, inputs)
-        if _media_rows(rows, tokenizer.eos_token, ()):
-            raise ValueError("the reward model stage takes text inputs only")
+        rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
+        _media_rows(rows, tokenizer.eos_token, ())
         args = training_arguments(RewardConfig, config)
         trainer = RewardTrainer(model=model, args=args, train_dataset=_dataset(rows), processing_class=tokenizer,
                                 peft_config=lora_config(config, "SEQ_CLS"))
         return trainer, tokenizer
 
     return run_training("rm", config, config.pairs, build, callbacks=callbacks)
+
+
+def _media_reward_trainer(config: RMConfig) -> tuple[Any, Any]:
+    import torch
+    import transformers
+
+    from eval_anything.align.score_model import new_score_model
+
+    if config.lora:
+        raise ValueError("rm: lora is not supported for a reward model on media (it trains the whole model)")
+    generative, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
+    tokenizer = getattr(processor, "tokenizer", processor)
+    rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
+    _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
+
+    class ScoreHeadTrainer(transformers.Trainer):
+        """Bradley-Terry loss on the score at the last token; logs accuracy and margin as TRL's RewardTrainer."""
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.seen: list[tuple[float, float]] = []
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = {k: v for k, v in inputs.items() if k != "completion_mask"}
+            chosen, rejected = model(**inputs).chunk(2)
+            loss = -torch.nn.functional.logsigmoid(chosen - rejected).mean()
+            with torch.no_grad():
+                self.seen.append((float((chosen > rejected).float().mean()), float((chosen - rejected).mean())))
+            return (loss, {"chosen": chosen, "rejected": rejected}) if return_outputs else loss
+
+        def log(self, logs, *args, **kwargs):
+            if self.seen and "loss" in logs:
+                logs = {**logs, "accuracy": sum(a for a, _ in self.seen) / len(self.seen),
+                        "margin": sum(m for _, m in self.seen) / len(self.seen)}
+                self.seen.clear()
+            return super().log(logs, *args, **kwargs)
+
+    args = training_arguments(transformers.TrainingArguments, config, remove_unused_columns=False)
+    trainer = ScoreHeadTrainer(model=new_score_model(generative), args=args, train_dataset=_dataset(rows),
+                               data_collator=MediaCollator(inputs, config.max_length, ("chosen", "rejected")))
+    return trainer, processor
