@@ -22,6 +22,7 @@ from typing import Any, Sequence
 from transformers import TrainerCallback
 
 from eval_anything import __version__
+from eval_anything.errors import UsageError
 from eval_anything.align.artifacts import now
 from eval_anything.manifest import LINEAGE_FILE
 from eval_anything.rundir import write_json_atomic
@@ -53,9 +54,9 @@ class EvalAnythingCallback(TrainerCallback):
                  base_model: str | None = None, method: str | None = None, lineage: dict[str, Any] | None = None,
                  processor: Any = None, at_end: bool = False) -> None:
         if every < 1:
-            raise ValueError("EvalAnythingCallback: every must be at least 1 (steps between evaluations)")
+            raise UsageError("EvalAnythingCallback: every must be at least 1 (steps between evaluations)")
         if not tasks:
-            raise ValueError("EvalAnythingCallback: name at least one task")
+            raise UsageError("EvalAnythingCallback: name at least one task")
         from eval_anything.tasks import Catalog
 
         self.tasks = Catalog().resolve(",".join(tasks))  # an unknown task fails now, not at step N
@@ -83,7 +84,7 @@ class EvalAnythingCallback(TrainerCallback):
 
         processor = self.processor or processing_class
         if processor is None:
-            raise ValueError("EvalAnythingCallback: the trainer has no processing_class; pass processor=")
+            raise UsageError("EvalAnythingCallback: the trainer has no processing_class; pass processor=")
         folder = Path(trainer_output_dir) / FOLDER / f"step-{step}"
         write_json_atomic(folder / LINEAGE_FILE, self._lineage(model, step, trainer_output_dir))
         settings = RunSettings(output_dir=self.output_dir, limit=self.limit, max_new_tokens=self.max_new_tokens,

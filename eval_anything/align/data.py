@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from eval_anything.errors import UsageError
 from eval_anything.align.artifacts import MANIFEST, RECORDS
 from eval_anything.align.records import LLFRecord, Media, PreferenceRecord, read_jsonl, resolve_media
 
@@ -74,7 +75,7 @@ def detect_subset(columns: list[str], path: Path) -> str:
         return "text-image-to-text"
     if "response_1" in columns:
         return "text-to-text"
-    raise ValueError(f"{path}: not an align-anything subset I know (columns: {', '.join(columns)}); "
+    raise UsageError(f"{path}: not an align-anything subset I know (columns: {', '.join(columns)}); "
                      f"known: {', '.join(SUBSETS)} and the LLF layout")
 
 
@@ -189,7 +190,7 @@ def _parquet(path: Path, subset: str | None = None) -> Iterator[tuple[str, dict[
                 media = [_media(m, row[c], media_dir / rid, path.parent) for m, c in fields.media.items()]
                 yield rid, row, fields, media
         except (KeyError, ValueError) as exc:
-            raise ValueError(f"{path} row {index}: {exc}") from None
+            raise UsageError(f"{path} row {index}: {exc}") from None
 
 
 def llf_from_parquet(path: Path, subset: str | None = None) -> list[LLFRecord]:
@@ -248,7 +249,7 @@ def load_llf_records(path: str | Path, subset: str | None = None) -> list[LLFRec
     out = []
     for number, data in enumerate(read_jsonl(source), 1):
         if "prompt" not in data:
-            raise ValueError(f"{source}:{number}: a record needs a prompt")
+            raise UsageError(f"{source}:{number}: a record needs a prompt")
         data.setdefault("id", f"{source.stem}-{number:06d}")
         out.append(resolve_media(LLFRecord.from_json(data), base))
     return out
@@ -267,7 +268,7 @@ def load_preference_records(path: str | Path, subset: str | None = None) -> list
     for number, data in enumerate(read_jsonl(source), 1):
         missing = [k for k in ("prompt", "chosen", "rejected") if k not in data]
         if missing:
-            raise ValueError(f"{source}:{number}: a preference record needs {', '.join(missing)}")
+            raise UsageError(f"{source}:{number}: a preference record needs {', '.join(missing)}")
         data.setdefault("id", f"{source.stem}-{number:06d}")
         out.append(resolve_media(PreferenceRecord.from_json(data), base))
     return out
@@ -311,6 +312,6 @@ def is_llf_layout(path: str | Path) -> bool:
 def require_binary_preferences(path: str | Path, role: str = "binary_data") -> None:
     """Refuse LLF-layout data where binary preferences are wanted, naming the file and what is expected."""
     if is_llf_layout(path):
-        raise ValueError(f"{role} {path} is in the LLF layout (prompt, response, critique, refinement: its pairs "
+        raise UsageError(f"{role} {path} is in the LLF layout (prompt, response, critique, refinement: its pairs "
                          "would be refinements over responses, not the annotators' preferences); the binary arm "
                          f"needs {' or '.join(BINARY_LAYOUTS)}")

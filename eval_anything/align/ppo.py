@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval_anything.errors import UsageError
 from eval_anything.align.advantages import RunningMoments, gae, group_advantages, masked_mean, response_mask
 from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import PPOConfig
@@ -141,7 +142,7 @@ def _rows(media: dict[str, Any], idx: Any, n: int) -> dict[str, Any]:
     out = {}
     for key, value in media.items():
         if getattr(value, "shape", None) is None or value.shape[0] != n:
-            raise ValueError(f"ppo: the media feature {key!r} does not have one row per prompt: with several "
+            raise UsageError(f"ppo: the media feature {key!r} does not have one row per prompt: with several "
                              "images, clips or video frames per prompt use mini_batches 1 and "
                              "gradient_accumulation_steps 1")
         out[key] = value[idx]
@@ -259,7 +260,7 @@ class PPOTrainer:
         c = self.config
         plugin = self.accelerator.state.deepspeed_plugin
         if plugin.zero_stage == 3:
-            raise ValueError("ppo: DeepSpeed ZeRO-3 is not supported (sampling needs the whole policy on every "
+            raise UsageError("ppo: DeepSpeed ZeRO-3 is not supported (sampling needs the whole policy on every "
                              "process): use ZeRO-1 or ZeRO-2, or lora / quantization / gradient_checkpointing")
         micro = c.batch_size * c.num_generations // (c.mini_batches * c.gradient_accumulation_steps)
         ds = plugin.deepspeed_config
@@ -284,10 +285,10 @@ class PPOTrainer:
         eos = self.tokenizer.eos_token or ""
         records = [r for r in load_llf_records(self.config.ptx_data) if r.response]
         if any(r.media for r in records):
-            raise ValueError(f"ppo: ptx_data {self.config.ptx_data} has records with media; PTX takes text records")
+            raise UsageError(f"ppo: ptx_data {self.config.ptx_data} has records with media; PTX takes text records")
         texts = [render_prompt(self.inputs, r.parts())[0] + r.response + eos for r in records]
         if not texts:
-            raise ValueError(f"ppo: ptx_data {self.config.ptx_data} has no records with a response")
+            raise UsageError(f"ppo: ptx_data {self.config.ptx_data} has no records with a response")
         return texts
 
     # -- distributed means ---------------------------------------------------------------------

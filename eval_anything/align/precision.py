@@ -12,6 +12,8 @@ import importlib.util
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from eval_anything.errors import UsageError
+
 DTYPES = ("auto", "bf16", "fp16", "fp32")
 QUANTIZATIONS = ("none", "4bit", "8bit")
 
@@ -73,20 +75,20 @@ def resolve(config: Any) -> Precision:
     """The Precision of a TrainConfig; ValueError naming the field for what cannot run here."""
     stage = getattr(config, "STAGE", "train")
     if config.dtype not in DTYPES:
-        raise ValueError(f"{stage}: dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
+        raise UsageError(f"{stage}: dtype must be one of {', '.join(DTYPES)}, got {config.dtype!r}")
     if config.quantization not in QUANTIZATIONS:
-        raise ValueError(f"{stage}: quantization must be one of {', '.join(QUANTIZATIONS)}, got {config.quantization!r}")
+        raise UsageError(f"{stage}: quantization must be one of {', '.join(QUANTIZATIONS)}, got {config.quantization!r}")
     dtype = auto_dtype() if config.dtype == "auto" else config.dtype
     if dtype in ("bf16", "fp16"):
         import torch
 
         if not torch.cuda.is_available() and dtype == "fp16":
-            raise ValueError(f"{stage}: dtype fp16 needs a GPU (loss scaling is CUDA-only); use auto or fp32 on CPU")
+            raise UsageError(f"{stage}: dtype fp16 needs a GPU (loss scaling is CUDA-only); use auto or fp32 on CPU")
     if config.quantization != "none":
         if not config.lora:
-            raise ValueError(f"{stage}: quantization {config.quantization} loads a frozen base, so it needs lora: true")
+            raise UsageError(f"{stage}: quantization {config.quantization} loads a frozen base, so it needs lora: true")
         if importlib.util.find_spec("bitsandbytes") is None:
-            raise ValueError(f"{stage}: quantization {config.quantization} needs bitsandbytes: "
+            raise UsageError(f"{stage}: quantization {config.quantization} needs bitsandbytes: "
                              "pip install 'eval-anything[quant]'")
     return Precision(config.dtype, dtype, bool(config.gradient_checkpointing), config.quantization)
 

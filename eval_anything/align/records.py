@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
+from eval_anything.errors import UsageError
 from eval_anything.datamodel import Modality, Part
 
 
@@ -114,7 +115,7 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as exc:
-                    raise ValueError(f"{path}:{number}: not JSON: {exc}") from None
+                    raise UsageError(f"{path}:{number}: not JSON: {exc}") from None
 
 
 def write_jsonl(path: Path, records: Iterable[Any]) -> None:

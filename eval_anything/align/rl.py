@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from eval_anything.errors import UsageError
 from eval_anything.align.config import GRPOConfig, RLConfig, RLOOConfig
 from eval_anything.align.data import load_llf_records
 from eval_anything.align.precision import resolve
@@ -25,7 +26,7 @@ def _trainer(config: RLConfig, algorithm: str) -> tuple[Any, Any]:
     rows = []
     for record in records:
         if record.media:  # TRL's generation would encode media its own way, not as evaluation does
-            raise ValueError(f"{config.prompts}: record {record.id} has {record.media[0].modality}; the {algorithm} "
+            raise UsageError(f"{config.prompts}: record {record.id} has {record.media[0].modality}; the {algorithm} "
                              "stage takes text prompts only (align ppo trains on prompts with media)")
         prompt, _ = render_prompt(inputs, record.parts())
         rows.append({"prompt": prompt})
@@ -46,7 +47,7 @@ def _trainer(config: RLConfig, algorithm: str) -> tuple[Any, Any]:
 
 def train_rl(config: RLConfig, algorithm: str, callbacks: Sequence[Any] = ()) -> TrainResult:
     if algorithm not in ("rloo", "grpo"):
-        raise ValueError(f"unknown RL algorithm {algorithm!r}: rloo or grpo")
+        raise UsageError(f"unknown RL algorithm {algorithm!r}: rloo or grpo")
     return run_training(algorithm, config, config.prompts, lambda: _trainer(config, algorithm),
                         callbacks=callbacks, extra_inputs=[config.reward_model])
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from eval_anything.errors import UsageError
 from eval_anything.judges.reward_models import SCORE_HEAD_FILE, save_score_head
 
 
@@ -77,7 +78,7 @@ def from_sequence_classifier(model: Any) -> Any:
         head = getattr(model, name, None)
         if head is not None:
             return _module()(model.base_model, head)
-    raise ValueError(f"the reward model ({type(model).__name__}) has no score/classifier head to start from")
+    raise UsageError(f"the reward model ({type(model).__name__}) has no score/classifier head to start from")
 
 
 def load_score_model(path: Path | str, dtype: Any, video_frames: int = 8) -> Any:

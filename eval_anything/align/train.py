@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from eval_anything import __version__
+from eval_anything.errors import UsageError
 from eval_anything.align.artifacts import Artifact, fingerprint, now
 from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, TrainConfig
 from eval_anything.align.data import load_llf_records, load_preference_records
@@ -292,7 +293,7 @@ def _dataset(rows: list[dict[str, Any]]) -> Any:
 
     datasets.disable_progress_bars()
     if not rows:
-        raise ValueError("no training examples")
+        raise UsageError("no training examples")
     return Dataset.from_list(rows)
 
 
@@ -392,7 +393,7 @@ def _media_reward_trainer(config: RMConfig) -> tuple[Any, Any]:
     from eval_anything.align.score_model import new_score_model
 
     if config.lora:
-        raise ValueError("rm: lora is not supported for a reward model on media (it trains the whole model)")
+        raise UsageError("rm: lora is not supported for a reward model on media (it trains the whole model)")
     generative, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
     tokenizer = getattr(processor, "tokenizer", processor)
     rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
