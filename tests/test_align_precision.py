@@ -31,7 +31,7 @@ def test_dtype_auto_per_device_and_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="quantization 4bit loads a frozen base; set lora: true"):
         _dpo(tmp_path, quantization="4bit")
     monkeypatch.setattr(precision.importlib.util, "find_spec", lambda name: None)  # bitsandbytes not installed
-    with pytest.raises(ValueError, match=r"needs bitsandbytes: pip install 'eval-anything\[quantization\]'"):
+    with pytest.raises(ValueError, match=r"needs bitsandbytes: pip install 'eval-anything\[quant\]'"):
         precision.resolve(_dpo(tmp_path, quantization="8bit", lora=True))
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # what auto picks on each kind of GPU

@@ -25,7 +25,7 @@ def test_a_rerun_from_a_bundle_says_its_command_had_secrets_taken_out(tmp_path, 
                                    for i in range(2)))
     first = tmp_path / "first"
     assert main(["run", "--model", f"replay:{predictions}", "--tasks", "arith_mini", "--limit", "2",
-                 "--judge-args", "auth_token=not-for-the-log", "--output-dir", str(first)]) == 0
+                 "--judge", "openai:judge-model", "--judge-args", "auth_token=not-for-the-log", "--output-dir", str(first)]) == 0
     (run_dir,) = first.iterdir()
     assert "not-for-the-log" not in (run_dir / "manifest.json").read_text()
     archive = tmp_path / "run.tar.gz"

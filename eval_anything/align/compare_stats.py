@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+from eval_anything.datamodel import Status
 from eval_anything.gate import bootstrap_p
 from eval_anything.leaderboard.runs import load_run
 
@@ -38,7 +39,7 @@ def item_scores(run: Any, task: str, metric: str) -> tuple[dict[str, float], int
 def _not_applicable(runs: Sequence[Any], task: str) -> str | None:
     """The first run's reason a task had no score (they differ only by the model's name)."""
     return next((str(run.tasks[task].get("reason")) for run in runs
-                 if (run.tasks.get(task) or {}).get("status") == "not_applicable"), None)
+                 if (run.tasks.get(task) or {}).get("status") == Status.NOT_APPLICABLE), None)
 
 
 def two_level_draws(groups: Sequence[Sequence[float]], resamples: int, seed: int) -> Any:
