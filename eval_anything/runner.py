@@ -73,7 +73,7 @@ def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str
     if any(t.judge_scorers for t in tasks):  # judged scores depend on the judge
         identity["judge"] = settings.judge_settings().for_tasks(t.name for t in tasks).identity()
     if any(t.config.output_format == "tagged" for t in tasks):  # and rendered media on the generators
-        identity["generators"] = settings.generator_spec()
+        identity["generators"] = settings.generator_identity()
     lineage = read_lineage(spec)
     if lineage:  # a checkpoint retrained into the same folder is another model
         identity["lineage"] = lineage

@@ -76,7 +76,9 @@ class JudgeSettings:
         identity = {"judge": judge_identity(self.spec), "max_new_tokens": self.max_new_tokens,
                     "temperature": self.temperature, "parse_retries": self.parse_retries}
         if self.reward_model:  # only when set, so that earlier runs keep their ids
-            identity["reward_model"] = self.reward_model
+            from eval_anything.models.weights import pinned_name
+
+            identity["reward_model"] = pinned_name(self.reward_model)
         routes = {key: judge_identity(spec) for key, spec in sorted(self.routes.items())
                   if judge_identity(spec) != identity["judge"]}
         if routes:  # only with other judges than the default, likewise
@@ -156,6 +158,13 @@ class RunSettings:
         if self.generators is not None:
             return self.generators
         return "audio=espeak" if shutil.which("espeak-ng") else ""
+
+    def generator_identity(self) -> str | dict[str, Any]:
+        """What rendered media depend on (part of the run id): the generators' spec, and the commit of
+        each generator whose pipeline is a Hub id (only then, so that earlier runs keep their ids)."""
+        commits = {m.value: g.describe()["commit"] for m, g in self.generator_table().items()
+                   if g.describe().get("commit")}
+        return {"spec": self.generator_spec(), "commits": commits} if commits else self.generator_spec()
 
     def generator_table(self) -> dict:
         from eval_anything.suite.generators import parse_generators

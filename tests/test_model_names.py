@@ -110,6 +110,19 @@ def test_judges_reward_models_and_align_take_hub_ids_too(offline_cache: Path):
     reward = RewardModel(REPO)
     assert (reward.path.name, reward.describe()["commit"]) == (MAIN_SHA, MAIN_SHA)
     assert local_weights_dir(f"hf:{REPO}@v2") == offline_cache / "models--acme--tiny-llama" / "snapshots" / TAGGED_SHA
+    # the run id holds the commit a Hub reward model or generator pipeline resolved to, not a moving name
+    rewarded = judge_settings(EvaluationArguments(reward_model=f"{REPO}@v2")).identity()["reward_model"]
+    assert rewarded == f"{REPO}@{TAGGED_SHA}"
+    pipeline = offline_cache / "models--acme--tiny-flux" / "snapshots" / MAIN_SHA
+    pipeline.mkdir(parents=True)
+    (pipeline / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    (offline_cache / "models--acme--tiny-flux" / "refs").mkdir()
+    (offline_cache / "models--acme--tiny-flux" / "refs" / "main").write_text(MAIN_SHA)
+    from eval_anything.settings import RunSettings
+
+    spec = "image=diffusers:acme/tiny-flux"
+    assert RunSettings(generators=spec).generator_identity() == {"spec": spec, "commits": {"image": MAIN_SHA}}
+    assert RunSettings(generators="image=textcard").generator_identity() == "image=textcard"
 
 
 def test_a_name_the_cache_lacks_is_one_clear_error(offline_cache: Path, capsys: pytest.CaptureFixture,

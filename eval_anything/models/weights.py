@@ -8,6 +8,7 @@ is what a run records, so a branch that moves cannot silently change a result.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,14 @@ def resolve_weights(name: str, revision: str | None = None) -> ResolvedWeights:
         return ResolvedWeights(Path(repo_id).expanduser())  # a local folder whose name has '@' in it
     _check_hub_id(name, repo_id)
     return _snapshot(repo_id, revision or DEFAULT_REVISION)
+
+
+@functools.lru_cache(maxsize=64)
+def pinned_name(name: str) -> str:
+    """`name` as a run's identity holds it: a local directory as given, a Hub id as ORG/NAME@COMMIT,
+    so that a revision that moves (main) makes another run id. Resolved once per process."""
+    weights = resolve_weights(name)
+    return name if weights.repo_id is None else f"{weights.repo_id}@{weights.commit_sha}"
 
 
 def names_a_path(name: str) -> bool:
