@@ -1,7 +1,7 @@
 """align RLHF with media: a score-head reward model trained on image (tiny LLaVA) and audio (tiny
 Qwen2-Audio) preference pairs, then PPO on media prompts against it with a critic started from it, and
-the `align grpo` (images) / `align rloo` (audio) stages through the same trainer — prompts and media encoded by the hf backend's
-InputProcessor, as in evaluation and DPO."""
+the `align grpo` (images) / `align rloo` (audio) stages through the same trainer — prompts and media
+encoded by the hf backend's InputProcessor, as in evaluation and DPO."""
 import json
 
 import torch

@@ -177,8 +177,8 @@ STAGES: dict[str, tuple[type[cfg.StageConfig], Callable[[Any], Any], str]] = {
     "dpo": (cfg.DPOConfig, _dpo, "DPO on preference pairs (TRL)"),
     "rm": (cfg.RMConfig, _rm, "train a reward model on preference pairs (TRL)"),
     "ppo": (cfg.PPOConfig, _ppo, "PPO against the trained reward model"),
-    "rloo": (cfg.RLOOConfig, _rloo, "RLOO (TRL) against the trained reward model"),
-    "grpo": (cfg.GRPOConfig, _grpo, "GRPO (TRL) against the trained reward model"),
+    "rloo": (cfg.RLOOConfig, _rloo, "RLOO against the trained reward model (TRL; ours for media prompts)"),
+    "grpo": (cfg.GRPOConfig, _grpo, "GRPO against the trained reward model (TRL; ours for media prompts)"),
 }
 
 

@@ -384,7 +384,8 @@ class PPOConfig(GeneratorTrainConfig):
 
 @dataclass
 class RLConfig(GeneratorTrainConfig):
-    """Knobs shared by the TRL RL stages (RLOO, GRPO) rewarded by the trained reward model."""
+    """Knobs shared by the RL stages (RLOO, GRPO) rewarded by the trained reward model: TRL's trainers for
+    text prompts, align/ppo.py's with that advantage estimator for prompts with media (align/rl.py)."""
 
     STAGE = "rl"
     reward_model: str = knob("", "the rm stage's trained model directory")
@@ -398,14 +399,16 @@ class RLConfig(GeneratorTrainConfig):
 
 @dataclass
 class RLOOConfig(RLConfig):
-    """RLOO (REINFORCE leave-one-out) through TRL's RLOOTrainer, rewarded by the trained reward model."""
+    """RLOO (REINFORCE leave-one-out) through TRL's RLOOTrainer (ours on media), rewarded by the trained
+    reward model."""
 
     STAGE = "rloo"
 
 
 @dataclass
 class GRPOConfig(RLConfig):
-    """GRPO (group-relative policy optimisation) through TRL's GRPOTrainer, rewarded by the trained reward model."""
+    """GRPO (group-relative policy optimisation) through TRL's GRPOTrainer (ours on media), rewarded by the trained
+    reward model."""
 
     STAGE = "grpo"
 
