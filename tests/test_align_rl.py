@@ -177,7 +177,8 @@ def test_running_reward_moments_match_the_whole_sample():
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
-def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no_setup, reward_model, tmp_path):
+def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no_setup, reward_model, tmp_path,
+                                                               capsys):
     from safetensors.torch import load_file
 
     from eval_anything.align.config import GRPOConfig, RLOOConfig
@@ -190,6 +191,8 @@ def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no
         "num_generations": 4, "max_completion_length": 6})
     result = train_rl(config, algorithm)
     assert result.manifest["global_step"] == 1
+    assert "'loss'" not in capsys.readouterr().out  # the step's log dict is in metrics.jsonl, not on stdout
+    assert "loss" in (tmp_path / algorithm / "metrics.jsonl").read_text()
     before, after = load_file(root / "policy" / "model.safetensors"), load_file(result.model_dir / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert json.loads((result.model_dir / "eval_anything_lineage.json").read_text())["method"] == algorithm

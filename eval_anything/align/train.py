@@ -27,7 +27,7 @@ from eval_anything.align.artifacts import Artifact, fingerprint, now
 from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, TrainConfig
 from eval_anything.align.data import load_llf_records, load_preference_records
 from eval_anything.align.generate import critique_prompt
-from eval_anything.align.metrics import metrics_callback, resolve_report_to
+from eval_anything.align.metrics import metrics_callback, quiet_progress, resolve_report_to
 from eval_anything.align.precision import Precision, load_kwargs, resolve
 from eval_anything.datamodel import Part
 from eval_anything.manifest import LINEAGE_FILE
@@ -239,6 +239,7 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
         log.info("%s: %s is complete; nothing to do", stage, out)
         return TrainResult(out, out / MODEL_DIR, manifest, skipped=True, losses=manifest.get("losses", []))
     trainer, processor = build()
+    quiet_progress(trainer)
     trainer.add_callback(metrics_callback(out))
     for callback in callbacks:
         trainer.add_callback(callback)
