@@ -61,3 +61,21 @@ def tiny_qwen2_5_omni_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir:
     from tiny_models import make_tiny_qwen2_5_omni
 
     return make_tiny_qwen2_5_omni(tmp_path_factory.mktemp("tiny-qwen2.5-omni"), smollm2_dir)
+
+
+@pytest.fixture(scope="session")
+def hub_cache(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
+    """HF_HOME with `acme/tiny-llama` cached at two commits (tests/hub_cache.py)."""
+    from hub_cache import lay_out
+
+    return lay_out(tmp_path_factory.mktemp("hf_home"), tiny_llama_dir)
+
+
+@pytest.fixture
+def offline_cache(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This process's huggingface_hub pointed at the cache (it read HF_HOME when imported)."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache / "hub"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return hub_cache / "hub"

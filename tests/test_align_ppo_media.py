@@ -1,11 +1,14 @@
 """align RLHF with media: a score-head reward model trained on image (tiny LLaVA) and audio (tiny
 Qwen2-Audio) preference pairs, then PPO on media prompts against it with a critic started from it, and
-GRPO (images) / RLOO (audio) through the same stage — prompts and media encoded by the hf backend's
-InputProcessor, as in evaluation and DPO."""
+the `align grpo` (images) / `align rloo` (audio) stages through the same trainer — prompts and media
+encoded by the hf backend's InputProcessor, as in evaluation and DPO."""
+import json
+
 import torch
 
 from eval_anything.align.config import PPOConfig, RMConfig
 from eval_anything.align.records import write_jsonl
+from eval_anything.cli import main
 
 
 def _rlhf_on_media(tmp_path, model_dir, medium, files, prompt, estimator, video=None):
@@ -31,16 +34,23 @@ def _rlhf_on_media(tmp_path, model_dir, medium, files, prompt, estimator, video=
     assert all("accuracy" in row and "margin" in row for row in read_metrics(tmp_path / "rm" / "metrics.jsonl"))
     before = load_file(next(model_dir.glob("*.safetensors")))
     group_prompts = tmp_path / ("mixed.jsonl" if video is not None else "prompts.jsonl")
-    for name, changes in (("ppo", {"mini_batches": 2}),
-                          (estimator, {"advantage_estimator": estimator, "num_generations": 2, "video_frames": 2,
-                                       "prompts": str(group_prompts)})):
-        result = train_ppo(PPOConfig.from_dict({
-            "model": str(model_dir), "reward_model": str(rm.model_dir), "prompts": str(tmp_path / "prompts.jsonl"),
-            "output_dir": str(tmp_path / name), "max_steps": 1, "batch_size": 2, "response_length": 4,
-            "ppo_epochs": 1, "learning_rate": 1e-3, **changes}))
-        (record,) = result.history
-        assert record["entropy"] > 0 and ("vf_loss" in record) == (name == "ppo")
-        after = load_file(result.model_dir / "model.safetensors")
+    result = train_ppo(PPOConfig.from_dict({
+        "model": str(model_dir), "reward_model": str(rm.model_dir), "prompts": str(tmp_path / "prompts.jsonl"),
+        "output_dir": str(tmp_path / "ppo"), "max_steps": 1, "batch_size": 2, "response_length": 4,
+        "ppo_epochs": 1, "learning_rate": 1e-3, "mini_batches": 2}))
+    # the rloo / grpo stage as a user runs it: media prompts go through our trainer with that estimator
+    assert main(["align", estimator, "--model", str(model_dir), "--reward-model", str(rm.model_dir),
+                 "--prompts", str(group_prompts), "--output-dir", str(tmp_path / estimator), "--max-steps", "1",
+                 "--batch-size", "4", "--num-generations", "2", "--max-completion-length", "4",
+                 "--video-frames", "2", "--learning-rate", "1e-3"]) == 0
+    group = json.loads((tmp_path / estimator / "manifest.json").read_text())
+    assert group["stage"] == estimator and group["lineage"]["method"] == estimator
+    ran_as = group["ran_as"]["config"]
+    assert (ran_as["advantage_estimator"], ran_as["batch_size"], ran_as["num_generations"]) == (estimator, 2, 2)
+    for history, folder in ((result.history, result.model_dir), (group["history"], tmp_path / estimator / "model")):
+        (record,) = history
+        assert record["entropy"] > 0 and ("vf_loss" in record) == (folder == result.model_dir)
+        after = load_file(folder / "model.safetensors")
         assert any(k in before and not torch.equal(before[k], after[k]) for k in after)
 
 

@@ -135,6 +135,35 @@ def test_ppo_with_lora_on_policy_and_critic_and_with_a_shared_trunk(yes_no_setup
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_ppo_by_hub_id_records_the_commit_and_evaluates_its_live_policy_in_the_loop(reward_model, offline_cache,
+                                                                                     yes_no_setup, tmp_path):
+    """`align ppo --model hf:ORG/NAME --eval-every 1`: the stage's inputs and lineage carry the Hub commit;
+    each iteration's in-loop run directory names base, method ppo and step."""
+    from hub_cache import MAIN_SHA, REPO, TAGGED_SHA
+
+    from eval_anything.align.artifacts import fingerprint
+    from eval_anything.cli import main
+
+    root, _ = yes_no_setup
+    assert fingerprint(f"{REPO}@v2")["commit"] == TAGGED_SHA  # a bare Hub id, at a tag
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fingerprint(str(tmp_path / "missing.jsonl"))
+    out, runs = tmp_path / "ppo", tmp_path / "runs"
+    assert main(["align", "ppo", "--model", f"hf:{REPO}", "--reward-model", str(reward_model), "--prompts",
+                 str(root / "prompts.jsonl"), "--output-dir", str(out), "--max-steps", "2", "--batch-size", "2",
+                 "--response-length", "4", "--ppo-epochs", "1", "--eval-every", "1", "--eval-tasks", "arith_mini",
+                 "--eval-limit", "2", "--eval-max-new-tokens", "4", "--eval-output-dir", str(runs)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    base = manifest["inputs"][-1]
+    assert (base["path"], base["repo_id"], base["commit"]) == (f"hf:{REPO}", REPO, MAIN_SHA) and base["sha256"]
+    lineage = json.loads((out / "model" / "eval_anything_lineage.json").read_text())
+    assert (lineage["base_model"], lineage["base_model_commit"]) == (f"hf:{REPO}", MAIN_SHA)
+    in_loop = [json.loads((d / "manifest.json").read_text())["lineage"] for d in sorted(runs.iterdir())]
+    assert sorted((r["base_model"], r["method"], r["step"]) for r in in_loop) == [(f"hf:{REPO}", "ppo", 1),
+                                                                                 (f"hf:{REPO}", "ppo", 2)]
+    assert all(r["trainer_output_dir"] == str((out / "checkpoints").resolve()) for r in in_loop)
+
+
 def test_running_reward_moments_match_the_whole_sample():
     from eval_anything.align.advantages import RunningMoments
 
@@ -148,7 +177,8 @@ def test_running_reward_moments_match_the_whole_sample():
 
 
 @pytest.mark.parametrize("algorithm", ["rloo", "grpo"])
-def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no_setup, reward_model, tmp_path):
+def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no_setup, reward_model, tmp_path,
+                                                               capsys):
     from safetensors.torch import load_file
 
     from eval_anything.align.config import GRPOConfig, RLOOConfig
@@ -161,6 +191,8 @@ def test_trl_rloo_and_grpo_stages_use_the_trained_reward_model(algorithm, yes_no
         "num_generations": 4, "max_completion_length": 6})
     result = train_rl(config, algorithm)
     assert result.manifest["global_step"] == 1
+    assert "'loss'" not in capsys.readouterr().out  # the step's log dict is in metrics.jsonl, not on stdout
+    assert "loss" in (tmp_path / algorithm / "metrics.jsonl").read_text()
     before, after = load_file(root / "policy" / "model.safetensors"), load_file(result.model_dir / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
     assert json.loads((result.model_dir / "eval_anything_lineage.json").read_text())["method"] == algorithm

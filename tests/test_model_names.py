@@ -13,37 +13,9 @@ import pytest
 from eval_anything.cli import main
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.models.weights import WeightsNotFoundError, resolve_weights
+from hub_cache import MAIN_SHA, REPO, TAGGED_SHA
 
-REPO = "acme/tiny-llama"
-MAIN_SHA = "a" * 40
-TAGGED_SHA = "b" * 40
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def hub_cache(tmp_path_factory: pytest.TempPathFactory, tiny_llama_dir: Path) -> Path:
-    """HF_HOME with `acme/tiny-llama` cached at two commits: main and the tag v2 (files linked in)."""
-    home = tmp_path_factory.mktemp("hf_home")
-    repo = home / "hub" / "models--acme--tiny-llama"
-    for sha in (MAIN_SHA, TAGGED_SHA):
-        snapshot = repo / "snapshots" / sha
-        snapshot.mkdir(parents=True)
-        for file in tiny_llama_dir.iterdir():
-            (snapshot / file.name).symlink_to(file)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(MAIN_SHA)
-    (repo / "refs" / "v2").write_text(TAGGED_SHA)
-    return home
-
-
-@pytest.fixture
-def offline_cache(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """This process's huggingface_hub pointed at the cache (it read HF_HOME when imported)."""
-    from huggingface_hub import constants
-
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(hub_cache / "hub"))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return hub_cache / "hub"
 
 
 def test_a_run_by_hub_id_records_the_commit(hub_cache: Path, tmp_path: Path, capsys: pytest.CaptureFixture):

@@ -25,6 +25,7 @@ FORMAT_VERSION = 1
 RECORDS = "records.jsonl"
 MANIFEST = "manifest.json"
 _FULL_HASH_BYTES = 64 * 2**20
+_DATA_SUFFIXES = (".jsonl", ".json", ".parquet", ".yaml", ".yml", ".csv", ".txt")
 
 
 class ArtifactMismatch(ValueError):
@@ -38,17 +39,25 @@ def now() -> str:
 def fingerprint(path: str | Path) -> dict[str, Any]:
     """What an input is, by content: an artefact's records hash, a file's sha256, or for a
     folder (a model) a hash over its files' names, sizes and contents (files over 64 MiB by
-    size plus their first and last MiB)."""
+    size plus their first and last MiB). A model behind `hf:`/`vllm:` or a Hub id ORG/NAME[@REV] is
+    fingerprinted as the folder it resolves to, with the Hub commit (repo_id, revision, commit)."""
     text = str(path)
     if ":" in text and not Path(text).exists():  # embedded:NAME and other backend references
         from eval_anything.models import cached_weights_dir, known_traits
 
-        backend = text.partition(":")[0]
+        backend, _, rest = text.partition(":")
         traits = known_traits(backend)
         if traits is not None and traits.cached_weights:
             return {**fingerprint(cached_weights_dir(backend)), "path": text}
+        if traits is not None and traits.local_weights:  # hf:DIR, hf:ORG/NAME[@REV], vllm:...
+            return {**_weights_fingerprint(rest), "path": text}
         return {"path": text, "sha256": None}
     p = Path(text).resolve()
+    if not p.exists() and _may_be_hub_id(text):
+        try:
+            return {**_weights_fingerprint(text), "path": text}  # a Hub id ORG/NAME[@REV]
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"input {p} does not exist ({exc})") from None
     if (p / MANIFEST).exists() and (p / RECORDS).exists():
         manifest = read_json(p / MANIFEST)
         return {"path": str(p), "sha256": manifest.get("records_sha256"), "kind": manifest.get("stage")}
@@ -68,6 +77,22 @@ def fingerprint(path: str | Path) -> dict[str, Any]:
                     digest.update(handle.read())
         return {"path": str(p), "sha256": digest.hexdigest()}
     raise FileNotFoundError(f"input {p} does not exist")
+
+
+def _may_be_hub_id(text: str) -> bool:
+    """Written as ORG/NAME[@REV] rather than as a data file that is missing."""
+    from eval_anything.models.weights import names_a_path
+
+    return text.count("/") == 1 and not names_a_path(text) and not text.endswith(_DATA_SUFFIXES)
+
+
+def _weights_fingerprint(name: str) -> dict[str, Any]:
+    """A local model folder's fingerprint, or a Hub id's: its cached snapshot's, with the repo id, the
+    revision asked for and the commit it resolved to (models/weights.py)."""
+    from eval_anything.models.weights import resolve_weights
+
+    weights = resolve_weights(name)
+    return {**fingerprint(weights.path), **weights.identity()}
 
 
 def identity_hash(config_hash: str, inputs: Iterable[Mapping[str, Any]]) -> str:

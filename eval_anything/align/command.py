@@ -54,10 +54,19 @@ def _report(name: str, result: Any) -> None:
                   + (f"  loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else ""))
 
 
+def _in_loop(c, method):
+    """The in-loop evaluation the stage's config asks for (eval_every), as trainer callbacks."""
+    if not c.eval_every:
+        return []
+    from eval_anything.align.callback import stage_callbacks
+
+    return stage_callbacks(c, method)
+
+
 def _critic(c):
     from eval_anything.align.train import train_critic
 
-    return train_critic(c)
+    return train_critic(c, callbacks=_in_loop(c, "critic-sft"))
 
 
 def _sample(c):
@@ -87,12 +96,7 @@ def _pairs(c):
 def _dpo(c):
     from eval_anything.align.train import train_dpo
 
-    callbacks = []
-    if c.eval_every:
-        from eval_anything.align.callback import stage_callbacks
-
-        callbacks = stage_callbacks(c, "dpo")
-    return train_dpo(c, callbacks=callbacks)
+    return train_dpo(c, callbacks=_in_loop(c, "dpo"))
 
 
 def _rm(c):
@@ -104,19 +108,19 @@ def _rm(c):
 def _ppo(c):
     from eval_anything.align.ppo import train_ppo
 
-    return train_ppo(c)
+    return train_ppo(c, evaluators=_in_loop(c, "ppo"))
 
 
 def _rloo(c):
     from eval_anything.align.rl import train_rloo
 
-    return train_rloo(c)
+    return train_rloo(c, callbacks=_in_loop(c, "rloo"))
 
 
 def _grpo(c):
     from eval_anything.align.rl import train_grpo
 
-    return train_grpo(c)
+    return train_grpo(c, callbacks=_in_loop(c, "grpo"))
 
 
 def _llf(args: argparse.Namespace) -> int:
@@ -173,8 +177,8 @@ STAGES: dict[str, tuple[type[cfg.StageConfig], Callable[[Any], Any], str]] = {
     "dpo": (cfg.DPOConfig, _dpo, "DPO on preference pairs (TRL)"),
     "rm": (cfg.RMConfig, _rm, "train a reward model on preference pairs (TRL)"),
     "ppo": (cfg.PPOConfig, _ppo, "PPO against the trained reward model"),
-    "rloo": (cfg.RLOOConfig, _rloo, "RLOO (TRL) against the trained reward model"),
-    "grpo": (cfg.GRPOConfig, _grpo, "GRPO (TRL) against the trained reward model"),
+    "rloo": (cfg.RLOOConfig, _rloo, "RLOO against the trained reward model (TRL; ours for media prompts)"),
+    "grpo": (cfg.GRPOConfig, _grpo, "GRPO against the trained reward model (TRL; ours for media prompts)"),
 }
 
 

@@ -282,21 +282,10 @@ class TrainConfig(StageConfig):
 
 
 @dataclass
-class CriticSFTConfig(TrainConfig):
-    """Stage 1: supervised fine-tuning of the critic, minimising -log P(c | x, y)."""
+class GeneratorTrainConfig(TrainConfig):
+    """A trainer of a generative model, which can be evaluated on harness tasks as it trains (in memory,
+    align/callback.py): critic-sft, dpo, ppo, rloo, grpo. Not rm: a reward model does not generate."""
 
-    STAGE = "critic-sft"
-    data: str = knob("", "LLF records with prompt, response and critique (.jsonl, artefact, or align-anything .parquet)")
-    learning_rate: float = knob(1e-5, "peak learning rate")
-
-
-@dataclass
-class DPOConfig(TrainConfig):
-    """Stage 6: DPO on preference pairs (TRL DPOTrainer)."""
-
-    STAGE = "dpo"
-    pairs: str = knob("", "preference pairs: the pairs artefact, a .jsonl, or align-anything .parquet (binary)")
-    beta: float = knob(0.1, "DPO beta (0.1 in the paper)")
     eval_every: int = knob(0, "evaluate the model in training every N steps on eval_tasks, in memory (0: never)",
                            identity=False)
     eval_tasks: list[str] = knob(["arith_mini"], "tasks of the in-loop evaluation", identity=False)
@@ -308,7 +297,26 @@ class DPOConfig(TrainConfig):
     def validate(self) -> None:
         super().validate()
         if self.eval_every < 0 or (self.eval_every and not self.eval_tasks):
-            raise ConfigError("dpo: eval_every must be 0 (no in-loop evaluation) or a step count with eval_tasks")
+            raise ConfigError(f"{self.STAGE}: eval_every must be 0 (no in-loop evaluation) or a step count "
+                              "with eval_tasks")
+
+
+@dataclass
+class CriticSFTConfig(GeneratorTrainConfig):
+    """Stage 1: supervised fine-tuning of the critic, minimising -log P(c | x, y)."""
+
+    STAGE = "critic-sft"
+    data: str = knob("", "LLF records with prompt, response and critique (.jsonl, artefact, or align-anything .parquet)")
+    learning_rate: float = knob(1e-5, "peak learning rate")
+
+
+@dataclass
+class DPOConfig(GeneratorTrainConfig):
+    """Stage 6: DPO on preference pairs (TRL DPOTrainer)."""
+
+    STAGE = "dpo"
+    pairs: str = knob("", "preference pairs: the pairs artefact, a .jsonl, or align-anything .parquet (binary)")
+    beta: float = knob(0.1, "DPO beta (0.1 in the paper)")
 
 
 @dataclass
@@ -321,7 +329,7 @@ class RMConfig(TrainConfig):
 
 
 @dataclass
-class PPOConfig(TrainConfig):
+class PPOConfig(GeneratorTrainConfig):
     """PPO against a trained reward model (hand-written on accelerate; see ppo.py)."""
 
     STAGE = "ppo"
@@ -375,8 +383,9 @@ class PPOConfig(TrainConfig):
 
 
 @dataclass
-class RLConfig(TrainConfig):
-    """Knobs shared by the TRL RL stages (RLOO, GRPO) rewarded by the trained reward model."""
+class RLConfig(GeneratorTrainConfig):
+    """Knobs shared by the RL stages (RLOO, GRPO) rewarded by the trained reward model: TRL's trainers for
+    text prompts, align/ppo.py's with that advantage estimator for prompts with media (align/rl.py)."""
 
     STAGE = "rl"
     reward_model: str = knob("", "the rm stage's trained model directory")
@@ -390,14 +399,16 @@ class RLConfig(TrainConfig):
 
 @dataclass
 class RLOOConfig(RLConfig):
-    """RLOO (REINFORCE leave-one-out) through TRL's RLOOTrainer, rewarded by the trained reward model."""
+    """RLOO (REINFORCE leave-one-out) through TRL's RLOOTrainer (ours on media), rewarded by the trained
+    reward model."""
 
     STAGE = "rloo"
 
 
 @dataclass
 class GRPOConfig(RLConfig):
-    """GRPO (group-relative policy optimisation) through TRL's GRPOTrainer, rewarded by the trained reward model."""
+    """GRPO (group-relative policy optimisation) through TRL's GRPOTrainer (ours on media), rewarded by the trained
+    reward model."""
 
     STAGE = "grpo"
 

@@ -2,13 +2,15 @@
 
 Each line is one logging step: {"step": N, "loss": ..., "rewards/margins": ..., ...} with the
 trainer's own metric names (TRL's for the TRL stages, ppo.py's for PPO). A resumed run appends
-after the last step already written, so the file holds each step once.
+after the last step already written, so the file holds each step once. The trainers' own printing
+of each step's dict to stdout is replaced by a progress bar on stderr (shown on a terminal only).
 """
 from __future__ import annotations
 
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -76,3 +78,43 @@ def metrics_callback(folder: Path | str) -> Any:
             self.file.write(state.global_step, logs)
 
     return MetricsCallback()
+
+
+def quiet_progress(trainer: Any) -> None:
+    """Replace the trainer's printing of every log dict to stdout (transformers' PrinterCallback, used
+    with disable_tqdm) by a progress bar on stderr with the latest loss; the dicts are in metrics.jsonl."""
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(_progress_callback())
+
+
+def _progress_callback() -> Any:
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class StepProgress(TrainerCallback):
+        """Steps done of max_steps on rank 0; off where stderr is not a terminal (tqdm's disable=None)."""
+
+        bar: Any = None
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, initial=state.global_step, file=sys.stderr, disable=None,
+                                desc="training", unit="step", dynamic_ncols=True)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args: Any, state: Any, control: Any, logs: Mapping[str, Any] | None = None,
+                   **kwargs: Any) -> None:
+            if self.bar is not None and logs and _number(logs.get("loss")) is not None:
+                self.bar.set_postfix(loss=f"{float(logs['loss']):.4g}")
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return StepProgress()

@@ -75,13 +75,14 @@ def optimise(config: LLFConfig, optimiser: str, pairs: str, prompts: str, work: 
             callbacks = stage_callbacks(dpo, method)
         final = train_dpo(dpo, method=method, lineage_extra=lineage_extra, callbacks=callbacks)
         return final, {"dpo": str(final.output_dir)}
+    from eval_anything.align.callback import stage_callbacks
     from eval_anything.align.ppo import train_ppo
 
     rm = train_reward_model(_section(RMConfig, {"model": config.model, "pairs": pairs, "output_dir": str(work / "rm")},
                                      config.section("rm"), "rm"))
-    final = train_ppo(_section(PPOConfig, {"model": config.model, "reward_model": str(rm.model_dir), "prompts": prompts,
-                                           "output_dir": str(work / "ppo")}, config.section("ppo"), "ppo"),
-                      method=method, lineage_extra=lineage_extra)
+    ppo = _section(PPOConfig, {"model": config.model, "reward_model": str(rm.model_dir), "prompts": prompts,
+                               "output_dir": str(work / "ppo")}, config.section("ppo"), "ppo")
+    final = train_ppo(ppo, method=method, lineage_extra=lineage_extra, evaluators=stage_callbacks(ppo, method))
     return final, {"rm": str(rm.output_dir), "ppo": str(final.output_dir)}
 
 

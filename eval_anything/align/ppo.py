@@ -602,16 +602,21 @@ class PPOResult(TrainResult):
 
 
 def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[str, Any] | None = None,
-              stop_after: int | None = None) -> PPOResult:
+              stop_after: int | None = None, evaluators: Sequence[Any] = (), stage: str = "ppo",
+              stage_config: Any = None) -> PPOResult:
     """Run PPO for `max_steps` iterations; resumable; saves model/ with lineage.
-    `stop_after` ends early without finishing (tests use it to stand in for a crash)."""
+    `stop_after` ends early without finishing (tests use it to stand in for a crash). `evaluators`
+    (align/callback.py's EvalAnythingCallback, from stage_callbacks) evaluate the live policy every
+    `every` iterations (one optimiser step each with ppo_epochs and mini_batches 1). `stage` and
+    `stage_config` name the stage the folder is for, when another stage (rloo, grpo) runs as this one."""
     out = Path(config.output_dir)
     artifact = Artifact(out)
     data = [fingerprint(config.prompts), fingerprint(config.reward_model)]
     if config.ptx_data:
         data.append(fingerprint(config.ptx_data))
     base = fingerprint(config.model)
-    if artifact.open("ppo", config, data + [base], model={"reference": config.model}):
+    described = stage_config or config
+    if artifact.open(stage, described, data + [base], model={"reference": config.model}):
         manifest = artifact.manifest() or {}
         return PPOResult(out, out / MODEL_DIR, manifest, skipped=True, history=manifest.get("history", []))
     records = load_llf_records(config.prompts)
@@ -638,6 +643,7 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
         if metrics is not None:
             metrics.write(iteration, {k: v for k, v in stats.items() if k != "iteration"})
         trainer.accelerator.log({k: v for k, v in stats.items() if k != "iteration"}, step=iteration)
+        _evaluate_in_loop(trainer, evaluators, iteration, checkpoints)
         if config.save_steps and iteration % config.save_steps == 0 and iteration < config.max_steps:
             trainer.save_state(checkpoints / f"iteration-{iteration}")
             trainer.accelerator.wait_for_everyone()
@@ -649,7 +655,7 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
             return PPOResult(out, out / MODEL_DIR, {}, history=trainer.history)
     trainer.accelerator.end_training()
     final, partial = out / MODEL_DIR, out / (MODEL_DIR + ".partial")
-    info = {**lineage(method or "ppo", config, data, base), **(lineage_extra or {})}
+    info = {**lineage(method or stage, described, data, base), **(lineage_extra or {})}
     trainer.accelerator.wait_for_everyone()
     if not trainer.accelerator.is_main_process:
         return PPOResult(out, final, {}, history=trainer.history)
@@ -659,11 +665,29 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     write_json_atomic(partial / LINEAGE_FILE, info)
     shutil.rmtree(final, ignore_errors=True)
     partial.rename(final)
-    manifest = artifact.finish(history=trainer.history, resumed_from=str(resume) if resume else None,
+    ran_as = {"ran_as": {"trainer": "eval_anything.align.ppo", "config": config.to_dict()}} if stage_config else {}
+    manifest = artifact.finish(history=trainer.history, resumed_from=str(resume) if resume else None, **ran_as,
                                lineage=info, model_dir=str(final), precision=trainer.precision.to_json(),
                                distributed={"processes": trainer.world,
                                             "type": str(trainer.accelerator.distributed_type).split(".")[-1]})
     return PPOResult(out, final, manifest, history=trainer.history, resumed_from=str(resume) if resume else None)
+
+
+def _evaluate_in_loop(trainer: PPOTrainer, evaluators: Sequence[Any], iteration: int, folder: Path) -> None:
+    """The in-loop evaluations due at this iteration, on the main process with the live policy (the
+    others wait); each is a run directory whose lineage names base, method and step."""
+    due = [e for e in evaluators if iteration % e.every == 0]
+    if not due:
+        return
+    if trainer.accelerator.is_main_process:
+        policy = trainer.unwrapped_policy()
+        policy.config.use_cache = True  # off for training (no cache in the forward passes); on to generate
+        try:
+            for evaluator in due:
+                evaluator.evaluate(policy, trainer.processor, iteration, folder)
+        finally:
+            policy.config.use_cache = False
+    trainer.accelerator.wait_for_everyone()
 
 
 def mean_reward(policy: str, reward_model: str, prompts: Sequence[str], samples: int = 4, max_new_tokens: int = 16,

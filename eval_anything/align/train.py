@@ -27,7 +27,7 @@ from eval_anything.align.artifacts import Artifact, fingerprint, now
 from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, TrainConfig
 from eval_anything.align.data import load_llf_records, load_preference_records
 from eval_anything.align.generate import critique_prompt
-from eval_anything.align.metrics import metrics_callback, resolve_report_to
+from eval_anything.align.metrics import metrics_callback, quiet_progress, resolve_report_to
 from eval_anything.align.precision import Precision, load_kwargs, resolve
 from eval_anything.datamodel import Part
 from eval_anything.manifest import LINEAGE_FILE
@@ -171,8 +171,10 @@ def lineage(method: str, config: TrainConfig, data: Sequence[dict[str, Any]], ba
         "data": describe_data(data),
         "config_hash": config.config_hash(),
         "base_model_sha256": parent.get("base_model_sha256") if parent else base.get("sha256"),
+        "base_model_commit": parent.get("base_model_commit") if parent else base.get("commit"),
         "trained_from": config.model,
         "trained_from_sha256": base.get("sha256"),
+        "trained_from_commit": base.get("commit"),
         "parent": {k: parent[k] for k in ("method", "data", "config_hash") if k in parent} if parent else None,
         "inputs": list(data),
         "training_manifest": str((Path(config.output_dir) / "manifest.json").resolve()),
@@ -237,6 +239,7 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
         log.info("%s: %s is complete; nothing to do", stage, out)
         return TrainResult(out, out / MODEL_DIR, manifest, skipped=True, losses=manifest.get("losses", []))
     trainer, processor = build()
+    quiet_progress(trainer)
     trainer.add_callback(metrics_callback(out))
     for callback in callbacks:
         trainer.add_callback(callback)
