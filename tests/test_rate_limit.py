@@ -15,7 +15,7 @@ from eval_anything.datamodel import GenerationConfig, Part, Request
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.models.base import BackendError
 from eval_anything.models.openai_api import OpenAIModel
-from eval_anything.models.rate_limit import PROBE_GAIN, RATE_WINDOW, AdaptiveConcurrency, AdaptiveLimiter, Ticket
+from eval_anything.models.rate_limit import PROBE_GAIN, RATE_WINDOW, SEARCH_GAIN, AdaptiveConcurrency, AdaptiveLimiter, Ticket
 from eval_anything.rundir import SampleLog
 from eval_anything.runner import evaluate
 from eval_anything.settings import JudgeSettings, RunSettings
@@ -79,10 +79,17 @@ def test_paced_at_the_admitted_rate_cut_no_lower_than_that_rate_needs_and_a_sile
     state.start(late)
     assert state.next_send == pytest.approx(2.011 + 2 * interval)  # its lateness is not lost to the rate
 
-    assert not state.starved(2.2 + state.patience - 1)
-    assert state.starved(2.2 + state.patience + 1)  # nothing admitted for a minute: down, not busy
-    state.succeeded(Ticket(2.2 + state.patience, 6), now=2.4 + state.patience)
-    assert not state.starved(2.5 + state.patience)
+    quiet = AdaptiveConcurrency(16)  # refused once, long ago: the rate it admits is its own pacing's
+    quiet.rate_limited(quiet.start(0.0), now=0.0, retry_after=None)
+    for i in range(RATE_WINDOW):
+        quiet.succeeded(quiet.start(1 + i / 10), now=1.2 + i / 10)
+    assert quiet.interval() == pytest.approx(1 / (SEARCH_GAIN * 10))  # so it searches for more, faster
+
+    last = state.admitted_at
+    assert not state.starved(last + state.patience - 1)
+    assert state.starved(last + state.patience + 1)  # nothing admitted for a minute: down, not busy
+    state.succeeded(Ticket(last + state.patience, 6), now=last + state.patience + 0.2)
+    assert not state.starved(last + state.patience + 1)
 
 
 def test_a_refused_request_goes_before_new_ones_when_a_slot_opens() -> None:

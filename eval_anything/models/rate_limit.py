@@ -3,7 +3,7 @@ window): a 429 halves the limit and holds every request back for the server's Re
 success grows it back by 1 / limit, so by about one per round of requests, up to the configured
 concurrency. Once the server has refused one, sends are also paced, as TCP paces a window, at the
 rate the server has been admitting (successes a second over the last `RATE_WINDOW`, as TCP BBR and
-Vegas estimate a path's bandwidth) times `PROBE_GAIN`, so that the requests let go when a pause ends
+Vegas estimate a path's bandwidth) times `PROBE_GAIN` (`SEARCH_GAIN` while none is refused), so that the requests let go when a pause ends
 do not reach the server together (a bucket that admits one at a time would refuse all but the
 first). The halving then stops at the requests that rate keeps in flight (rate x latency, plus one):
 below that, the limit, not the server, would cap the rate.
@@ -25,11 +25,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
-RATE_WINDOW = 32
-"""Successes the admitted rate is measured over: enough that one more or less moves it by ~3%."""
+RATE_WINDOW = 10
+"""Successes the admitted rate is measured over: few, so that it follows a rate that has just grown."""
 PROBE_GAIN = 1.1
 """Sends go this much faster than the admitted rate, to find out whether the server admits more: a
 request sent early costs one 429, whose Retry-After says when the next is admitted."""
+SEARCH_GAIN, SEARCH_AFTER = 1.5, 5
+"""The gain once `SEARCH_AFTER` successes came back with no 429 among them: the admitted rate is then
+the pacing's own, below the server's, so it is searched for faster."""
 CATCH_UP = 0.5
 """A paced send let go late (the event loop was busy) by up to this share of the interval moves the
 next one up by as much: without it the lateness adds up and the rate falls below the server's. Later
@@ -69,6 +72,8 @@ class AdaptiveConcurrency:
     paced: bool = False
     """The server has refused a request: sends are paced from then on."""
     next_send: float = -math.inf
+    refused_at: float = -math.inf
+    """When the latest 429 came back."""
     finished: deque[float] = field(default_factory=lambda: deque(maxlen=RATE_WINDOW))
     """When the latest successes came back."""
 
@@ -86,11 +91,13 @@ class AdaptiveConcurrency:
         return (len(self.finished) - 1) / (self.finished[-1] - self.finished[0])
 
     def interval(self) -> float | None:
-        """Seconds between paced sends: the admitted rate's, a little faster; latency / limit while
-        that rate is unknown."""
+        """Seconds between paced sends: the admitted rate's, a little faster (much faster when none
+        was refused lately); latency / limit while that rate is unknown."""
         rate = self.admitted_rate()
         if rate is not None:
-            return 1 / (PROBE_GAIN * rate)
+            # no 429 over the latest successes: the rate measured is the pacing's own, not the server's
+            refused = self.refused_at >= self.finished[-min(len(self.finished), SEARCH_AFTER)]
+            return 1 / ((PROBE_GAIN if refused else SEARCH_GAIN) * rate)
         return None if self.latency is None else self.latency / self.allowed
 
     def wait(self, now: float) -> float | None:
@@ -125,6 +132,7 @@ class AdaptiveConcurrency:
     def rate_limited(self, ticket: Ticket, now: float, retry_after: float | None) -> None:
         self.in_flight -= 1
         self.paced = True
+        self.refused_at = now
         if ticket.sent_at >= self.cut_at:  # one cut per round: those sent before it saw the old limit
             self.limit = max(self.floor(), self.limit / 2)
             self.cut_at = now
