@@ -1,7 +1,9 @@
 """Chaos: many random faults (SIGKILL, SIGTERM, a full disk at a random fsync, a second process on
-the run directory) against one judged run, each landing while samples are generated or while they
-are judged, then the same command; afterwards one run directory, every sample once, and results
-equal to a run no fault touched (tests/chaos.py does the work; tests/test_chaos.py runs 4 rounds).
+the run directory, the model or the judge answering a share of requests 429 with Retry-After, one of
+two data-parallel ranks SIGKILLed) against one judged run, each landing while samples are generated
+or while they are judged, then the same command; afterwards one run directory, every sample once, and
+results equal to a run no fault touched (tests/chaos.py does the work; tests/test_chaos.py runs one
+round of each kind).
 
     python benchmarks/chaos.py [--rounds 24] [--items 80] [--seed 18]
 
