@@ -256,7 +256,8 @@ def _rate_limited(round_: Round) -> dict[str, Any]:
 
 def _dead_rank(round_: Round) -> dict[str, Any]:
     """The command as two ranks; a few samples in, one of them is SIGKILLed: the other must exit
-    non-zero within the rank timeout, naming it."""
+    non-zero, naming it. It notices when it next waits for the dead one (it finishes its own shard
+    first), within the rank timeout from then."""
     chaos, rng = round_.chaos, round_.rng
     ranks = chaos.launch(2)
     target, killed = round_.target(), None
@@ -264,9 +265,11 @@ def _dead_rank(round_: Round) -> dict[str, Any]:
             all(r.poll() is None for r in ranks):
         killed = rng.randrange(2)
         ranks[killed].kill()
+    killed_at = time.monotonic()
     other = ranks[1 - killed] if killed is not None else ranks[0]
     try:
         _, err = other.communicate(timeout=RANK_TIMEOUT_S + 60)
+        noticed_s = time.monotonic() - killed_at
     finally:
         for rank in ranks:
             if rank.poll() is None:
@@ -279,7 +282,7 @@ def _dead_rank(round_: Round) -> dict[str, Any]:
         dead = ranks[killed]
         line = err.strip().splitlines()[-2]  # the error; then "rerun the same command"
         assert f"rank {killed}" in line and f"pid {dead.pid}" in line, err[-2000:]
-    return {"exit": tuple(r.returncode for r in ranks), "killed rank": killed}
+    return {"exit": tuple(r.returncode for r in ranks), "killed rank": killed, "noticed_s": noticed_s}
 
 
 FAULTS: dict[str, Callable[[Round], dict[str, Any]]] = {
@@ -291,15 +294,20 @@ FAULTS: dict[str, Callable[[Round], dict[str, Any]]] = {
     "dead rank": _dead_rank,
 }
 PHASES = ("generation", "judging")
+LAST = {"dead rank"}
+"""Faults that use up a shard (the other rank finishes its own before it notices): they come after
+the others, so that those have samples left to land on."""
 
 
 def run_chaos(chaos: Chaos, rounds: int, seed: int, kinds: list[str] | None = None) -> list[dict[str, Any]]:
     """`rounds` random faults of `kinds` (default: every kind of FAULTS; each once before any
-    repeats, each in a random phase), then the same command to the end. Returns what each round did."""
+    repeats, each in a random phase, those of LAST last), then the same command to the end. Returns
+    what each round did."""
     rng = random.Random(seed)
     kinds = list(kinds or FAULTS)
     rng.shuffle(kinds)
     plan = (kinds * (rounds // len(kinds) + 1))[:rounds]
+    plan.sort(key=lambda kind: kind in LAST)  # stable: the others keep their random order
     for number, name in enumerate(plan):
         phase = rng.choice(PHASES)
         chaos.stub.pace.update(model=SLOW_S if phase == "generation" else 0.0,

@@ -6,7 +6,7 @@ from chaos import FAULTS, Chaos, Stub, check, clean_run, run_chaos, write_task
 
 def test_random_faults_then_the_same_command_equal_a_clean_run(tmp_path):
     with Stub() as stub:
-        chaos = Chaos(stub, write_task(tmp_path / "tasks", items=24), tmp_path / "chaos", items=24)
+        chaos = Chaos(stub, write_task(tmp_path / "tasks", items=32), tmp_path / "chaos", items=32)
         clean = clean_run(chaos, tmp_path / "clean")
         log = run_chaos(chaos, rounds=len(FAULTS), seed=18)
         check(chaos, clean)
