@@ -278,10 +278,9 @@ def _dead_rank(round_: Round) -> dict[str, Any]:
     if killed is None:
         assert all(r.returncode == 0 for r in ranks), [r.returncode for r in ranks]
         return {"exit": tuple(r.returncode for r in ranks)}
-    if other.returncode != 0:
-        dead = ranks[killed]
-        line = err.strip().splitlines()[-2]  # the error; then "rerun the same command"
-        assert f"rank {killed}" in line and f"pid {dead.pid}" in line, err[-2000:]
+    assert other.returncode not in (0, -signal.SIGKILL), (other.returncode, err[-2000:])
+    line = err.strip().splitlines()[-2]  # the error; then "rerun the same command"
+    assert f"rank {killed}" in line and f"pid {ranks[killed].pid}" in line, err[-2000:]
     return {"exit": tuple(r.returncode for r in ranks), "killed rank": killed, "noticed_s": noticed_s}
 
 
