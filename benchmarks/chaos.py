@@ -9,8 +9,9 @@ round of each kind).
 
 Prints, per fault kind and phase, how many rounds hit it and how many samples were logged before
 and after it (a killed rank's partner finishes its own shard, then notices within --rank-timeout 3 s:
-the seconds from the kill to its exit follow), then the wall time of the faulted run against the clean one. It asserts nothing
-itself beyond what tests/chaos.py checks: a broken invariant stops it with the failing check.
+the seconds from the kill to its exit follow), then the wall time of the faulted run against the
+clean one. It asserts nothing itself beyond what tests/chaos.py checks: a broken invariant stops it
+with the failing check.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The adaptive limit on requests in flight (AIMD on 429, the server's Retry-After shared by every
-request, sends paced at the admitted rate): its state on a fake clock, the order it lets waiting requests go, and a judged run against
-a server that admits R requests a second losing no judgement."""
+request, sends paced at the admitted rate): its state on a fake clock, the order it lets waiting
+requests go, and a judged run against a server that admits R requests a second losing no judgement."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +15,8 @@ from eval_anything.datamodel import GenerationConfig, Part, Request
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.models.base import BackendError
 from eval_anything.models.openai_api import OpenAIModel
-from eval_anything.models.rate_limit import PROBE_GAIN, RATE_WINDOW, SEARCH_GAIN, AdaptiveConcurrency, AdaptiveLimiter, Ticket
+from eval_anything.models.rate_limit import (PROBE_GAIN, RATE_WINDOW, SEARCH_GAIN, AdaptiveConcurrency,
+                                             AdaptiveLimiter, Ticket)
 from eval_anything.rundir import SampleLog
 from eval_anything.runner import evaluate
 from eval_anything.settings import JudgeSettings, RunSettings

@@ -3,17 +3,18 @@ window): a 429 halves the limit and holds every request back for the server's Re
 success grows it back by 1 / limit, so by about one per round of requests, up to the configured
 concurrency. Once the server has refused one, sends are also paced, as TCP paces a window, at the
 rate the server has been admitting (successes a second over the last `RATE_WINDOW`, as TCP BBR and
-Vegas estimate a path's bandwidth) times `PROBE_GAIN` (`SEARCH_GAIN` while none is refused), so that the requests let go when a pause ends
-do not reach the server together (a bucket that admits one at a time would refuse all but the
-first). The halving then stops at the requests that rate keeps in flight (rate x latency, plus one):
-below that, the limit, not the server, would cap the rate.
+Vegas estimate a path's bandwidth) times `PROBE_GAIN` (`SEARCH_GAIN` while none is refused), so
+that the requests let go when a pause ends do not reach the server together (a bucket that admits
+one at a time would refuse all but the first). The halving then stops at the requests that rate
+keeps in flight (rate x latency, plus one): below that, the limit, not the server, would cap the rate.
 
 Rate limits belong to an API key, not to a request, so the pause is shared: retrying each refused
 request on its own schedule (the openai SDK's way, and lm-eval's and lighteval's through tenacity
 and litellm) sends the next requests into the same full bucket, and a run at a concurrency above
 the limit loses requests once their retries run out. Here a 429 is not a failed attempt: the cut
 and the pause answer it, and the request goes again when the server said. Only once the server has
-admitted nothing for `patience` seconds do its 429s count against a request's retries (down, not busy).
+admitted nothing for `patience` seconds do its 429s count against a request's retries (down, not
+busy).
 """
 from __future__ import annotations
 
