@@ -5,15 +5,16 @@ rounds) and benchmarks/chaos.py (many).
 The model and the judge are one local OpenAI-compatible stub: the model answers arithmetic like a
 calculator that is wrong on a third of the items, the judge rates by the question alone. Each round
 makes one side slow, so that the fault lands while samples are generated or while they are judged.
-Faults are entries of FAULTS (name -> function of a Round); the dead data-parallel rank and the
-rate-limited judge of the reliability issue are not here yet: add them as entries."""
+Faults are entries of FAULTS (name -> function of a Round)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -22,13 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from stub_openai import StubServer, completion, user_text
+from stub_openai import StubServer, completion, too_many_requests, user_text
 
 TASK = "chaos_arith"
 KEY_ENV = "EVAL_ANYTHING_CHAOS_KEY"
 SLOW_S = 0.03
 """Seconds per request of the slow side of a round."""
 EXIT_CANNOT_WRITE, SIGTERM_EXIT = 74, 143
+RANK_TIMEOUT_S = 3
+"""--rank-timeout of every command: how soon a rank notices a dead one."""
 ENOSPC_WRAPPER = textwrap.dedent("""
     import errno, os, sys
     fail_at, real, calls = int(sys.argv.pop(1)), os.fsync, [0]
@@ -45,17 +48,41 @@ ENOSPC_WRAPPER = textwrap.dedent("""
 """The real command with its k-th fsync failing as on a full disk."""
 
 
+@dataclass
+class Throttle:
+    """While set, a `share` of one side's requests are answered 429 with a Retry-After drawn from `wait_s`."""
+
+    side: str
+    share: float
+    wait_s: tuple[float, float]
+    rng: random.Random
+    refused: int = 0
+
+    def refuses(self, side: str) -> float | None:
+        """The Retry-After of a refusal, or None: the request is answered."""
+        if side != self.side or self.rng.random() >= self.share:
+            return None
+        self.refused += 1
+        return self.rng.uniform(*self.wait_s)
+
+
 class Stub:
-    """Model and judge on one server; `pace` says how slow each side is."""
+    """Model and judge on one server; `pace` says how slow each side is, `throttle` whether one
+    side is rate-limited."""
 
     def __init__(self) -> None:
         self.pace = {"model": 0.0, "judge": 0.0}
+        self.throttle: Throttle | None = None
         self.server = StubServer(self.reply)
 
     def reply(self, call: int, body: dict[str, Any], auth: str):
+        side = "judge" if body["model"] == "chaos-judge" else "model"
+        wait = self.throttle.refuses(side) if self.throttle else None
+        if wait is not None:
+            return too_many_requests(wait)
         a, op, b = (int(x) if x.isdigit() else x
                     for x in re.search(r"What is (\d+) ([-+*]) (\d+)\?", user_text(body)).groups())
-        if body["model"] == "chaos-judge":
+        if side == "judge":
             return 200, {}, completion(f"Explanation: fine.\nRating: [[{1 + (a + b) % 10}]]"), self.pace["judge"]
         value = {"+": a + b, "-": a - b, "*": a * b}[op]
         return 200, {}, completion(str(value if a % 3 else value + 1)), self.pace["model"]
@@ -102,18 +129,33 @@ class Chaos:
         return ["run", "--tasks", TASK, "--include-path", str(self.tasks),
                 "--model", "openai:chaos-model", "--model-args", f"base_url={url},api_key_env={KEY_ENV},concurrency=1",
                 "--judge", "openai:chaos-judge", "--judge-args", f"base_url={url},api_key_env={KEY_ENV},concurrency=2",
-                "--judge-cache", str(output.parent / f"{output.name}-judge-cache.sqlite"), "--output-dir", str(output)]
+                "--judge-cache", str(output.parent / f"{output.name}-judge-cache.sqlite"), "--output-dir", str(output),
+                "--rank-timeout", str(RANK_TIMEOUT_S)]
 
     def env(self) -> dict[str, str]:
         root = str(Path(__file__).resolve().parent.parent)
         return {**os.environ, KEY_ENV: "sk-chaos-NOT-REAL", "PYTHONPATH": root}
 
-    def start(self, *prefix: str) -> subprocess.Popen:
+    def start(self, *prefix: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         command = [sys.executable, *(prefix or ("-m", "eval_anything")), *self.argv()]
-        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=self.env())
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**self.env(), **(env or {})})
+
+    def launch(self, world: int) -> list[subprocess.Popen]:
+        """The command as `world` data-parallel ranks, started as plain processes with a launcher's
+        environment (as on `world` nodes: one torchrun agent would stop the others itself)."""
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        return [self.start(env={"RANK": str(r), "LOCAL_RANK": str(r), "WORLD_SIZE": str(world),
+                                "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}) for r in range(world)]
 
     def logged(self) -> int:
-        return sum(len(p.read_bytes().splitlines()) for p in self.output_dir.glob(f"*/samples/{TASK}*.jsonl"))
+        count = 0
+        for path in self.output_dir.glob(f"*/samples/{TASK}*.jsonl"):
+            with contextlib.suppress(FileNotFoundError):  # a shard folded into the log meanwhile
+                count += len(path.read_bytes().splitlines())
+        return count
 
     def wait_logged(self, process: subprocess.Popen, count: int, timeout: float = 60) -> bool:
         """Whether `count` samples are logged while `process` still runs."""
@@ -129,6 +171,7 @@ class Chaos:
 class Round:
     chaos: Chaos
     rng: random.Random
+    phase: str = "generation"
 
     def target(self) -> int | None:
         """How many samples to let finish before the fault: a few more than now; None when too few
@@ -187,28 +230,89 @@ def _second_process(round_: Round) -> dict[str, Any]:
     return {"exit": (first.returncode, second.returncode)}
 
 
+def _rate_limited(round_: Round) -> dict[str, Any]:
+    """From a few samples in, for a few samples, the slow side (the model while generating, the
+    judge while judging) refuses a random share of requests with a random Retry-After. The run goes
+    on through it; a sample after, it is killed, so that later rounds have samples left to land on
+    (a run that finishes first must exit 0)."""
+    chaos, rng = round_.chaos, round_.rng
+    process = chaos.start()
+    throttle = Throttle("model" if round_.phase == "generation" else "judge", share=rng.uniform(0.3, 0.7),
+                        wait_s=(0.005, 0.1), rng=rng)
+    try:
+        for step in ("throttle", "answer", "kill"):
+            target = round_.target()
+            if target is None or not chaos.wait_logged(process, target):
+                break
+            chaos.stub.throttle = throttle if step == "throttle" else None
+            if step == "kill":
+                process.kill()
+        _, err = process.communicate(timeout=120)
+    finally:
+        chaos.stub.throttle = None
+    assert process.returncode in (0, -signal.SIGKILL), (process.returncode, err[-2000:])
+    return {"exit": process.returncode, "429s": throttle.refused}
+
+
+def _dead_rank(round_: Round) -> dict[str, Any]:
+    """The command as two ranks; a few samples in, one of them is SIGKILLed: the other must exit
+    non-zero, naming it. It notices when it next waits for the dead one (it finishes its own shard
+    first), within the rank timeout from then."""
+    chaos, rng = round_.chaos, round_.rng
+    ranks = chaos.launch(2)
+    target, killed = round_.target(), None
+    if target is not None and all(chaos.wait_logged(r, target) for r in ranks[:1]) and \
+            all(r.poll() is None for r in ranks):
+        killed = rng.randrange(2)
+        ranks[killed].kill()
+    killed_at = time.monotonic()
+    other = ranks[1 - killed] if killed is not None else ranks[0]
+    try:
+        _, err = other.communicate(timeout=RANK_TIMEOUT_S + 60)
+        noticed_s = time.monotonic() - killed_at
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                rank.kill()
+            rank.communicate()
+    if killed is None:
+        assert all(r.returncode == 0 for r in ranks), [r.returncode for r in ranks]
+        return {"exit": tuple(r.returncode for r in ranks)}
+    assert other.returncode not in (0, -signal.SIGKILL), (other.returncode, err[-2000:])
+    line = err.strip().splitlines()[-2]  # the error; then "rerun the same command"
+    assert f"rank {killed}" in line and f"pid {ranks[killed].pid}" in line, err[-2000:]
+    return {"exit": tuple(r.returncode for r in ranks), "killed rank": killed, "noticed_s": noticed_s}
+
+
 FAULTS: dict[str, Callable[[Round], dict[str, Any]]] = {
     "sigkill": _signal(signal.SIGKILL, -signal.SIGKILL),
     "sigterm": _signal(signal.SIGTERM, SIGTERM_EXIT),
     "enospc": _no_space,
     "second process": _second_process,
+    "429": _rate_limited,
+    "dead rank": _dead_rank,
 }
 PHASES = ("generation", "judging")
+LAST = {"dead rank"}
+"""Faults that use up a shard (the other rank finishes its own before it notices): they come after
+the others, so that those have samples left to land on."""
 
 
-def run_chaos(chaos: Chaos, rounds: int, seed: int) -> list[dict[str, Any]]:
-    """`rounds` random faults (every kind once before any repeats, each in a random phase), then
-    the same command to the end. Returns what each round did."""
+def run_chaos(chaos: Chaos, rounds: int, seed: int, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+    """`rounds` random faults of `kinds` (default: every kind of FAULTS; each once before any
+    repeats, each in a random phase, those of LAST last), then the same command to the end. Returns
+    what each round did."""
     rng = random.Random(seed)
-    kinds = list(FAULTS)
+    kinds = list(kinds or FAULTS)
     rng.shuffle(kinds)
     plan = (kinds * (rounds // len(kinds) + 1))[:rounds]
+    plan.sort(key=lambda kind: kind in LAST)  # stable: the others keep their random order
     for number, name in enumerate(plan):
         phase = rng.choice(PHASES)
         chaos.stub.pace.update(model=SLOW_S if phase == "generation" else 0.0,
                                judge=SLOW_S if phase == "judging" else 0.0)
         before = chaos.logged()
-        outcome = FAULTS[name](Round(chaos, rng))
+        outcome = FAULTS[name](Round(chaos, rng, phase))
         chaos.log.append({"round": number + 1, "fault": name, "phase": phase, "before": before,
                           "after": chaos.logged(), **outcome})
     chaos.stub.pace.update(model=0.0, judge=0.0)
@@ -245,8 +349,16 @@ def comparable(run_dir: Path) -> dict[str, Any]:
              for r in samples(run_dir)}
     results = json.loads((run_dir / "results.json").read_text())
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    return {"samples": by_id, "metrics": results["tasks"][TASK]["metrics"],
+    return {"samples": by_id, "metrics": _rounded(results["tasks"][TASK]["metrics"]),
             "status": (results["status"], manifest["status"])}
+
+
+def _rounded(value: Any) -> Any:
+    """Floats to 12 significant digits: a sum over the samples in another order (a log that a
+    data-parallel run's shards were folded into, then appended to) differs in the last bit."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return float(f"{value:.12g}") if isinstance(value, float) else value
 
 
 def check(chaos: Chaos, clean: Path) -> None:

@@ -136,17 +136,19 @@ class TokenBucket:
             return (1 - self.tokens) / self.rate
 
 
+def too_many_requests(wait: float) -> Reply:
+    """A 429 at once, with the wait as OpenAI sends it: retry-after-ms, and Retry-After in whole seconds."""
+    headers = {"retry-after-ms": str(math.ceil(wait * 1000)), "Retry-After": str(math.ceil(wait))}
+    error = {"error": {"message": "Rate limit reached for requests", "type": "requests",
+                       "code": "rate_limit_exceeded"}}
+    return 429, headers, error, 0.0
+
+
 def rate_limited(reply: Callable[[int, dict[str, Any], str], Reply], bucket: TokenBucket
                  ) -> Callable[[int, dict[str, Any], str], Reply]:
-    """`reply` for the requests `bucket` admits; the rest get 429 at once with the wait as OpenAI
-    sends it: retry-after-ms, and Retry-After in whole seconds."""
+    """`reply` for the requests `bucket` admits; the rest get `too_many_requests`."""
     def answer(call: int, body: dict[str, Any], auth: str) -> Reply:
         wait = bucket.take()
-        if wait is None:
-            return reply(call, body, auth)
-        headers = {"retry-after-ms": str(math.ceil(wait * 1000)), "Retry-After": str(math.ceil(wait))}
-        error = {"error": {"message": "Rate limit reached for requests", "type": "requests",
-                           "code": "rate_limit_exceeded"}}
-        return 429, headers, error, 0.0
+        return reply(call, body, auth) if wait is None else too_many_requests(wait)
 
     return answer

@@ -1,6 +1,6 @@
 """The adaptive limit on requests in flight (AIMD on 429, the server's Retry-After shared by every
-request): its state on a fake clock, the order it lets waiting requests go, and a judged run against
-a server that admits R requests a second losing no judgement."""
+request, sends paced at the admitted rate): its state on a fake clock, the order it lets waiting
+requests go, and a judged run against a server that admits R requests a second losing no judgement."""
 from __future__ import annotations
 
 import asyncio
@@ -15,7 +15,8 @@ from eval_anything.datamodel import GenerationConfig, Part, Request
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.models.base import BackendError
 from eval_anything.models.openai_api import OpenAIModel
-from eval_anything.models.rate_limit import AdaptiveConcurrency, AdaptiveLimiter
+from eval_anything.models.rate_limit import (PROBE_GAIN, RATE_WINDOW, SEARCH_GAIN, AdaptiveConcurrency,
+                                             AdaptiveLimiter, Ticket)
 from eval_anything.rundir import SampleLog
 from eval_anything.runner import evaluate
 from eval_anything.settings import JudgeSettings, RunSettings
@@ -35,7 +36,8 @@ def test_halved_once_per_round_paused_for_retry_after_paced_and_grown_back_to_th
         state.succeeded(ticket, now=0.2)  # each took 0.2 s
     assert state.in_flight == 0 and state.allowed == 5 and state.wait(0.6) == 0.0
 
-    # refused once, sends are paced: one every latency / limit, so a pause's end lets one go, not five
+    # refused once, sends are paced: one every latency / limit while the admitted rate is unknown,
+    # so that a pause's end lets one go, not five
     first = state.start(0.6)
     assert state.wait(0.6) == pytest.approx(0.2 / 5) and state.wait(0.6 + 0.2 / 5) == 0.0
 
@@ -46,8 +48,7 @@ def test_halved_once_per_round_paused_for_retry_after_paced_and_grown_back_to_th
     assert state.allowed == 1 and state.limit == 1.0  # never below one in flight
     assert state.resume_at == pytest.approx(0.91 + state.max_pause)  # an hour is taken as the cap
     ticket = state.start(100.0)
-    assert ticket.limit == 1  # a 429 now would be this request's own
-
+    assert ticket.limit == 1
     limits = []
     for i in range(60):
         state.succeeded(ticket, now=100.2 + i)
@@ -55,6 +56,41 @@ def test_halved_once_per_round_paused_for_retry_after_paced_and_grown_back_to_th
         limits.append(state.limit)
     assert limits == sorted(limits) and max(limits) == 8.0  # back to the ceiling, never past it
     assert limits.index(8.0) <= 40  # about one more per round of successes: 1 + 2 + ... + 7 = 28
+
+
+def test_paced_at_the_admitted_rate_cut_no_lower_than_that_rate_needs_and_a_silent_server_counts() -> None:
+    state = AdaptiveConcurrency(16)
+    for i in range(RATE_WINDOW):  # a server admitting 20 a second, 0.2 s each: 4 in flight
+        state.succeeded(state.start(i / 20), now=i / 20 + 0.2)
+    assert state.admitted_rate() == pytest.approx(20.0)
+    state.rate_limited(state.start(1.6), now=1.61, retry_after=0.02)
+    # 16 halved would be 8; the floor is what 20 a second x 1.1 keeps in flight (4.4), and one more
+    assert state.allowed == 8 and state.floor() == 6.0
+    for now in (1.7, 1.8, 1.9):  # each sent after the latest cut: halved again, down to the floor
+        state.rate_limited(state.start(now), now=now + 0.01, retry_after=None)
+    assert state.allowed == 6
+
+    # the refused request's turn is when the server said, not a paced interval after it
+    state.rate_limited(state.start(2.0), now=2.001, retry_after=0.01)
+    assert state.wait(2.005) == pytest.approx(0.006) and state.wait(2.011) == 0.0
+    interval = 1 / (PROBE_GAIN * 20)
+    state.start(2.011)  # sends then go a little faster than the server has been admitting
+    assert state.wait(2.011) == pytest.approx(interval)
+    late = 2.011 + interval + 0.004  # the loop let the next one go 4 ms late
+    state.start(late)
+    assert state.next_send == pytest.approx(2.011 + 2 * interval)  # its lateness is not lost to the rate
+
+    quiet = AdaptiveConcurrency(16)  # refused once, long ago: the rate it admits is its own pacing's
+    quiet.rate_limited(quiet.start(0.0), now=0.0, retry_after=None)
+    for i in range(RATE_WINDOW):
+        quiet.succeeded(quiet.start(1 + i / 10), now=1.2 + i / 10)
+    assert quiet.interval() == pytest.approx(1 / (SEARCH_GAIN * 10))  # so it searches for more, faster
+
+    last = state.admitted_at
+    assert not state.starved(last + state.patience - 1)
+    assert state.starved(last + state.patience + 1)  # nothing admitted for a minute: down, not busy
+    state.succeeded(Ticket(last + state.patience, 6), now=last + state.patience + 0.2)
+    assert not state.starved(last + state.patience + 1)
 
 
 def test_a_refused_request_goes_before_new_ones_when_a_slot_opens() -> None:

@@ -7,8 +7,9 @@ Arguments (all optional):
                variable set gets the placeholder key "EMPTY".
   concurrency  requests in flight at once (default 8)
   max_retries  retries of 408/409/429/5xx/connection errors/timeouts, with exponential backoff and
-               jitter, or after the server's Retry-After (default 5); a 429 while more than one
-               request is in flight lowers the concurrency instead (models/rate_limit.py)
+               jitter, or after the server's Retry-After (default 5); a 429 lowers the concurrency
+               and paces sends instead, and counts only once the server has admitted nothing for
+               a minute (models/rate_limit.py)
   timeout      seconds per HTTP attempt (default 120)
   video_frames frames sampled from a video and sent as images (default 8)
   modalities   what the served model takes, joined by + (default text+image+audio+video); a judge
@@ -354,9 +355,9 @@ class OpenAIModel(Model):
             return self._output(response, request.generation, time.perf_counter() - started, notes)
 
     async def _post(self, body: dict[str, Any]) -> Any:
-        """The decoded JSON reply, after up to `max_retries` retries of what may pass; a 429 under a
-        concurrency above 1 is not counted: the limiter halves the concurrency and holds every
-        request for the Retry-After instead."""
+        """The decoded JSON reply, after up to `max_retries` retries of what may pass; a 429 is not
+        counted while the server admits others (the limiter halves the concurrency and holds every
+        request for the Retry-After instead), only once it has admitted nothing for a minute."""
         assert self._limiter is not None
         retry, retrying = 0, False
         while True:
@@ -369,7 +370,7 @@ class OpenAIModel(Model):
                     await self._limiter.rate_limited(ticket, exc.retry_after)
                 else:
                     await self._limiter.failed()
-                counted = not (crowded and ticket.limit > 1)
+                counted = not crowded or self._limiter.starved()
                 if not exc.retryable or (counted and retry >= self.max_retries):
                     raise
                 # the limiter holds every request for a Retry-After; without one, back off as the SDK does
