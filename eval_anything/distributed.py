@@ -35,6 +35,11 @@ class DataParallel:
         if self.group is not None:
             self.group.barrier()
 
+    def check(self) -> None:
+        """Raise RankLostError if another rank died while this one evaluated (a no-op for one process)."""
+        if self.group is not None:
+            self.group.check()
+
     def total(self, count: int) -> int:
         """The sum of `count` over every rank."""
         return count if self.group is None else self.group.total(count)

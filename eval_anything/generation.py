@@ -54,6 +54,8 @@ class Pipeline:
     judges: JudgeEngine | None
     """Judges the task's judge scorers; None when it has none."""
     progress: ProgressSink
+    check_ranks: Callable[[], None] = lambda: None
+    """Called after each logged sample: raises when another data-parallel rank died meanwhile."""
 
 
 def generate(pipeline: Pipeline, pending: Iterable[Sample], log: SampleLog, total: int, done: int) -> None:
@@ -89,6 +91,7 @@ def _generate(pipeline: Pipeline, model: Model, pending: Iterable[Sample], log: 
                 record["breakdown"] = _breakdown_key(task.config.breakdown, sample, attempts)
             log.append(record)
             pipeline.progress.advance()
+            pipeline.check_ranks()
             since_commit += 1
             if since_commit >= model.batch_size or time.monotonic() - last_commit > COMMIT_INTERVAL_S:
                 log.commit()

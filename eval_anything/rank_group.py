@@ -57,10 +57,13 @@ def heartbeat_interval(timeout: float) -> float:
 
 
 class _Heartbeat:
-    """A daemon thread bumping this rank's counter on its own connection to the store."""
+    """A daemon thread bumping this rank's counter on its own connection to the store, and after each
+    beat calling `watch(store)` with that connection (it watches the other ranks)."""
 
-    def __init__(self, store: Any, key: str, interval: float) -> None:
-        self._store, self._key, self._interval = store, key, interval
+    def __init__(self, store: Any, key: str, interval: float, watch: Callable[[Any], None],
+                 store_lost: Callable[[Exception], None]) -> None:
+        self._store, self._key, self._interval, self._watch = store, key, interval, watch
+        self._store_lost = store_lost
         self._stop = threading.Event()
         self._store.add(key, 1)
         self._thread = threading.Thread(target=self._run, name="eval-anything-heartbeat", daemon=True)
@@ -70,8 +73,14 @@ class _Heartbeat:
         while not self._stop.wait(self._interval):
             try:
                 self._store.add(self._key, 1)
-            except Exception:  # the store is gone: the main thread finds out, and says so, at its next barrier
+                self._watch(self._store)
+            except Exception as exc:  # the store is gone: noted for the main thread's next check or barrier
+                self._store_lost(exc)
                 return
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -102,10 +111,15 @@ class RankGroup:
         self._namespace = f"{PREFIX}/{session}"
         self._steps = 0
         self._who: dict[int, dict[str, Any]] = {}
+        self.lost: RankLostError | None = None
+        """A rank the heartbeat thread found dead while this one was busy; `check()` raises it."""
+        self._others = _Liveness([r for r in range(world) if r != rank], time.monotonic())
+        self._gone: set[int] = set()
         self._guard(lambda: store.set(self._key("who", rank), json.dumps(
             {"host": socket.gethostname(), "pid": os.getpid()})))
         self._heartbeat = self._guard(lambda: _Heartbeat(store.clone(), self._key("beat", rank),
-                                                         heartbeat_interval(timeout)))
+                                                         heartbeat_interval(timeout), self._watch,
+                                                         self._note_store_lost))
 
     def _key(self, *parts: Any) -> str:
         return "/".join((self._namespace, *map(str, parts)))
@@ -120,6 +134,40 @@ class RankGroup:
         step = self._meet("count", str(count))
         values = self._guard(lambda: self._store.multi_get([self._key("count", step, r) for r in range(self.world)]))
         return sum(int(v) for v in values)
+
+    def check(self) -> None:
+        """Raise RankLostError when another rank died while this one evaluated its share (called
+        between samples, so that it stops within the rank timeout, not at the next barrier)."""
+        if self.lost is not None:
+            raise self.lost
+
+    def _watch(self, store: Any) -> None:
+        """In the heartbeat thread, on its own connection: note a rank whose counter stood still for
+        the timeout (one that left at the end of the run is not dead)."""
+        if self.lost is not None:
+            return
+        now = time.monotonic()
+        for rank in self._others.seen:
+            if rank in self._gone or store.check([self._key("left", rank)]):
+                self._gone.add(rank)
+                continue
+            stalled = self._others.stalled(rank, store.add(self._key("beat", rank), 0), now, self.timeout)
+            if stalled is not None:
+                who = json.loads(store.get(self._key("who", rank)))
+                self.lost = RankLostError(
+                    f"rank {rank} of {self.world} (host {who['host']}, pid {who['pid']}) sent no heartbeat for "
+                    f"{stalled:.0f} s while rank {self.rank} was evaluating its share: it was killed, crashed or "
+                    f"lost its host (--rank-timeout is {self.timeout:g} s); rank {self.rank}'s finished samples "
+                    "are in its shard")
+                return
+
+    def _note_store_lost(self, exc: Exception) -> None:
+        if self.lost is None and not self._heartbeat_stopped():
+            self.lost = self._store_gone(exc)
+
+    def _heartbeat_stopped(self) -> bool:
+        heartbeat = getattr(self, "_heartbeat", None)
+        return heartbeat is not None and heartbeat.stopped
 
     def leave(self) -> None:
         """Stop beating; rank 0 hosts the store (unless the launcher's agent does), so it goes last."""
@@ -191,11 +239,14 @@ class RankGroup:
         except RankLostError:
             raise
         except RuntimeError as exc:  # torch.distributed.DistError and its kin, from the store's client
-            where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-            raise RankLostError(
-                f"rank {self.rank} of {self.world} lost the store the ranks meet at ({where}), hosted by rank 0 "
-                f"({self._describe(0, ask=False)}) or its launcher: {type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else ''}") from None
+            raise self._store_gone(exc) from None
+
+    def _store_gone(self, exc: Exception) -> RankLostError:
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        return RankLostError(
+            f"rank {self.rank} of {self.world} lost the store the ranks meet at ({where}), hosted by rank 0 "
+            f"({self._describe(0, ask=False)}) or its launcher: {type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''}")
 
 
 _sessions = itertools.count()

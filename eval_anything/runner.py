@@ -64,7 +64,7 @@ class RunContext:
     parallel: DataParallel = DataParallel()
 
     def pipeline(self, task: Task) -> Pipeline:
-        return Pipeline(task, self.model, self.settings, self.judges, self.progress)
+        return Pipeline(task, self.model, self.settings, self.judges, self.progress, self.parallel.check)
 
 
 def run_id(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettings) -> str:

@@ -103,3 +103,29 @@ def test_a_killed_rank_is_named_within_the_timeout_and_reruns_resume(tmp_path: P
         assert sorted(logged) == sorted(ids)  # each once (one process appends what it generates after the shards)
         assert _comparable(path) == expected
         assert not RunDirectory(path).shards(TASK)
+
+
+def test_a_rank_busy_with_its_share_notices_a_dead_one_without_waiting_for_a_barrier() -> None:
+    """The heartbeat thread watches the other ranks all along: a rank that died is named by `check()`
+    (called between samples) within the timeout, and one that left at the end of the run is not dead."""
+    import torch.distributed as dist
+
+    from eval_anything.rank_group import RankGroup, RankLostError
+
+    host = dist.TCPStore("127.0.0.1", 0, is_master=True, wait_for_workers=False)
+    client = dist.TCPStore("127.0.0.1", host.port, is_master=False)
+    timeout = 0.5
+    for session, ending in ((1, "dies"), (2, "leaves")):
+        busy, other = RankGroup(host, 0, 2, timeout, session), RankGroup(client, 1, 2, timeout, session)
+        other.leave() if ending == "leaves" else other._heartbeat.stop()  # killed: no beat, never left
+        deadline = time.monotonic() + 3 * timeout  # stalled past the timeout within 1.4 timeouts
+        while busy.lost is None and time.monotonic() < deadline:
+            busy.check()  # nothing to raise yet
+            time.sleep(0.05)
+        if ending == "dies":
+            with pytest.raises(RankLostError, match=rf"rank 1 of 2 \(host .*, pid {os.getpid()}\) sent no heartbeat "
+                                                    r"for \d+ s while rank 0 was evaluating its share"):
+                busy.check()
+        else:
+            assert busy.lost is None
+        busy._heartbeat.stop()
