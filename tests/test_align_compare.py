@@ -2,6 +2,7 @@
 scripted judge, summarised as means with intervals and a paired test; LLF data refused as binary."""
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -101,3 +102,33 @@ def test_compare_shares_one_budget_across_arms_over_seeds(tmp_path, tiny_llama_d
     assert 0 < paired["p"] <= 1
     table = (work / "compare.md").read_text()
     assert "| amg_if_text | judge_rating |" in table and "| llf-dpo − binary-dpo |" in table
+
+
+def test_the_ppo_arms_train_a_reward_model_on_the_same_rows_and_are_evaluated(tmp_path, tiny_llama_dir, published,
+                                                                               monkeypatch):
+    from eval_anything.align.compare import run_compare
+
+    monkeypatch.setenv("EVAL_ANYTHING_CACHE", str(tmp_path / "cache"))
+    config = {"model": str(tiny_llama_dir), "data": str(published), "work_dir": str(tmp_path / "cmp"), "budget": 2,
+              "seeds": 1, "arms": ["llf-ppo", "binary-ppo"], "tasks": ["amg_if_text"], "eval_limit": 1,
+              "eval_max_new_tokens": 3, "eval_output_dir": str(tmp_path / "runs"), "preset": "smoke",
+              "critic_sft": {"max_steps": 1, "max_length": 96}, "sample": {"max_new_tokens": 3},
+              "critique": {"max_new_tokens": 3}, "refine": {"max_new_tokens": 3},
+              "rm": {"max_steps": 1, "max_length": 96},
+              "ppo": {"max_steps": 1, "batch_size": 2, "response_length": 3, "ppo_epochs": 1}}
+    with StubServer(judge_reply) as server:
+        summary = run_compare(CompareConfig.from_dict({**config, "judge": "openai:stub-judge",
+                                                       "judge_args": {"base_url": server.base_url}}))
+    (entry,) = summary["seeds"]
+    folder = tmp_path / "cmp" / f"seed-{entry['seed']}"
+    # each arm's reward model learns its own feedback on the drawn rows, and PPO rolls out on those rows' prompts
+    for arm, pairs in (("llf-ppo", folder / "llf" / "pairs"), ("binary-ppo", folder / "binary.jsonl")):
+        rm = json.loads((folder / arm / "rm" / "manifest.json").read_text())["config"]
+        ppo = json.loads((folder / arm / "ppo" / "manifest.json").read_text())["config"]
+        assert Path(rm["pairs"]) == pairs and Path(ppo["reward_model"]) == folder / arm / "rm" / "model"
+        assert Path(ppo["prompts"]) == folder / "rows.jsonl" and ppo["seed"] == rm["seed"] == entry["seed"]
+        (run,) = summary["runs"][arm]
+        lineage = json.loads((tmp_path / "runs" / run.split("/")[-1] / "manifest.json").read_text())["lineage"]
+        assert (lineage["method"], lineage["pipeline"]["arm"]) == (arm, arm)
+    (paired,) = summary["table"]["tasks"]["amg_if_text"]["paired"]
+    assert (paired["llf"], paired["binary"]) == ("llf-ppo", "binary-ppo")
