@@ -22,8 +22,8 @@ from typing import Any, Sequence
 from transformers import TrainerCallback
 
 from eval_anything import __version__
-from eval_anything.errors import UsageError
 from eval_anything.align.artifacts import now
+from eval_anything.errors import UsageError
 from eval_anything.manifest import LINEAGE_FILE
 from eval_anything.rundir import write_json_atomic
 

@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from eval_anything.errors import UsageError
 from eval_anything.align.artifacts import MANIFEST, RECORDS
 from eval_anything.align.records import LLFRecord, Media, PreferenceRecord, read_jsonl, resolve_media
+from eval_anything.errors import UsageError
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from eval_anything.errors import UsageError
 from eval_anything.align.advantages import RunningMoments, gae, group_advantages, masked_mean, response_mask
 from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import PPOConfig
@@ -59,6 +58,7 @@ from eval_anything.align.score_model import MediaRewardScorer, RewardScorer, is_
 from eval_anything.align.train import (CHECKPOINTS_DIR, MODEL_DIR, TrainResult, lineage, load_for_training, model_dir,
                                        render_prompt)
 from eval_anything.datamodel import Part
+from eval_anything.errors import UsageError
 from eval_anything.manifest import LINEAGE_FILE
 from eval_anything.rundir import write_json_atomic
 

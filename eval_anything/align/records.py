@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from eval_anything.errors import UsageError
 from eval_anything.datamodel import Modality, Part
+from eval_anything.errors import UsageError
 
 
 @dataclass(frozen=True)

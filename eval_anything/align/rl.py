@@ -9,12 +9,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from eval_anything.errors import UsageError
 from eval_anything.align.config import GRPOConfig, PPOConfig, RLConfig, RLOOConfig, TrainConfig
 from eval_anything.align.data import load_llf_records
 from eval_anything.align.precision import resolve
 from eval_anything.align.train import (TrainResult, load_for_training, lora_config, model_dir, render_prompt,
                                        run_training, training_arguments)
+from eval_anything.errors import UsageError
 
 
 def _trainer(config: RLConfig, algorithm: str) -> tuple[Any, Any]:

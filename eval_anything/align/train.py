@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from eval_anything import __version__
-from eval_anything.errors import UsageError
 from eval_anything.align.artifacts import Artifact, fingerprint, now
 from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, TrainConfig
 from eval_anything.align.data import load_llf_records, load_preference_records
@@ -30,6 +29,7 @@ from eval_anything.align.generate import critique_prompt
 from eval_anything.align.metrics import metrics_callback, quiet_progress, resolve_report_to
 from eval_anything.align.precision import Precision, load_kwargs, resolve
 from eval_anything.datamodel import Part
+from eval_anything.errors import UsageError
 from eval_anything.manifest import LINEAGE_FILE
 from eval_anything.rundir import read_json, write_json_atomic
 

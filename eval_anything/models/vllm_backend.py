@@ -18,8 +18,8 @@ import os
 import time
 from typing import Any, Sequence
 
-from eval_anything.errors import UsageError
 from eval_anything.datamodel import ModelOutput, Part, Request, Usage
+from eval_anything.errors import UsageError
 from eval_anything.models.base import BackendError, Model, ModelSpec, cut_at_stop
 from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
 
