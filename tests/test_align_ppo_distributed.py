@@ -17,7 +17,8 @@ PROMPTS = [f"Question {i}: is {i} even?" for i in range(8)]
 LEARNING_RATE = 1e-3
 
 
-ZERO2 = Path(__file__).resolve().parent.parent / "eval_anything" / "align" / "deepspeed" / "zero2.json"
+DEEPSPEED = {mode: Path(__file__).resolve().parent.parent / "eval_anything" / "align" / "deepspeed" / f"{mode}.json"
+             for mode in ("zero2", "zero3")}
 
 
 def _config(root: Path, batch_size: int, output: str, **changes):
@@ -41,20 +42,23 @@ def _trainer(config):
 
 
 def _policy_weights(trainer):
-    return {k: v.detach().clone() for k, v in trainer.unwrapped_policy().state_dict().items()}
+    with trainer.whole_policy() as policy:  # under ZeRO-3 every rank gathers its shards
+        return {k: v.detach().clone() for k, v in policy.state_dict().items()}
 
 
 def worker(out: Path, mode: str) -> None:
     import torch
 
-    trainer = _trainer(_config(out.parent, 2, f"ppo-{mode}", **({"deepspeed": str(ZERO2)} if mode == "zero2" else {})))
+    deepspeed = {"deepspeed": str(DEEPSPEED[mode])} if mode in DEEPSPEED else {}
+    trainer = _trainer(_config(out.parent, 2, f"ppo-{mode}", **deepspeed))
     _, prompts = next(trainer.batches())
     samples = trainer.generate(prompts)
     trainer.learn(trainer.evaluate(samples))
     rank = trainer.rank
+    weights = _policy_weights(trainer)
     torch.save({"prompts": prompts, "responses": samples.responses, "mask": samples.mask,
                 "truncated": samples.truncated, "world": trainer.world, "deepspeed": trainer.deepspeed,
-                "weights": _policy_weights(trainer) if rank == 0 else None}, out / f"{mode}-rank{rank}.pt")
+                "weights": weights if rank == 0 else None}, out / f"{mode}-rank{rank}.pt")
 
 
 def _free_port() -> int:
@@ -84,7 +88,7 @@ def test_two_gloo_processes_shard_prompts_and_step_like_one_process_on_the_doubl
     root, shards = setup, setup / "shards"
     shards.mkdir()
     # DeepSpeed's CPU communication op is JIT-built and needs g++ and ninja
-    modes = ["ddp"] + (["zero2"] if shutil.which("g++") and shutil.which("ninja") else [])
+    modes = ["ddp"] + (["zero2", "zero3"] if shutil.which("g++") and shutil.which("ninja") else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "WORLD_SIZE": "2", "DS_ACCELERATOR": "cpu",
            "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")])}
     ports = {mode: str(_free_port()) for mode in modes}
@@ -126,7 +130,7 @@ def test_two_gloo_processes_shard_prompts_and_step_like_one_process_on_the_doubl
     assert moved > LEARNING_RATE / 2  # the step did something
     for mode in modes:
         result = torch.load(shards / f"{mode}-rank0.pt")
-        assert result["deepspeed"] == (mode == "zero2")
+        assert result["deepspeed"] == (mode in DEEPSPEED)
         assert torch.equal(result["responses"], rank0["responses"])  # same seed, same weights: same samples
         worst = max(float((after[k] - result["weights"][k]).abs().max()) for k in before)
         assert worst < LEARNING_RATE * 0.01, (mode, worst, moved)  # measured: about 2e-7

@@ -38,6 +38,7 @@ each process's RNG; plus the iteration, running reward moments and history) are 
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -46,7 +47,7 @@ import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from eval_anything.align.advantages import RunningMoments, gae, group_advantages, masked_mean, response_mask
 from eval_anything.align.artifacts import Artifact, fingerprint
@@ -202,17 +203,20 @@ class PPOTrainer:
         self.accelerator = _accelerator(config, self.precision, report_to)
         self.rank, self.world = self.accelerator.process_index, self.accelerator.num_processes
         self.deepspeed = self.accelerator.state.deepspeed_plugin is not None
+        self.zero3 = self.deepspeed and self.accelerator.state.deepspeed_plugin.zero_stage == 3
         if self.deepspeed:
             self._fill_deepspeed_config()
         set_seed(config.seed)  # the same initial weights on every process
-        model, optimizer = self._models()
+        with self._unsharded_loading():
+            model, optimizer = self._models()
         self.scheduler = _schedule(config, optimizer)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # not prepared: accelerate would step it once per process per optimizer step
         self.accelerator.register_for_checkpointing(self.scheduler)
         reward_dir, device, dtype = model_dir(config.reward_model), self.accelerator.device, self.precision.load_dtype
-        self.scorer = (MediaRewardScorer(reward_dir, device, dtype, config.video_frames)
-                       if is_score_head_model(reward_dir) else RewardScorer(reward_dir, device, dtype))
+        with self._unsharded_loading():
+            self.scorer = (MediaRewardScorer(reward_dir, device, dtype, config.video_frames)
+                           if is_score_head_model(reward_dir) else RewardScorer(reward_dir, device, dtype))
         self.prompts = list(prompts)
         self.ptx = self._ptx_examples()
         self.moments = RunningMoments()
@@ -254,14 +258,27 @@ class PPOTrainer:
                   {"params": critic_params, "lr": config.critic_learning_rate or config.learning_rate}]
         return model, torch.optim.AdamW([g for g in groups if g["params"]], eps=1e-5)
 
+    @contextlib.contextmanager
+    def _unsharded_loading(self) -> Iterator[Any]:
+        """Under ZeRO-3, models load whole (transformers would otherwise build them inside zero.Init): the
+        policy and critic are partitioned when prepared, while the frozen reference and reward model stay
+        whole outside DeepSpeed, so they need no engine and no collective calls."""
+        if not self.zero3:
+            yield
+            return
+        from transformers.integrations import unset_hf_deepspeed_config
+
+        unset_hf_deepspeed_config()
+        try:
+            yield
+        finally:
+            self.accelerator.state.deepspeed_plugin.set_deepspeed_weakref()
+
     def _fill_deepspeed_config(self) -> None:
         """The DeepSpeed config's `auto` batch, accumulation and clipping values, from this config (no
         dataloader for accelerate to read them from)."""
         c = self.config
         plugin = self.accelerator.state.deepspeed_plugin
-        if plugin.zero_stage == 3:
-            raise UsageError("ppo: DeepSpeed ZeRO-3 is not supported (sampling needs the whole policy on every "
-                             "process): use ZeRO-1 or ZeRO-2, or lora / quantization / gradient_checkpointing")
         micro = c.batch_size * c.num_generations // (c.mini_batches * c.gradient_accumulation_steps)
         ds = plugin.deepspeed_config
         ds.update(train_micro_batch_size_per_gpu=micro, gradient_accumulation_steps=c.gradient_accumulation_steps,
@@ -311,6 +328,25 @@ class PPOTrainer:
     def unwrapped_policy(self) -> Any:
         return self.accelerator.unwrap_model(self.model).policy
 
+    @contextlib.contextmanager
+    def whole_policy(self) -> Iterator[Any]:
+        """The unwrapped policy with all its weights on this process. Under ZeRO-3 every process must enter:
+        the shards are gathered for the block and DeepSpeed's per-layer gather hooks are off meanwhile, so
+        sampling makes no collective calls and the processes may generate different lengths (TRL's
+        unwrap_model_for_generation)."""
+        if not self.zero3:
+            yield self.unwrapped_policy()
+            return
+        import deepspeed
+        from trl.models.utils import add_hooks, remove_hooks
+
+        with deepspeed.zero.GatheredParameters(list(self.model.parameters())):
+            remove_hooks(self.model)
+            try:
+                yield self.unwrapped_policy()
+            finally:
+                add_hooks(self.model)
+
     def _forward(self, model: Any, ids: Any, mask: Any, query_length: int, media: dict[str, Any]) -> tuple[Any, Any]:
         logits, values = model(ids, mask, **media)
         return logits[:, query_length - 1 : -1].float(), values[:, query_length - 1 : -1]
@@ -330,9 +366,8 @@ class PPOTrainer:
                    for _ in range(self.config.num_generations)]
         batch = dict(self._encode(prompts).to(self.accelerator.device))
         query, query_mask = batch.pop("input_ids"), batch.pop("attention_mask")
-        policy = self.unwrapped_policy()
-        policy.eval()
-        with torch.no_grad(), self.accelerator.autocast():
+        with self.whole_policy() as policy, torch.no_grad(), self.accelerator.autocast():
+            policy.eval()
             generated = policy.generate(input_ids=query, attention_mask=query_mask, **batch, do_sample=True,
                                         temperature=self.config.temperature, top_k=0, top_p=1.0,
                                         max_new_tokens=self.config.response_length, use_cache=True,
@@ -444,7 +479,7 @@ class PPOTrainer:
                     final = k == c.gradient_accumulation_steps - 1
                     # DeepSpeed accumulates by itself (and ZeRO-2 has no no_sync)
                     context = self.accelerator.no_sync(self.model) if not final and not self.deepspeed \
-                        else _nullcontext()
+                        else contextlib.nullcontext()
                     with context, self.accelerator.autocast():
                         loss, parts = self._loss(r, idx, ids, full_mask, advantages, returns, tokens)
                         if final and self.ptx:
@@ -542,8 +577,7 @@ class PPOTrainer:
             iteration += 1
             yield iteration, batch[self.rank * size : (self.rank + 1) * size]
 
-    def policy_to_save(self) -> Any:
-        policy = self.unwrapped_policy()
+    def policy_to_save(self, policy: Any) -> Any:
         if self.config.lora:
             policy = policy.merge_and_unload()
         policy.config.use_cache = True
@@ -582,12 +616,6 @@ def _deepspeed_plugin(path: str | None) -> Any:
     from accelerate.utils import DeepSpeedPlugin
 
     return DeepSpeedPlugin(hf_ds_config=str(path))
-
-
-def _nullcontext() -> Any:
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 def _last_state(folder: Path) -> Path | None:
@@ -657,10 +685,12 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     final, partial = out / MODEL_DIR, out / (MODEL_DIR + ".partial")
     info = {**lineage(method or stage, described, data, base), **(lineage_extra or {})}
     trainer.accelerator.wait_for_everyone()
+    with trainer.whole_policy() as policy:  # every process gathers its ZeRO-3 shards; the main one saves
+        if trainer.accelerator.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+            trainer.policy_to_save(policy).save_pretrained(partial)
     if not trainer.accelerator.is_main_process:
         return PPOResult(out, final, {}, history=trainer.history)
-    shutil.rmtree(partial, ignore_errors=True)
-    trainer.policy_to_save().save_pretrained(partial)
     trainer.processor.save_pretrained(partial)
     write_json_atomic(partial / LINEAGE_FILE, info)
     shutil.rmtree(final, ignore_errors=True)
@@ -679,14 +709,14 @@ def _evaluate_in_loop(trainer: PPOTrainer, evaluators: Sequence[Any], iteration:
     due = [e for e in evaluators if iteration % e.every == 0]
     if not due:
         return
-    if trainer.accelerator.is_main_process:
-        policy = trainer.unwrapped_policy()
-        policy.config.use_cache = True  # off for training (no cache in the forward passes); on to generate
-        try:
-            for evaluator in due:
-                evaluator.evaluate(policy, trainer.processor, iteration, folder)
-        finally:
-            policy.config.use_cache = False
+    with trainer.whole_policy() as policy:  # under ZeRO-3 every process gathers; the main one evaluates
+        if trainer.accelerator.is_main_process:
+            policy.config.use_cache = True  # off for training (no cache in the forward passes); on to generate
+            try:
+                for evaluator in due:
+                    evaluator.evaluate(policy, trainer.processor, iteration, folder)
+            finally:
+                policy.config.use_cache = False
     trainer.accelerator.wait_for_everyone()
 
 
