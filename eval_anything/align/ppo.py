@@ -587,13 +587,15 @@ class PPOTrainer:
 def _accelerator(config: PPOConfig, precision: Precision, report_to: str) -> Any:
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs
+    from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # without a GPU accelerate picks no process-group backend: name gloo (see the notes)
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
     plugin = _deepspeed_plugin(config.deepspeed)
-    return Accelerator(cpu=not torch.cuda.is_available() and plugin is None, kwargs_handlers=handlers,
+    # `accelerate launch` with a DeepSpeed config asks for it through the environment; cpu=True would drop it
+    deepspeed = plugin is not None or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
+    return Accelerator(cpu=not torch.cuda.is_available() and not deepspeed, kwargs_handlers=handlers,
                        mixed_precision=precision.mixed_precision, deepspeed_plugin=plugin,
                        log_with=None if report_to == "none" else report_to,
                        project_dir=str(Path(config.output_dir) / "logs"))
@@ -681,7 +683,6 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
                         shutil.rmtree(old, ignore_errors=True)
         if stop_after is not None and iteration >= stop_after:
             return PPOResult(out, out / MODEL_DIR, {}, history=trainer.history)
-    trainer.accelerator.end_training()
     final, partial = out / MODEL_DIR, out / (MODEL_DIR + ".partial")
     info = {**lineage(method or stage, described, data, base), **(lineage_extra or {})}
     trainer.accelerator.wait_for_everyone()
@@ -689,6 +690,7 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
         if trainer.accelerator.is_main_process:
             shutil.rmtree(partial, ignore_errors=True)
             trainer.policy_to_save(policy).save_pretrained(partial)
+    trainer.accelerator.end_training()  # last: it destroys the process group the barrier and gather need
     if not trainer.accelerator.is_main_process:
         return PPOResult(out, final, {}, history=trainer.history)
     trainer.processor.save_pretrained(partial)
