@@ -7,7 +7,6 @@ import hashlib
 import itertools
 import json
 import re
-import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
@@ -19,7 +18,6 @@ from eval_anything.errors import RunDirectoryError
 from eval_anything.files import read_log
 from eval_anything.generation import NoProgress, Pipeline, ProgressSink, generate
 from eval_anything.heap import startup_objects_left_out_of_collections
-from eval_anything.judges.cache import JudgeCacheError
 from eval_anything.judges.engine import JudgeEngine
 from eval_anything.locking import run_directory_lock
 from eval_anything.manifest import build_manifest, read_lineage
@@ -121,9 +119,9 @@ def _evaluate_locked(spec: ModelSpec, tasks: Sequence[Task], settings: RunSettin
             if parallel.primary:
                 run_dir.write_results(_results(manifest, outcomes, RunStatus.RUNNING, judges))
         status = RunStatus.COMPLETE
-    except (OSError, sqlite3.Error) as exc:
+    except OSError as exc:
         failing = True
-        named = _named_fault(exc, run_dir, judges.settings.cache_path if judges else None)
+        named = _named_fault(exc, run_dir)
         if named is exc:
             raise
         raise named from exc
@@ -167,35 +165,22 @@ _WRITE_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO})
 
 
 def _judge_engine(settings: RunSettings, tasks: Sequence[Task]) -> JudgeEngine | None:
-    """The judges of the tasks with judge scorers (None when none has one), their cache opened."""
+    """The judges of the tasks with judge scorers (None when none has one), their cache opened (a cache
+    that cannot be opened, read or written raises its own JudgeCacheError, naming the file)."""
     if not any(t.judge_scorers for t in tasks):
         return None
-    judging = settings.judge_settings().for_tasks(t.name for t in tasks)
-    try:
-        return JudgeEngine(judging)
-    except (OSError, sqlite3.Error) as exc:
-        if judging.cache_path is None:
-            raise
-        raise _cache_fault(judging.cache_path, exc) from exc
+    return JudgeEngine(settings.judge_settings().for_tasks(t.name for t in tasks))
 
 
-def _named_fault(exc: OSError | sqlite3.Error, run_dir: RunDirectory, cache: Path | None) -> BaseException:
-    """The one-line error for an OS or SQLite fault that escaped the run: a file of the run
-    directory (media, say) that could not be written, or the judge cache; anything else as it is."""
-    if isinstance(exc, sqlite3.Error):
-        return _cache_fault(cache, exc) if cache is not None else exc
+def _named_fault(exc: OSError, run_dir: RunDirectory) -> BaseException:
+    """The one-line error for an OS fault that escaped the run: a file of the run directory (media,
+    say) that could not be written; anything else as it is."""
     where = Path(exc.filename) if isinstance(exc.filename, (str, Path)) else None
     if where is not None and run_dir.path.resolve() in (where.resolve(), *where.resolve().parents):
         return RunDirectoryError(where, exc)
-    if where is not None and cache is not None and where.resolve() == cache.resolve():
-        return _cache_fault(cache, exc)
     if where is None and exc.errno in _WRITE_FAULTS:
         return RunDirectoryError(run_dir.path, exc)
     return exc
-
-
-def _cache_fault(cache: Path, exc: BaseException) -> JudgeCacheError:
-    return JudgeCacheError(cache, f"{type(exc).__name__}: {exc}; finished samples are kept")
 
 
 def _results(manifest: dict[str, Any], outcomes: dict[str, Any], status: RunStatus,

@@ -162,8 +162,8 @@ class RunSettings:
     def generator_identity(self) -> str | dict[str, Any]:
         """What rendered media depend on (part of the run id): the generators' spec, and the commit of
         each generator whose pipeline is a Hub id (only then, so that earlier runs keep their ids)."""
-        commits = {m.value: g.describe()["commit"] for m, g in self.generator_table().items()
-                   if g.describe().get("commit")}
+        described = {m.value: g.describe() for m, g in self.generator_table().items()}
+        commits = {m: d["commit"] for m, d in described.items() if d.get("commit")}
         return {"spec": self.generator_spec(), "commits": commits} if commits else self.generator_spec()
 
     def generator_table(self) -> dict:
