@@ -590,16 +590,17 @@ class PPOTrainer:
 def _accelerator(config: PPOConfig, precision: Precision, report_to: str) -> Any:
     import torch
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, GradientState
     from accelerate.utils import InitProcessGroupKwargs
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # without a GPU accelerate picks no process-group backend: name gloo (see the notes)
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
     plugin = _deepspeed_plugin(config.deepspeed)
-    # the state is a process-wide singleton that refuses another mixed_precision, and an earlier stage of this
-    # process (a bf16 DPO) may have set it; the process group (PartialState) is kept
+    # accelerate's states are process-wide singletons, and AcceleratorState refuses another mixed_precision than
+    # an earlier stage of this process set (a bf16 DPO before an fp32 PPO); the process group (PartialState) stays
     AcceleratorState._reset_state()
+    GradientState._reset_state()
     # `accelerate launch` with a DeepSpeed config asks for it through the environment; cpu=True would drop it
     return Accelerator(cpu=not torch.cuda.is_available() and not precision.deepspeed, kwargs_handlers=handlers,
                        mixed_precision=precision.mixed_precision, deepspeed_plugin=plugin,
