@@ -106,7 +106,7 @@ def test_bf16_trains_fp32_master_weights_and_bf16_master_weights_lose_small_upda
 def test_a_bf16_stage_then_fp32_and_bf16_ppo_in_one_process(tmp_path, tiny_llama_dir):
     """accelerate's state is process-wide: PPO's accelerator must not inherit the mixed precision of the stage
     before it (`align compare` arms and the pipeline run stages so). bf16 PPO: policy and critic train in fp32,
-    the reference and the reward model score in bf16."""
+    the reference and the reward model score in bf16; with LoRA the bases are frozen (bf16), the adapters fp32."""
     import torch
     from tiny_models import make_tiny_llama_reward
 
@@ -129,3 +129,7 @@ def test_a_bf16_stage_then_fp32_and_bf16_ppo_in_one_process(tmp_path, tiny_llama
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     assert {p.dtype for p in trainer.reference.parameters()} == {torch.bfloat16}
     assert {p.dtype for p in trainer.scorer.model.parameters()} == {torch.bfloat16}
+    lora = PPOTrainer(PPOConfig.from_dict({**ppo, "dtype": "bf16", "lora": True, "critic_lora": True,
+                                           "output_dir": str(tmp_path / "ppo-lora")}), [])
+    dtypes = {(p.requires_grad, p.dtype) for p in lora.accelerator.unwrap_model(lora.model).parameters()}
+    assert dtypes == {(True, torch.float32), (False, torch.bfloat16)}  # adapters and critic head; the frozen bases
