@@ -136,14 +136,21 @@ def check(wheels: list[Wheel], pins: dict[str, Version], absent: set[str], image
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--wheels", type=Path, required=True)
+    parser.add_argument("--wheels", type=Path)
+    parser.add_argument("--list-project-requirements", action="store_true",
+                        help="print eval-anything's requirements less the not-carried ones, and stop")
     parser.add_argument("--python", default="3.12")
     parser.add_argument("--image", type=Path, default=HERE / "image.txt",
                         help="the packages the target interpreter already has (pip list --format=freeze)")
     parser.add_argument("--pins", type=Path, default=HERE / "wheels.txt")
     args = parser.parse_args()
-    wheels = [read_wheel(path) for path in sorted(args.wheels.glob("*.whl"))]
     pins, absent = read_pins(args.pins)
+    if args.list_project_requirements:
+        print("\n".join(t for t in project_requirements() if canonicalize_name(Requirement(t).name) not in absent))
+        return
+    if args.wheels is None:
+        parser.error("--wheels is required")
+    wheels = [read_wheel(path) for path in sorted(args.wheels.glob("*.whl"))]
     problems, assumed, left_out = check(wheels, pins, absent, read_image(args.image), args.python)
     print(f"{len(wheels)} wheels in {args.wheels} for CPython {args.python}")
     for line in assumed:

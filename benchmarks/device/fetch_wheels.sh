@@ -37,10 +37,11 @@ trap 'rm -rf "$work"' EXIT
 
 grep -v '^\s*#' $here/wheels.txt | sed 's/#.*//; /^\s*$/d' > "$work/specs"
 if [ -n "$resolve_in" ]; then
-  "$resolve_in/bin/pip" install --dry-run --quiet --report "$work/report.json" -r $here/wheels.txt 2>/dev/null
+  python3 $here/check_closure.py --list-project-requirements > "$work/project"
+  "$resolve_in/bin/pip" install --dry-run --quiet --report "$work/report.json" -r $here/wheels.txt -r "$work/project"
   python3 -c 'import json, sys
 for item in json.load(open(sys.argv[1]))["install"]:
-    print(f"{item[\"metadata\"][\"name\"]}=={item[\"metadata\"][\"version\"]}")' "$work/report.json" \
+    print("%s==%s" % (item["metadata"]["name"], item["metadata"]["version"]))' "$work/report.json" \
     | sort -u | grep -vxiF -f "$work/specs" >> "$work/specs" || true
 fi
 
