@@ -39,10 +39,14 @@ grep -v '^\s*#' $here/wheels.txt | sed 's/#.*//; /^\s*$/d' > "$work/specs"
 if [ -n "$resolve_in" ]; then
   python3 $here/check_closure.py --list-project-requirements > "$work/project"
   "$resolve_in/bin/pip" install --dry-run --quiet --report "$work/report.json" -r $here/wheels.txt -r "$work/project"
-  python3 -c 'import json, sys
+  python3 -c 'import json, re, sys
+name = lambda text: re.sub(r"[-_.]+", "-", text).lower()
+pinned = {name(line.split("==")[0]) for line in open(sys.argv[2])}
 for item in json.load(open(sys.argv[1]))["install"]:
-    print("%s==%s" % (item["metadata"]["name"], item["metadata"]["version"]))' "$work/report.json" \
-    | sort -u | grep -vxiF -f "$work/specs" >> "$work/specs" || true
+    if name(item["metadata"]["name"]) not in pinned:
+        print("%s==%s" % (item["metadata"]["name"], item["metadata"]["version"]))' \
+    "$work/report.json" "$work/specs" > "$work/resolved"
+  cat "$work/resolved" >> "$work/specs"
 fi
 
 rm -rf "$dest" && mkdir -p "$dest" "$work/sdist"
