@@ -14,16 +14,17 @@
 #   SMOKE=1 bash benchmarks/device/session.sh
 # runs the same on a CPU machine in a few minutes: device cpu, fp32, the tiny shape, few items, OUT a
 # temporary folder unless set. Overrides: PY (the interpreter holding torch), WHEELS (default .whl), SHAPE,
-# BUDGET_S, TRAIN_S (train_overhead's share), GT_ARGS and TO_ARGS (more arguments for gpu_throughput.py and
+# BUDGET_S, TRAIN_S (the seconds kept for train_overhead: 220, smoke 500), GT_ARGS and TO_ARGS (more arguments for gpu_throughput.py and
 # train_overhead.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$SECONDS
 if [ "${SMOKE:-0}" = 1 ]; then
-  device=cpu dtype=float32 shape=${SHAPE:-tiny} budget=${BUDGET_S:-900} side_s=300
+  device=cpu dtype=float32 shape=${SHAPE:-tiny} budget=${BUDGET_S:-900} gt_side_s=150 to_side_s=150
   gt_sized=(--items 8 --max-new-tokens 8 --batch-size 4)
 else
-  device=cuda dtype=bfloat16 shape=${SHAPE:-qwen2.5-0.5b} budget=${BUDGET_S:-525} side_s=110
+  # each gpu_throughput side (ea-hf, lm-hf) up to 100 s, each of train_overhead's five up to 110 s
+  device=cuda dtype=bfloat16 shape=${SHAPE:-qwen2.5-0.5b} budget=${BUDGET_S:-525} gt_side_s=100 to_side_s=110
   gt_sized=()
 fi
 OUT=${OUT:-$(mktemp -d /tmp/device-session.XXXXXX)}
@@ -53,9 +54,9 @@ site=$work/site
 say "installing $(ls "$wheels"/*.whl 2>/dev/null | wc -l) wheels from $wheels into $site"
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl \
   || { say "FAILED: the wheels did not install; nothing else can run"; exit 1; }
-"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$site" . \
+"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$work/ea" . \
   || say "eval-anything did not install as a package: it runs from the working tree (PYTHONPATH), unversioned"
-export PYTHONPATH=$PWD:$site HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=$PWD:$site:$work/ea HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 {
   echo; echo "== after installing .whl (PYTHONPATH=$PYTHONPATH)"
   "$PY" -c 'from importlib import metadata
@@ -86,13 +87,13 @@ part() {  # part NAME SECONDS COMMAND...: runs COMMAND, its output in $OUT/NAME.
   status[$name]=$([ $rc = 124 ] && echo "timed out after $seconds s" || echo "exit $rc")
   say "$name: ${status[$name]}"
 }
-train_share=${TRAIN_S:-$((side_s * 2))}
+train_share=${TRAIN_S:-$([ "$device" = cuda ] && echo 220 || echo 500)}
 part gpu_throughput $(( $(left) - 20 - train_share < 240 ? $(left) - 20 - train_share : 240 )) \
   "$PY" benchmarks/gpu_throughput.py --model "$model" --device "$device" --json "$OUT/gpu_throughput.json" \
-  --side-timeout-s "$side_s" "${gt_sized[@]}" ${GT_ARGS:-}
+  --side-timeout-s "$gt_side_s" "${gt_sized[@]}" ${GT_ARGS:-}
 part train_overhead $(( $(left) - 20 )) \
   "$PY" benchmarks/train_overhead.py --part gpu --device "$device" --model "$model" \
-  --json "$OUT/train_overhead.json" --side-timeout "$side_s" ${TO_ARGS:-}
+  --json "$OUT/train_overhead.json" --side-timeout "$to_side_s" ${TO_ARGS:-}
 
 # 5. the summary: the markdown blocks the benchmarks print for docs/performance.md, and how each part ended
 {
