@@ -50,13 +50,15 @@ say "OUT=$OUT, device $device, shape $shape, budget $budget s, work $work"
 
 # 2. the wheels beside the image's packages (--target ignores what is installed, hence --no-deps: the
 # closure was checked by check_closure.py), then eval-anything itself from this working tree
-site=$work/site
+# named site-packages: dill (datasets' hashing) pickles modules from any other folder by value, and TRL's
+# and our dataset maps then fail on pyarrow's types (PicklingError: MonthDayNano)
+site=$work/site-packages
 say "installing $(ls "$wheels"/*.whl 2>/dev/null | wc -l) wheels from $wheels into $site"
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl \
   || { say "FAILED: the wheels did not install; nothing else can run"; exit 1; }
-"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$work/ea" . \
+"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$work/ea/site-packages" . \
   || say "eval-anything did not install as a package: it runs from the working tree (PYTHONPATH), unversioned"
-export PYTHONPATH=$PWD:$site:$work/ea HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=$PWD:$site:$work/ea/site-packages HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 {
   echo; echo "== after installing .whl (PYTHONPATH=$PYTHONPATH)"
   "$PY" -c 'from importlib import metadata
