@@ -6,8 +6,8 @@ wheel runs on the target Python, that every pin of wheels.txt has its wheel and 
     python benchmarks/device/check_closure.py --wheels .whl [--python 3.12] [--image benchmarks/device/image.txt]
 
 `--image`: what the target interpreter already has (for the 3.11 simulation: its venv's `pip list --format=freeze`
-before the wheels). Prints what each requirement was met by, the image's versions it took on trust, and exits 1
-with the unmet ones.
+before the wheels). Prints the requirements it took on trust (the image's package, its version not known) and
+the not-carried ones it met; exits 1 with the unmet ones.
 """
 from __future__ import annotations
 
@@ -33,9 +33,12 @@ NOT_CARRIED = "# not carried:"
 @dataclass(frozen=True)
 class Wheel:
     name: str
+    """The distribution name, normalised (PEP 503)."""
     version: Version
     tags: frozenset[Tag]
+    """The interpreter, ABI and platform tags of its file name."""
     requires: tuple[str, ...]
+    """Its METADATA's Requires-Dist lines, markers and extras included."""
     filename: str
 
 

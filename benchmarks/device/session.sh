@@ -43,8 +43,8 @@ say "OUT=$OUT, device $device, shape $shape, budget $budget s, work $work"
 # 1. the machine and the image, before anything is installed
 {
   nvidia-smi || echo "nvidia-smi: not available"
-  echo; "$PY" -c 'import sys, torch; print(sys.version); print("torch", torch.__version__, "cuda", torch.version.cuda,
-"available", torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else "")'
+  echo; "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "at", sys.executable)
+print("CUDA", torch.version.cuda, "seen by torch:", torch.cuda.is_available(), torch.cuda.is_available() and torch.cuda.get_device_name(0))'
 } > "$OUT/environment.txt" 2>&1
 "$PY" -m pip list --format=freeze > "$OUT/image-freeze.txt" 2>&1
 
