@@ -14,8 +14,8 @@
 #   SMOKE=1 bash benchmarks/device/session.sh
 # runs the same on a CPU machine in a few minutes: device cpu, fp32, the tiny shape, few items, OUT a
 # temporary folder unless set. Overrides: PY (the interpreter holding torch), WHEELS (default .whl), SHAPE,
-# BUDGET_S, TRAIN_S (the seconds kept for train_overhead: 220, smoke 500), GT_ARGS and TO_ARGS (more arguments for gpu_throughput.py and
-# train_overhead.py).
+# BUDGET_S, TRAIN_S (the seconds kept for train_overhead: 220, smoke 500), GT_ARGS and TO_ARGS (more
+# arguments for gpu_throughput.py and train_overhead.py).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 start=$SECONDS
@@ -34,17 +34,44 @@ work=$(mktemp -d /tmp/ea-device.XXXXXX)
 mkdir -p "$OUT"
 exec > >(tee -a "$OUT/session.log") 2>&1
 tee_pid=$!
-finish() { rm -rf "$work"; exec >&- 2>&-; wait "$tee_pid"; }  # session.log whole before the tool collects $OUT
-trap finish EXIT
 say() { echo "[session $((SECONDS - start)) s] $*"; }
 left() { echo $((budget - (SECONDS - start))); }
+# the summary, also after a failed step: the markdown blocks the benchmarks print for docs/performance.md,
+# and how each part ended
+declare -A status
+summarize() {
+  {
+    echo "# GPU benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $((SECONDS - start)) s"
+    echo
+    echo "Device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null \
+                    || echo "$device (no nvidia-smi)")"
+    echo "Versions: $(grep -E '^(torch|transformers|trl|lm_eval|accelerate|peft|datasets) ' "$OUT/environment.txt" \
+                      | tr '\n' ',' | sed 's/,$//; s/,/, /g')"
+    echo "Model: random weights, $shape shape, $dtype, tokenizer .device/tokenizer"
+    for name in gpu_throughput train_overhead; do
+      echo; echo "## $name: ${status[$name]:-not run}"; echo
+      [ -f "$OUT/$name.log" ] \
+        && awk '/^### /{on=1} on&&/^$/&&table{on=0; table=0; print ""} on{print; if(/^\|/)table=1}' "$OUT/$name.log"
+      [ -f "$OUT/$name.json" ] && echo "(all measurements: $name.json)" || echo "(no $name.json)"
+      if [ -f "$OUT/$name.log" ] && [ "${status[$name]:-}" != "exit 0" ]; then
+        echo; echo '```'; tail -n 15 "$OUT/$name.log"; echo '```'
+      fi
+    done
+  } > "$OUT/summary.md"
+  cat "$OUT/summary.md"
+  say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+}
+# waits for tee, so that session.log is whole before the tool collects $OUT
+finish() { summarize; rm -rf "$work"; exec >&- 2>&-; wait "$tee_pid"; }
+trap finish EXIT
 say "OUT=$OUT, device $device, shape $shape, budget $budget s, work $work"
 
 # 1. the machine and the image, before anything is installed
 {
   nvidia-smi || echo "nvidia-smi: not available"
   echo; "$PY" -c 'import sys, torch; print("python", sys.version.split()[0], "at", sys.executable)
-print("CUDA", torch.version.cuda, "seen by torch:", torch.cuda.is_available(), torch.cuda.is_available() and torch.cuda.get_device_name(0))'
+seen = torch.cuda.is_available()
+print("CUDA", torch.version.cuda, "seen by torch:", seen, seen and torch.cuda.get_device_name(0))'
 } > "$OUT/environment.txt" 2>&1
 "$PY" -m pip list --format=freeze > "$OUT/image-freeze.txt" 2>&1
 
@@ -56,9 +83,11 @@ site=$work/site-packages
 say "installing $(ls "$wheels"/*.whl 2>/dev/null | wc -l) wheels from $wheels into $site"
 "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl \
   || { say "FAILED: the wheels did not install; nothing else can run"; exit 1; }
-"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --target "$work/ea/site-packages" . \
+"$PY" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir \
+    --target "$work/ea/site-packages" . \
   || say "eval-anything did not install as a package: it runs from the working tree (PYTHONPATH), unversioned"
-export PYTHONPATH=$PWD:$site:$work/ea/site-packages HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONPATH=$PWD:$site:$work/ea/site-packages TOKENIZERS_PARALLELISM=false
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1
 {
   echo; echo "== after installing .whl (PYTHONPATH=$PYTHONPATH)"
   "$PY" -c 'from importlib import metadata
@@ -79,7 +108,6 @@ model=$work/model
 say "model built"
 
 # 4. the two benchmarks, each killed at its share of what is left (the summary keeps 20 s)
-declare -A status
 part() {  # part NAME SECONDS COMMAND...: runs COMMAND, its output in $OUT/NAME.log, rc in status[NAME]
   local name=$1 seconds=$2; shift 2
   if ((seconds < 30)); then say "$name: skipped, only $seconds s left"; status[$name]=skipped; return; fi
@@ -96,20 +124,3 @@ part gpu_throughput $(( $(left) - 20 - train_share < 240 ? $(left) - 20 - train_
 part train_overhead $(( $(left) - 20 )) \
   "$PY" benchmarks/train_overhead.py --part gpu --device "$device" --model "$model" \
   --json "$OUT/train_overhead.json" --side-timeout "$to_side_s" ${TO_ARGS:-}
-
-# 5. the summary: the markdown blocks the benchmarks print for docs/performance.md, and how each part ended
-{
-  echo "# GPU benchmarks, $(date -u '+%Y-%m-%d %H:%M UTC'), $((SECONDS - start)) s"
-  echo
-  echo "Device: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "$device (no nvidia-smi)")"
-  echo "Versions: $(grep -E '^(torch|transformers|trl|lm_eval|accelerate|peft|datasets) ' "$OUT/environment.txt" | tr '\n' ',' | sed 's/,$//; s/,/, /g')"
-  echo "Model: random weights, $shape shape, $dtype, tokenizer .device/tokenizer"
-  for name in gpu_throughput train_overhead; do
-    echo; echo "## $name: ${status[$name]:-not run}"; echo
-    [ -f "$OUT/$name.log" ] && awk '/^### /{on=1} on&&/^$/&&table{on=0; table=0; print ""} on{print; if(/^\|/)table=1}' "$OUT/$name.log"
-    [ -f "$OUT/$name.json" ] && echo "(all measurements: $name.json)" || echo "(no $name.json)"
-    [ "${status[$name]:-}" = "exit 0" ] || { echo; echo '```'; tail -n 15 "$OUT/$name.log" 2>/dev/null; echo '```'; }
-  done
-} > "$OUT/summary.md"
-cat "$OUT/summary.md"
-say "done; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
