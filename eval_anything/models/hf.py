@@ -134,9 +134,29 @@ class HFModel(ContinuousBatching):
 def _device_name(torch: Any, requested: str) -> str:
     if requested == AUTO:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_device(torch, requested)
     if requested == "cuda" and int(os.environ.get("WORLD_SIZE") or 1) > 1:
         return f"cuda:{int(os.environ.get('LOCAL_RANK') or 0)}"  # data-parallel: this rank's GPU
     return requested
+
+
+def _check_device(torch: Any, requested: Any) -> None:
+    """A device this machine has, said before any weights load (torch would fail deep in `.to`)."""
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"model argument device={requested!r} is not a torch device: use auto, cpu, cuda "
+                         "or cuda:N") from None
+    if device.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UsageError(f"model argument device={requested}: torch {torch.__version__} sees no CUDA GPU here; "
+                         "use device=cpu (or device=auto), or run on a machine with a GPU and a CUDA build of torch")
+    if device.index is not None and device.index >= count:
+        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise UsageError(f"model argument device={requested}: this machine's CUDA GPUs are {names}; "
+                         "pick one of those, or device=cuda")
 
 
 def load_generative_model(transformers: Any, path: Path, dtype: Any, args: dict[str, Any],
