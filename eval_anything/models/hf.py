@@ -66,7 +66,7 @@ class HFModel(ContinuousBatching):
             raise UsageError(f"batching must be {CONTINUOUS} or {STATIC}, not {self.batching!r}")
         requested = args.pop("batch_size", AUTO)
         self._auto_batch = requested == AUTO
-        self._batch_size = AUTO_START_BATCH if self._auto_batch else int(requested)
+        self._batch_size = AUTO_START_BATCH if self._auto_batch else _batch_size(requested)
         device_name = _device_name(torch, args.pop("device", AUTO))
         packed = args.pop("packed_linears", True)
         if not isinstance(packed, bool):
@@ -129,6 +129,15 @@ class HFModel(ContinuousBatching):
     def close(self) -> None:
         del self.model
         release_cached_memory()
+
+
+def _batch_size(requested: Any) -> int:
+    if isinstance(requested, str) and requested.strip().isdigit():
+        requested = int(requested)
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise UsageError(f"model argument batch_size={requested!r} (also set by --batch-size): use a whole number "
+                         "of at least 1, or auto")
+    return requested
 
 
 def _device_name(torch: Any, requested: str) -> str:
