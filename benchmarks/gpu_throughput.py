@@ -71,7 +71,9 @@ class Side:
     tokens: int | None = None
     """Output tokens: the answers re-tokenised."""
     note: str = ""
-    """Why it was skipped, or the end of a failed side's output."""
+    """Why it was skipped, the end of a failed side's output, or why ea-hf could not batch continuously."""
+    batching: dict[str, int] = dataclasses.field(default_factory=dict)
+    """ea-hf: the requests each batching generated (a silent fallback to static batches shows here)."""
 
     @property
     def tokens_per_s(self) -> float | None:
@@ -161,13 +163,16 @@ def ea_command(backend: str, model: str, task: Path, out: Path, args: argparse.N
     return command + (["--batch-size", str(args.batch_size)] if backend == "hf" else [])
 
 
-def ea_results(out: Path) -> tuple[float, dict[str, str]]:
+def ea_results(out: Path) -> tuple[float, dict[str, str], dict[str, int], str]:
     (run_dir,) = out.iterdir()
-    score = json.loads((run_dir / "results.json").read_text())["tasks"]["arith_bench"]["metrics"]["numeric"]["value"]
+    results = json.loads((run_dir / "results.json").read_text())
+    score = results["tasks"]["arith_bench"]["metrics"]["numeric"]["value"]
+    loaded = results["model"]["loaded"]
     records = [json.loads(line) for line in (run_dir / "samples" / "arith_bench.jsonl").read_text().splitlines()]
     if errors := [record["outputs"][0]["error"] for record in records if record["outputs"][0]["error"]]:
         raise ValueError(f"{len(errors)} of {len(records)} generations failed, the first with: {errors[0]}")
-    return score, {record["id"]: record["outputs"][0]["text"].strip() for record in records}
+    answers = {record["id"]: record["outputs"][0]["text"].strip() for record in records}
+    return score, answers, loaded.get("requests_by_batching", {}), loaded.get("continuous_unsupported", "")
 
 
 def lm_command(backend: str, model: str, tasks: Path, out: Path, args: argparse.Namespace) -> list[str]:
@@ -178,12 +183,12 @@ def lm_command(backend: str, model: str, tasks: Path, out: Path, args: argparse.
     return command + (["--device", "cuda:0" if args.device == "cuda" else "cpu"] if backend == "hf" else [])
 
 
-def lm_results(out: Path) -> tuple[float, dict[str, str]]:
+def lm_results(out: Path) -> tuple[float, dict[str, str], dict[str, int], str]:
     (result_file,) = out.rglob("results_*.json")
     score = json.loads(result_file.read_text())["results"]["arith_mini_ea"]["exact_match,last_number"]
     (samples,) = out.rglob("samples_arith_mini_ea_*.jsonl")
     records = [json.loads(line) for line in samples.read_text().splitlines()]
-    return score, {record["doc"]["id"]: record["resps"][0][0].strip() for record in records}
+    return score, {record["doc"]["id"]: record["resps"][0][0].strip() for record in records}, {}, ""
 
 
 def dtype_of(args: argparse.Namespace) -> str:
@@ -234,10 +239,11 @@ def measure(side: str, model_dir: Path, work: Path, data: Path, task: Path, args
         tail = run.log.read_text(errors="replace")[-3000:]
         return Side(side, FAILED, run.seconds, run.peak_mib, note=f"exit {run.exit_code}: {tail}")
     try:
-        score, answers = (ea_results if owner == "ea" else lm_results)(out)
+        score, answers, batching, note = (ea_results if owner == "ea" else lm_results)(out)
     except (OSError, ValueError, KeyError, IndexError) as exc:
         return Side(side, FAILED, run.seconds, run.peak_mib, note=f"its results: {type(exc).__name__}: {exc}")
-    return Side(side, MEASURED, run.seconds, run.peak_mib, score, answers, count_tokens(model_dir, answers))
+    return Side(side, MEASURED, run.seconds, run.peak_mib, score, answers, count_tokens(model_dir, answers), note,
+                batching)
 
 
 def count_tokens(model_dir: Path, answers: dict[str, str]) -> int:
@@ -295,8 +301,10 @@ def report(sides: dict[str, Side]) -> None:
             rows.append([side.name, side.status, "", "", "", "", ""])
             continue
         equal = f"{equal_answers(side, reference)}/{len(reference.answers)}"
+        batching = "".join(f"  {name} {count}" for name, count in side.batching.items())
         print(f"{side.name:8s} {side.seconds:8.1f} s  {side.tokens_per_s:9.1f} tokens/s  peak {side.peak_mib:7d} MiB  "
-              f"score {_fixed(side.score, 4)}  answers equal to {reference.name}'s: {equal}")
+              f"score {_fixed(side.score, 4)}  answers equal to {reference.name}'s: {equal}{batching}"
+              + (f"  ({side.note})" if side.note else ""))
         rows.append([side.name, side.status, f"{side.seconds:.1f} s", f"{side.tokens_per_s:.1f}",
                      f"{side.peak_mib} MiB", _fixed(side.score, 3), equal])
     for ours, theirs, goal in GOALS:
