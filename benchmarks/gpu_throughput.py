@@ -9,7 +9,8 @@ task (vs_lm_eval.py's arithmetic questions and task files), the same model folde
     python benchmarks/gpu_throughput.py --device cpu --model DIR --items 8 --max-new-tokens 16 --batch-size 8
 
 --device cuda (default): bfloat16 on GPU 0; peak memory is nvidia-smi's memory.used, polled every 0.2 s, over
-what was used before the side started. --device cpu: a smoke run of the same script on a machine without a GPU,
+what was used before the side started (the vLLM sides take their gpu_memory_utilization share, 0.9 by default,
+whatever the model needs). --device cpu: a smoke run of the same script on a machine without a GPU,
 float32; peak memory is the side's largest resident set (its process tree's ru_maxrss). lm-eval runs in this
 interpreter unless --lm-eval-python names another. A side whose package (lm_eval, vllm) its interpreter cannot
 import is skipped with one line saying so.
@@ -18,15 +19,17 @@ Each side is one end-to-end subprocess (imports, loading, generation, scoring, w
 one that runs past --side-timeout-s is killed with its process group and recorded as timed out, one that fails
 is recorded with the end of its output, and the other sides go on. Output tokens are counted the same way for
 every side: each answer (cut at the stop, as the task scores it, whitespace around it stripped) re-tokenised with
-the model's tokenizer. The answers are compared item by item with the ea-hf side's (greedy, same weights). Prints tokens/s, peak memory,
-score and equal answers per side, and the ratios the issue sets as goals (ours hf / lm-eval hf >= 1.5, ours
-vllm / lm-eval vllm >= 1.0); --json keeps every measurement and answer, rewritten after each side, so a run
-killed from outside keeps the sides that finished. Exits 1 when a side failed or timed out. lmms-eval is not a
+the model's tokenizer. The answers are compared item by item with the ea-hf side's (greedy, same weights).
+Prints tokens/s, peak memory, score and equal answers per side (and the ea sides' requests per batching), and
+the ratios the issue sets as goals (ours hf / lm-eval hf >= 1.5, ours vllm / lm-eval vllm >= 1.0); --json
+keeps every measurement and answer, rewritten after each side, so a run killed from outside keeps the sides
+that finished. Exits 1 when a side failed or timed out. lmms-eval is not a
 side: its generate tasks come from its own registry, with no local-file task to give it the same questions.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -81,6 +84,16 @@ class Side:
 
 
 @dataclasses.dataclass(frozen=True)
+class Written:
+    """What a side's own output files say."""
+
+    score: float | None
+    answers: dict[str, str]
+    batching: dict[str, int] = dataclasses.field(default_factory=dict)
+    note: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class Run:
     """A side's subprocess as it ended."""
 
@@ -132,24 +145,20 @@ def _kill_group(pid: int) -> None:
 
 def run_side(command: list[str], env: dict, log: Path, timeout_s: float | None, device: str) -> Run:
     """`command` in its own session, its output in `log`; killed with its process group past `timeout_s`."""
-    memory = PeakGpuMemory() if device == "cuda" else None
     killed = threading.Event()
-    with log.open("w") as out:
+    memory = PeakGpuMemory() if device == "cuda" else contextlib.nullcontext()
+    with log.open("w") as out, memory:
         started = time.perf_counter()
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         timer = threading.Timer(timeout_s or 0, lambda: (killed.set(), _kill_group(process.pid)))
-        if memory:
-            memory.__enter__()
         if timeout_s:
             timer.start()
         _, status, usage = os.wait4(process.pid, 0)  # the rusage of this side alone, not of earlier ones
         seconds = time.perf_counter() - started
         timer.cancel()
-        if memory:
-            memory.__exit__()
     process.returncode = os.waitstatus_to_exitcode(status)
     _kill_group(process.pid)  # anything it left running holds memory the next side needs
-    peak = memory.peak_mib if memory else usage.ru_maxrss // 1024  # Linux: KiB
+    peak = memory.peak_mib if device == "cuda" else usage.ru_maxrss // 1024  # Linux: KiB
     return Run(seconds, process.returncode, killed.is_set(), peak, log)
 
 
@@ -163,7 +172,7 @@ def ea_command(backend: str, model: str, task: Path, out: Path, args: argparse.N
     return command + (["--batch-size", str(args.batch_size)] if backend == "hf" else [])
 
 
-def ea_results(out: Path) -> tuple[float, dict[str, str], dict[str, int], str]:
+def ea_results(out: Path) -> Written:
     (run_dir,) = out.iterdir()
     results = json.loads((run_dir / "results.json").read_text())
     score = results["tasks"]["arith_bench"]["metrics"]["numeric"]["value"]
@@ -172,7 +181,7 @@ def ea_results(out: Path) -> tuple[float, dict[str, str], dict[str, int], str]:
     if errors := [record["outputs"][0]["error"] for record in records if record["outputs"][0]["error"]]:
         raise ValueError(f"{len(errors)} of {len(records)} generations failed, the first with: {errors[0]}")
     answers = {record["id"]: record["outputs"][0]["text"].strip() for record in records}
-    return score, answers, loaded.get("requests_by_batching", {}), loaded.get("continuous_unsupported", "")
+    return Written(score, answers, loaded.get("requests_by_batching", {}), loaded.get("continuous_unsupported", ""))
 
 
 def lm_command(backend: str, model: str, tasks: Path, out: Path, args: argparse.Namespace) -> list[str]:
@@ -183,12 +192,12 @@ def lm_command(backend: str, model: str, tasks: Path, out: Path, args: argparse.
     return command + (["--device", "cuda:0" if args.device == "cuda" else "cpu"] if backend == "hf" else [])
 
 
-def lm_results(out: Path) -> tuple[float, dict[str, str], dict[str, int], str]:
+def lm_results(out: Path) -> Written:
     (result_file,) = out.rglob("results_*.json")
     score = json.loads(result_file.read_text())["results"]["arith_mini_ea"]["exact_match,last_number"]
     (samples,) = out.rglob("samples_arith_mini_ea_*.jsonl")
     records = [json.loads(line) for line in samples.read_text().splitlines()]
-    return score, {record["doc"]["id"]: record["resps"][0][0].strip() for record in records}, {}, ""
+    return Written(score, {record["doc"]["id"]: record["resps"][0][0].strip() for record in records})
 
 
 def dtype_of(args: argparse.Namespace) -> str:
@@ -218,7 +227,9 @@ def installed(python: str) -> dict[str, str | None]:
 
 def missing_package(side: str, python: str, packages: dict[str, str | None]) -> str | None:
     absent = [name for name in NEEDS[side] if packages.get(name) is None]
-    return f"{' and '.join(absent)} {'is' if len(absent) == 1 else 'are'} not importable by {python}" if absent else None
+    if not absent:
+        return None
+    return f"{' and '.join(absent)} {'is' if len(absent) == 1 else 'are'} not importable by {python}"
 
 
 def measure(side: str, model_dir: Path, work: Path, data: Path, task: Path, args: argparse.Namespace,
@@ -239,11 +250,11 @@ def measure(side: str, model_dir: Path, work: Path, data: Path, task: Path, args
         tail = run.log.read_text(errors="replace")[-3000:]
         return Side(side, FAILED, run.seconds, run.peak_mib, note=f"exit {run.exit_code}: {tail}")
     try:
-        score, answers, batching, note = (ea_results if owner == "ea" else lm_results)(out)
+        written = (ea_results if owner == "ea" else lm_results)(out)
     except (OSError, ValueError, KeyError, IndexError) as exc:
         return Side(side, FAILED, run.seconds, run.peak_mib, note=f"its results: {type(exc).__name__}: {exc}")
-    return Side(side, MEASURED, run.seconds, run.peak_mib, score, answers, count_tokens(model_dir, answers), note,
-                batching)
+    return Side(side, MEASURED, run.seconds, run.peak_mib, written.score, written.answers,
+                count_tokens(model_dir, written.answers), written.note, written.batching)
 
 
 def count_tokens(model_dir: Path, answers: dict[str, str]) -> int:
