@@ -153,11 +153,13 @@ def run_side(command: list[str], env: dict, log: Path, timeout_s: float | None, 
         timer = threading.Timer(timeout_s or 0, lambda: (killed.set(), _kill_group(process.pid)))
         if timeout_s:
             timer.start()
-        _, status, usage = os.wait4(process.pid, 0)  # the rusage of this side alone, not of earlier ones
+        try:
+            _, status, usage = os.wait4(process.pid, 0)  # the rusage of this side alone, not of earlier ones
+        finally:  # also when this script is stopped: the side's session is out of reach of a `timeout` around it
+            timer.cancel()
+            _kill_group(process.pid)  # anything it left running holds memory the next side needs
         seconds = time.perf_counter() - started
-        timer.cancel()
     process.returncode = os.waitstatus_to_exitcode(status)
-    _kill_group(process.pid)  # anything it left running holds memory the next side needs
     peak = memory.peak_mib if device == "cuda" else usage.ru_maxrss // 1024  # Linux: KiB
     return Run(seconds, process.returncode, killed.is_set(), peak, log)
 
@@ -346,7 +348,12 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run_side, which ends the side running
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _stop)
     args = parse_args()
     if args.device == "cuda" and shutil.which("nvidia-smi") is None:
         raise SystemExit("--device cuda measures GPU memory with nvidia-smi, which is not on PATH here; "
