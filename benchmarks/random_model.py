@@ -4,6 +4,7 @@ memory depend on the shape, not on the weights; every side of a benchmark loads 
 greedy answers are the same work (random answers: scores are not comparable to a trained model's).
 
     python benchmarks/random_model.py --shape qwen2.5-0.5b --out DIR [--tokenizer DIR] [--dtype bfloat16]
+        [--init-std 0.1] [--seed 0]
 
 --tokenizer: a folder with tokenizer.json and tokenizer_config.json (default: the embedded model's, converted
 on first use). The vocabulary is the tokenizer's (49152 for SmolLM2's), so a Qwen shape has fewer embedding
@@ -28,6 +29,11 @@ SHAPES = {
                          num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
                          rope_theta=1000000.0, tie_word_embeddings=True),
 }
+INIT_STD = 0.1
+"""The weights' standard deviation (the config's initializer_range). Transformers' 0.02 makes a degenerate model:
+on 16 arithmetic questions (smollm2-135m shape, greedy, 32 tokens) it gave 2 distinct answers, each one token
+repeated. 0.05 and 0.1 gave 16 distinct answers, all running to the token limit (what a throughput benchmark
+wants); 0.2 stopped one early at a newline."""
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "special_tokens_map.json")
 
 
@@ -47,7 +53,8 @@ def copy_tokenizer(source: Path, target: Path) -> None:
             shutil.copy2(source / name, target / name)
 
 
-def build(shape: str, out: Path, tokenizer_dir: Path, dtype: str = "bfloat16", seed: int = 0) -> int:
+def build(shape: str, out: Path, tokenizer_dir: Path, dtype: str = "bfloat16", seed: int = 0,
+          init_std: float = INIT_STD) -> int:
     """Writes a loadable model folder (config, weights, tokenizer, generation config); returns its parameter count."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -59,7 +66,7 @@ def build(shape: str, out: Path, tokenizer_dir: Path, dtype: str = "bfloat16", s
     fields = dict(SHAPES[shape])
     config = AutoConfig.for_model(fields.pop("model_type"), vocab_size=len(tokenizer),
                                   bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                                  pad_token_id=tokenizer.pad_token_id, **fields)
+                                  pad_token_id=tokenizer.pad_token_id, initializer_range=init_std, **fields)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, dtype))
     model.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id,
@@ -76,8 +83,11 @@ def main() -> None:
     parser.add_argument("--tokenizer", type=Path, help="a saved tokenizer's folder (default: the embedded model's)")
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--init-std", type=float, default=INIT_STD,
+                        help=f"the weights' standard deviation, the config's initializer_range (default {INIT_STD})")
     args = parser.parse_args()
-    parameters = build(args.shape, args.out, args.tokenizer or embedded_tokenizer_dir(), args.dtype, args.seed)
+    parameters = build(args.shape, args.out, args.tokenizer or embedded_tokenizer_dir(), args.dtype, args.seed,
+                       args.init_std)
     print(f"{args.out}: {args.shape} shape, random weights, {parameters / 1e6:.1f} M parameters, {args.dtype}")
 
 

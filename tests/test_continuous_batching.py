@@ -3,6 +3,7 @@ batches: same greedy answers and token counts, stop strings, failures recorded, 
 routed to static batches in the same stream."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 
 from eval_anything.datamodel import GenerationConfig, Modality, Part, Request
 from eval_anything.models.base import ModelSpec
+from eval_anything.models.continuous_batching import PAGE_SIZE, paged_cache_config
 from eval_anything.models.hf import HFModel
 from tiny_models import LLAVA_IMAGE_TOKENS
 
@@ -115,7 +117,7 @@ class _BrokenManager:
 def test_failed_and_missing_results_become_recorded_errors(continuous: HFModel, monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
     manager = _BrokenManager()
-    monkeypatch.setattr(continuous, "_start_manager", lambda inputs, max_new_tokens: manager)
+    monkeypatch.setattr(continuous, "_start_manager", lambda cache, max_new_tokens: manager)
     failed, lost = streamed(continuous, [text_request("a", "failed"), text_request("b", "lost")])
     assert failed.error is not None and "simulated" in failed.error and failed.text == ""
     assert lost.error is not None and "no result" in lost.error
@@ -124,7 +126,7 @@ def test_failed_and_missing_results_become_recorded_errors(continuous: HFModel, 
 
 def test_a_model_transformers_cannot_batch_continuously_falls_back_to_static(
         continuous: HFModel, monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(inputs, max_new_tokens):
+    def refuse(cache, max_new_tokens):
         raise ValueError("Implementation flex_attention is not supported for continuous batching.")
 
     monkeypatch.setattr(continuous, "_start_manager", refuse)
@@ -136,23 +138,69 @@ def test_a_model_transformers_cannot_batch_continuously_falls_back_to_static(
     assert "flex_attention" in continuous.describe()["continuous_unsupported"]
 
 
+@dataclasses.dataclass
+class _BlockSizeConfig:
+    """ContinuousBatchingConfig's sizing fields as transformers 5.17 names them (page_size from 5.18 on)."""
+    block_size: int = 256
+    num_blocks: int | None = None
+    max_batch_tokens: int | None = None
+    max_requests_per_batch: int | None = None
+
+
+@dataclasses.dataclass
+class _UnknownPageConfig:
+    tokens_per_page: int = 256
+    num_blocks: int | None = None
+    max_batch_tokens: int | None = None
+    max_requests_per_batch: int | None = None
+
+
+def test_the_page_size_goes_under_the_name_the_config_takes() -> None:
+    inputs, max_new_tokens, in_flight = [[1] * 40, [2] * 10, [3] * 25], 30, 2
+    installed = paged_cache_config(inputs, max_new_tokens, in_flight)
+    older = paged_cache_config(inputs, max_new_tokens, in_flight, _BlockSizeConfig)
+    pages = {name: getattr(installed, name) for name in ("page_size", "block_size") if hasattr(installed, name)}
+    # transformers 5.18 on: page_size, with block_size a deprecated alias left unset; 5.17: block_size alone
+    assert pages in ({"page_size": PAGE_SIZE, "block_size": None}, {"block_size": PAGE_SIZE})
+    assert older.block_size == PAGE_SIZE
+    assert (older.num_blocks, older.max_batch_tokens, older.max_requests_per_batch) == \
+        (installed.num_blocks, installed.max_batch_tokens, installed.max_requests_per_batch)
+    assert older.num_blocks * PAGE_SIZE >= in_flight * (40 + max_new_tokens), "the longest, in flight, fit"
+    assert older.max_requests_per_batch == in_flight and older.max_batch_tokens >= 40
+    with pytest.raises(TypeError, match="none of page_size, block_size .* batching=static"):
+        paged_cache_config(inputs, max_new_tokens, in_flight, _UnknownPageConfig)
+
+
+def test_a_cache_config_transformers_refuses_is_an_error_not_static_batching(
+        continuous: HFModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    from transformers.generation import configuration_utils
+
+    monkeypatch.setattr(configuration_utils, "ContinuousBatchingConfig", _UnknownPageConfig)
+    monkeypatch.setattr(continuous, "continuous_unsupported", None)
+    before = dict(continuous.requests_by_batching)
+    with pytest.raises(TypeError, match="_UnknownPageConfig takes none of page_size, block_size"):
+        streamed(continuous, [text_request("What is the capital of France?", "refused", FREE)])
+    assert continuous.continuous_unsupported is None
+    assert dict(continuous.requests_by_batching) == before
+
+
 def test_out_of_memory_with_auto_batch_size_retries_with_fewer_in_flight(
         continuous: HFModel, monkeypatch: pytest.MonkeyPatch) -> None:
     start_manager = continuous._start_manager
     started: list[int] = []
 
-    def first_one_runs_out_of_memory(inputs, max_new_tokens):
-        started.append(continuous.batch_size)
+    def first_one_runs_out_of_memory(cache, max_new_tokens):
+        started.append(cache.max_requests_per_batch)
         if len(started) == 1:
             return _BrokenManager("CUDA out of memory (simulated)", fail_all=True)
-        return start_manager(inputs, max_new_tokens)
+        return start_manager(cache, max_new_tokens)
 
     monkeypatch.setattr(continuous, "_start_manager", first_one_runs_out_of_memory)
     monkeypatch.setattr(continuous, "_auto_batch", True)
     monkeypatch.setattr(continuous, "_batch_size", 4)
     requests = [text_request(p, f"m{i}", FREE) for i, p in enumerate(PROMPTS[:3])]
     outputs = streamed(continuous, requests)
-    assert started == [4, 1]  # 3 requests at most 3 in flight, halved
+    assert started == [3, 1]  # in flight: the 3 requests (under batch 4), then the halved batch
     assert all(o.error is None and o.text for o in outputs)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from eval_anything.datamodel import GenerationConfig, Part, Request
+from eval_anything.errors import UsageError
 from eval_anything.models import ModelSpec, resolve_spec
 from eval_anything.models.hf import HFModel
 
@@ -86,6 +87,23 @@ def test_arguments_that_cannot_load_fail_before_any_weights(tiny_llama_dir: Path
         HFModel(spec(max_memory="cpu:1GiB"))
     with pytest.raises(ValueError, match="dtype='bf15' is not a torch dtype"):
         HFModel(spec(dtype="bf15"))
+    for size in (0, "8x"):
+        with pytest.raises(UsageError, match=f"model argument batch_size={size!r} .*: use a whole number"):
+            HFModel(spec(batch_size=size))
+    with pytest.raises(UsageError, match="model argument device='gpu' is not a torch device: use auto, cpu, cuda"):
+        HFModel(spec(device="gpu"))
+    import torch
+
+    if not torch.cuda.is_available():  # this machine as it is: no GPU
+        for device in ("cuda", "cuda:0"):
+            with pytest.raises(UsageError, match=f"model argument device={device}: torch .* sees no CUDA GPU here; "
+                                                 "use device=cpu"):
+                HFModel(spec(device=device))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # as a one-GPU machine answers
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UsageError, match="device=cuda:1: this machine's CUDA GPUs are cuda:0; pick one"):
+        HFModel(spec(device="cuda:1"))
+    monkeypatch.undo()
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="device_map='auto' spreads the model over several devices, but this is "
                                          "one of 2 data-parallel processes"):

@@ -4,6 +4,7 @@ requests, at most batch_size in flight, a finished request's slot refilled at on
 cannot take goes in static batches (static_batching.py)."""
 from __future__ import annotations
 
+import inspect
 import itertools
 import time
 from typing import Any, Iterable, Iterator
@@ -54,8 +55,11 @@ class ContinuousBatching(StaticBatching):
             return
         started = time.perf_counter()
         inputs = [self._token_ids(r) for r in requests]
+        max_new_tokens = max(r.generation.max_new_tokens for r in requests)
+        # built outside the try: a config of ours transformers refuses is our bug, not the model's limit
+        cache = paged_cache_config(inputs, max_new_tokens, min(self._batch_size, len(inputs)))
         try:
-            manager = self._start_manager(inputs, max(r.generation.max_new_tokens for r in requests))
+            manager = self._start_manager(cache, max_new_tokens)
         except (ValueError, TypeError, AttributeError, NotImplementedError) as exc:
             # a model transformers cannot batch continuously (e.g. its attention implementation)
             self.continuous_unsupported = f"{type(exc).__name__}: {exc}".splitlines()[0]
@@ -81,14 +85,12 @@ class ContinuousBatching(StaticBatching):
             self._batch_size = halved_batch_size(self._batch_size, len(requests))
             yield from self._managed_stream(out_of_memory)
 
-    def _start_manager(self, inputs: list[list[int]], max_new_tokens: int) -> Any:
+    def _start_manager(self, cache: Any, max_new_tokens: int) -> Any:
         import torch
         from transformers import GenerationConfig
-        from transformers.generation.configuration_utils import ContinuousBatchingConfig
 
         config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=self._eos(),
                                   pad_token_id=self.tokenizer.pad_token_id)
-        cache = ContinuousBatchingConfig(**_paged_cache(inputs, max_new_tokens, min(self._batch_size, len(inputs))))
         manager = self.model.init_continuous_batching(generation_config=config, continuous_batching_config=cache)
         if self.device.type == "cpu":
             from eval_anything.models.cpu_kernels import release_openmp_threads
@@ -145,15 +147,31 @@ class ContinuousBatching(StaticBatching):
         return self._end_tokens[stops]
 
 
-def _paged_cache(inputs: list[list[int]], max_new_tokens: int, in_flight: int) -> dict[str, int]:
-    """A paged cache for this window only: `in_flight` requests of its longest prompt plus the
-    generation, and prefill of that many prompts in one step. Left to itself, transformers sizes
-    the cache from free device memory, which on a CPU is 80-90 % of the machine's free RAM (5-6x
-    slower on arith_mini)."""
+PAGE_SIZE_NAMES = ("page_size", "block_size")
+"""What ContinuousBatchingConfig calls the tokens per page: page_size from transformers 5.18 on (block_size
+kept there as a deprecated alias), block_size up to 5.17."""
+
+
+def paged_cache_config(inputs: list[list[int]], max_new_tokens: int, in_flight: int, config_class: Any = None) -> Any:
+    """A ContinuousBatchingConfig (`config_class`, default transformers' own) for this window only: `in_flight`
+    requests of its longest prompt plus the generation, and prefill of that many prompts in one step. Left to
+    itself, transformers sizes the cache from free device memory, which on a CPU is 80-90 % of the machine's
+    free RAM (5-6x slower on arith_mini). The page size goes under whichever name the class takes."""
+    if config_class is None:
+        from transformers.generation.configuration_utils import ContinuousBatchingConfig as config_class
+    taken = inspect.signature(config_class).parameters
+    name = next((n for n in PAGE_SIZE_NAMES if n in taken), None)
+    if name is None:
+        import transformers
+
+        raise TypeError(f"transformers {transformers.__version__}'s {config_class.__name__} takes none of "
+                        f"{', '.join(PAGE_SIZE_NAMES)} for its page size: eval-anything does not know this "
+                        "version's paged cache; install transformers 5.17 or later (5.25 is tested) or pass "
+                        "the model argument batching=static")
     longest = max(map(len, inputs))
     pages = -(-(longest + max_new_tokens) // PAGE_SIZE)
-    return {"page_size": PAGE_SIZE, "num_blocks": in_flight * (pages + 1), "max_requests_per_batch": in_flight,
-            "max_batch_tokens": max(longest, min(MAX_PREFILL_TOKENS, in_flight * longest))}
+    return config_class(**{name: PAGE_SIZE}, num_blocks=in_flight * (pages + 1), max_requests_per_batch=in_flight,
+                        max_batch_tokens=max(longest, min(MAX_PREFILL_TOKENS, in_flight * longest)))
 
 
 def _token_texts(tokenizer: Any) -> list[str]:

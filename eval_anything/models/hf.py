@@ -66,7 +66,7 @@ class HFModel(ContinuousBatching):
             raise UsageError(f"batching must be {CONTINUOUS} or {STATIC}, not {self.batching!r}")
         requested = args.pop("batch_size", AUTO)
         self._auto_batch = requested == AUTO
-        self._batch_size = AUTO_START_BATCH if self._auto_batch else int(requested)
+        self._batch_size = AUTO_START_BATCH if self._auto_batch else _batch_size(requested)
         device_name = _device_name(torch, args.pop("device", AUTO))
         packed = args.pop("packed_linears", True)
         if not isinstance(packed, bool):
@@ -131,12 +131,41 @@ class HFModel(ContinuousBatching):
         release_cached_memory()
 
 
+def _batch_size(requested: Any) -> int:
+    if isinstance(requested, str) and requested.strip().isdigit():
+        requested = int(requested)
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise UsageError(f"model argument batch_size={requested!r} (also set by --batch-size): use a whole number "
+                         "of at least 1, or auto")
+    return requested
+
+
 def _device_name(torch: Any, requested: str) -> str:
     if requested == AUTO:
         requested = "cuda" if torch.cuda.is_available() else "cpu"
+    _check_device(torch, requested)
     if requested == "cuda" and int(os.environ.get("WORLD_SIZE") or 1) > 1:
         return f"cuda:{int(os.environ.get('LOCAL_RANK') or 0)}"  # data-parallel: this rank's GPU
     return requested
+
+
+def _check_device(torch: Any, requested: Any) -> None:
+    """A device this machine has, said before any weights load (torch would fail deep in `.to`)."""
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, TypeError):
+        raise UsageError(f"model argument device={requested!r} is not a torch device: use auto, cpu, cuda "
+                         "or cuda:N") from None
+    if device.type != "cuda":
+        return
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise UsageError(f"model argument device={requested}: torch {torch.__version__} sees no CUDA GPU here; "
+                         "use device=cpu (or device=auto), or run on a machine with a GPU and a CUDA build of torch")
+    if device.index is not None and device.index >= count:
+        names = "cuda:0" if count == 1 else f"cuda:0 to cuda:{count - 1}"
+        raise UsageError(f"model argument device={requested}: this machine's CUDA GPUs are {names}; "
+                         "pick one of those, or device=cuda")
 
 
 def load_generative_model(transformers: Any, path: Path, dtype: Any, args: dict[str, Any],
