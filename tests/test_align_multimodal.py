@@ -85,6 +85,31 @@ def test_audio_dpo_step_with_tiny_qwen2_audio(tmp_path, tiny_qwen2_audio_dir):
     assert any("audio" in k and not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_media_records_with_a_text_only_model_stop_with_a_usage_error(tmp_path, tiny_llama_dir, smollm2_dir,
+                                                                      image_files, capsys):
+    """A text-only model given image pairs (dpo) or audio prompts (ppo): exit 2, naming the file and what to do,
+    not a traceback from inside the trainer, nor training that silently drops the media."""
+    from tiny_models import make_tiny_llama_reward
+
+    from eval_anything.cli import main
+
+    pairs, prompts = tmp_path / "pairs.jsonl", tmp_path / "prompts.jsonl"
+    write_jsonl(pairs, [{"id": "m0", "prompt": "What colour?", "media": [{"modality": "image", "path": image_files[0].name}],
+                         "chosen": "red", "rejected": "green"}])
+    write_jsonl(prompts, [{"id": "a0", "prompt": "How many beeps?", "media": [{"modality": "audio", "path": "beep.wav"}]}])
+    assert main(["align", "dpo", "--model", str(tiny_llama_dir), "--pairs", str(pairs),
+                 "--output-dir", str(tmp_path / "dpo"), "--max-steps", "1"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{pairs} has image inputs (record 'm0')" in error and "train a model that takes image" in error
+    assert "Traceback" not in error
+    reward = make_tiny_llama_reward(tmp_path / "reward", smollm2_dir)
+    assert main(["align", "ppo", "--model", str(tiny_llama_dir), "--reward-model", str(reward), "--prompts",
+                 str(prompts), "--output-dir", str(tmp_path / "ppo"), "--max-steps", "1"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{prompts} has audio inputs (record 'a0')" in error and "Qwen2-Audio" in error
+    assert not (tmp_path / "ppo" / "model").exists()
+
+
 def test_sample_stage_takes_images_through_the_hf_backend(tmp_path, tiny_llava_dir, image_files):
     from eval_anything.align.generate import run_sample
 

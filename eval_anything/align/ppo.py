@@ -52,7 +52,7 @@ from typing import Any, Iterator, Sequence
 from eval_anything.align.advantages import RunningMoments, gae, group_advantages, masked_mean, response_mask
 from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import PPOConfig
-from eval_anything.align.data import load_llf_records
+from eval_anything.align.data import load_llf_records, require_model_inputs
 from eval_anything.align.metrics import MetricsFile, resolve_report_to
 from eval_anything.align.precision import Precision, enable_checkpointing, resolve
 from eval_anything.align.score_model import MediaRewardScorer, RewardScorer, is_score_head_model, load_score_model
@@ -658,6 +658,7 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     if config.limit is not None:
         records = records[: config.limit]
     trainer = PPOTrainer(config, [])
+    require_model_inputs(records, trainer.inputs, config.prompts, config.model, stage)
     for record in records:
         prompt, _ = render_prompt(trainer.inputs, record.parts())
         trainer.prompts.append(PPOPrompt(prompt, tuple(m.part() for m in record.media)))
