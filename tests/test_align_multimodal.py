@@ -87,7 +87,7 @@ def test_audio_dpo_step_with_tiny_qwen2_audio(tmp_path, tiny_qwen2_audio_dir):
 
 def test_media_records_with_a_text_only_model_stop_with_a_usage_error(tmp_path, tiny_llama_dir, smollm2_dir,
                                                                       image_files, capsys):
-    """A text-only model given image pairs (dpo) or audio prompts (ppo): exit 2, naming the file and what to do,
+    """A text-only model given image pairs (dpo, rm) or audio prompts (ppo): exit 2, naming the file and what to do,
     not a traceback from inside the trainer, nor training that silently drops the media."""
     from tiny_models import make_tiny_llama_reward
 
@@ -102,6 +102,9 @@ def test_media_records_with_a_text_only_model_stop_with_a_usage_error(tmp_path, 
     error = " ".join(capsys.readouterr().err.split())
     assert f"{pairs} has image inputs (record 'm0')" in error and "train a model that takes image" in error
     assert "Traceback" not in error
+    assert main(["align", "rm", "--model", str(tiny_llama_dir), "--pairs", str(pairs),
+                 "--output-dir", str(tmp_path / "rm"), "--max-steps", "1"]) == 2
+    assert f"rm: {pairs} has image inputs" in " ".join(capsys.readouterr().err.split())
     reward = make_tiny_llama_reward(tmp_path / "reward", smollm2_dir)
     assert main(["align", "ppo", "--model", str(tiny_llama_dir), "--reward-model", str(reward), "--prompts",
                  str(prompts), "--output-dir", str(tmp_path / "ppo"), "--max-steps", "1"]) == 2

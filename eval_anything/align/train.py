@@ -403,7 +403,9 @@ def _media_reward_trainer(config: RMConfig) -> tuple[Any, Any]:
         raise UsageError("rm: lora is not supported for a reward model on media (it trains the whole model)")
     generative, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
     tokenizer = getattr(processor, "tokenizer", processor)
-    rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
+    records = _limit(load_preference_records(config.pairs), config.limit)
+    require_model_inputs(records, inputs, config.pairs, config.model, "rm")
+    rows = preference_rows(records, inputs)
     _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
 
     class ScoreHeadTrainer(transformers.Trainer):
