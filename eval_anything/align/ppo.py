@@ -666,7 +666,8 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     resume = _last_state(checkpoints)
     if resume is not None:
         trainer.load_state(resume)
-        log.info("ppo: resumed from %s (iteration %d)", resume, trainer.iteration)
+        if trainer.accelerator.is_main_process:
+            log.info("ppo: resumed from %s (iteration %d)", resume, trainer.iteration)
     metrics = MetricsFile(out) if trainer.accelerator.is_main_process else None
     for iteration, batch in trainer.batches():
         if iteration > config.max_steps:
