@@ -144,7 +144,7 @@ def _barrier() -> None:
 
 @contextlib.contextmanager
 def _random_state_kept() -> Iterator[None]:
-    """Training's random state as it was after the block: the runner seeds torch for each batch it generates,
+    """Training's random state put back after the block: the runner seeds torch for each batch it generates,
     which would change the next dropout masks and samples (and so the trained weights)."""
     import numpy
     import torch
