@@ -85,6 +85,34 @@ def test_audio_dpo_step_with_tiny_qwen2_audio(tmp_path, tiny_qwen2_audio_dir):
     assert any("audio" in k and not torch.equal(before[k], after[k]) for k in before)
 
 
+def test_media_records_with_a_text_only_model_stop_with_a_usage_error(tmp_path, tiny_llama_dir, smollm2_dir,
+                                                                      image_files, capsys):
+    """A text-only model given image pairs (dpo, rm) or audio prompts (ppo): exit 2, naming the file and what to do,
+    not a traceback from inside the trainer, nor training that silently drops the media."""
+    from tiny_models import make_tiny_llama_reward
+
+    from eval_anything.cli import main
+
+    pairs, prompts = tmp_path / "pairs.jsonl", tmp_path / "prompts.jsonl"
+    write_jsonl(pairs, [{"id": "m0", "prompt": "What colour?", "media": [{"modality": "image", "path": image_files[0].name}],
+                         "chosen": "red", "rejected": "green"}])
+    write_jsonl(prompts, [{"id": "a0", "prompt": "How many beeps?", "media": [{"modality": "audio", "path": "beep.wav"}]}])
+    assert main(["align", "dpo", "--model", str(tiny_llama_dir), "--pairs", str(pairs),
+                 "--output-dir", str(tmp_path / "dpo"), "--max-steps", "1"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{pairs} has image inputs (record 'm0')" in error and "train a model that takes image" in error
+    assert "Traceback" not in error
+    assert main(["align", "rm", "--model", str(tiny_llama_dir), "--pairs", str(pairs),
+                 "--output-dir", str(tmp_path / "rm"), "--max-steps", "1"]) == 2
+    assert f"rm: {pairs} has image inputs" in " ".join(capsys.readouterr().err.split())
+    reward = make_tiny_llama_reward(tmp_path / "reward", smollm2_dir)
+    assert main(["align", "ppo", "--model", str(tiny_llama_dir), "--reward-model", str(reward), "--prompts",
+                 str(prompts), "--output-dir", str(tmp_path / "ppo"), "--max-steps", "1"]) == 2
+    error = " ".join(capsys.readouterr().err.split())
+    assert f"{prompts} has audio inputs (record 'a0')" in error and "Qwen2-Audio" in error
+    assert not (tmp_path / "ppo" / "model").exists()
+
+
 def test_sample_stage_takes_images_through_the_hf_backend(tmp_path, tiny_llava_dir, image_files):
     from eval_anything.align.generate import run_sample
 
@@ -98,8 +126,9 @@ def test_sample_stage_takes_images_through_the_hf_backend(tmp_path, tiny_llava_d
     assert "missing.png" in artifact.manifest()["errors"]["b"]  # a bad file errors alone
 
 
-def test_deepspeed_zero1_dpo_on_two_cpu_processes_through_accelerate(tmp_path, tiny_llama_dir):
-    """The shipped accelerate ZeRO-1 config, 2 processes talking gloo (DeepSpeed's CPU accelerator)."""
+def test_deepspeed_zero3_dpo_on_two_cpu_processes_through_accelerate_evaluates_in_the_loop(tmp_path, tiny_llama_dir):
+    """The shipped accelerate ZeRO-3 config, 2 processes talking gloo (DeepSpeed's CPU accelerator), with in-loop
+    evaluation: each rank gathers the whole model and evaluates its share (3 items: 2 and 1) into one run."""
     import os
     import shutil
     import subprocess
@@ -109,25 +138,33 @@ def test_deepspeed_zero1_dpo_on_two_cpu_processes_through_accelerate(tmp_path, t
     import torch
     from safetensors.torch import load_file
 
+    from eval_anything.tasks import Catalog
+
     if shutil.which("g++") is None or shutil.which("ninja") is None:
         pytest.skip("DeepSpeed's CPU communication op is JIT-built and needs g++ and ninja")
-    config = Path(__file__).resolve().parent.parent / "eval_anything" / "align" / "accelerate" / "zero1.yaml"
+    config = Path(__file__).resolve().parent.parent / "eval_anything" / "align" / "accelerate" / "zero3.yaml"
     pairs = tmp_path / "pairs.jsonl"
     write_jsonl(pairs, [{"id": str(i), "prompt": f"{i}+{i}?", "chosen": str(2 * i), "rejected": str(2 * i + 1)}
                         for i in range(4)])
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "EVAL_ANYTHING_RANK_TIMEOUT_S": "60"}
     result = subprocess.run(
         [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), "--num_processes", "2",
          "-m", "eval_anything", "align", "dpo", "--model", str(tiny_llama_dir), "--pairs", str(pairs),
          "--output-dir", str(tmp_path / "dpo"), "--max-steps", "2", "--batch-size", "1", "--learning-rate", "1e-3",
-         "--max-length", "64"], capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
+         "--max-length", "64", "--eval-every", "2", "--eval-limit", "3", "--eval-max-new-tokens", "3",
+         "--eval-output-dir", str(tmp_path / "runs")], capture_output=True, text=True, timeout=400, env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = json.loads((tmp_path / "dpo" / "manifest.json").read_text())
-    assert manifest["distributed"] == {"type": "DEEPSPEED", "processes": 2, "zero_stage": 1, "backend": "gloo"}
+    assert manifest["distributed"] == {"type": "DEEPSPEED", "processes": 2, "zero_stage": 3, "backend": "gloo"}
     assert manifest["global_step"] == 2
     before = load_file(tiny_llama_dir / "model.safetensors")
     after = load_file(tmp_path / "dpo" / "model" / "model.safetensors")
     assert any(not torch.equal(before[k], after[k]) for k in before)
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    run = json.loads((run_dir / "manifest.json").read_text())
+    assert run["status"] == "complete" and run["lineage"]["step"] == 2 and run["data_parallel"] == {"world_size": 2}
+    ids = [json.loads(line)["id"] for line in (run_dir / "samples" / "arith_mini.jsonl").read_text().splitlines()]
+    assert ids == [s.id for s in Catalog().tasks["arith_mini"].samples(3)]
 
 
 def test_critic_sft_on_image_records_with_tiny_llava(tmp_path, tiny_llava_dir, image_files):

@@ -8,16 +8,24 @@ Works with any transformers or TRL trainer (it reads the `model` and `processing
 trainer hands its callbacks). Each evaluation is a normal run directory under `output_dir`: the
 model is named `live:FOLDER` (models/live.py), FOLDER being `eval-anything/step-N` under the
 trainer's output_dir and holding the lineage file (base model, method, step), so the run's manifest
-carries the lineage and the board can place the run at its step. Tested in one process; under a
-multi-process launch every rank calls the runner, whose data parallelism then shares the items out
-as under `accelerate launch ... eval-anything run` (not tested with a trainer's process group).
+carries the lineage and the board can place the run at its step.
+
+Under a multi-process launch every rank evaluates: the main one writes the lineage, then each takes
+its share of the items into the one run directory (the runner's data parallelism, as under
+`accelerate launch ... eval-anything run`), and all meet at a barrier before training goes on.
+Under DeepSpeed ZeRO-3 each rank gathers the whole model first, so generation makes no collective
+calls and the ranks may generate different numbers of answers. The evaluation leaves training's
+random state (torch on CPU and CUDA, Python, NumPy) as it found it.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from types import SimpleNamespace
+from typing import Any, Iterator, Sequence
 
 from transformers import TrainerCallback
 
@@ -68,17 +76,21 @@ class EvalAnythingCallback(TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if state.global_step % self.every == 0:
-            self.evaluate(model, kwargs.get("processing_class"), state.global_step, args.output_dir)
+            with _whole_model(model, kwargs.get("optimizer")) as whole:
+                self.evaluate(whole, kwargs.get("processing_class"), state.global_step, args.output_dir)
 
     def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
         if self.at_end and not any(r.step == state.global_step for r in self.runs):
-            self.evaluate(model, kwargs.get("processing_class"), state.global_step, args.output_dir)
+            with _whole_model(model, kwargs.get("optimizer")) as whole:
+                self.evaluate(whole, kwargs.get("processing_class"), state.global_step, args.output_dir)
 
     def evaluate(self, model: Any, processing_class: Any, step: int, trainer_output_dir: str | Path) -> InLoopRun:
-        """Evaluate `model` as it is now; the run directory's lineage names base, method and step."""
+        """Evaluate `model` as it is now; the run directory's lineage names base, method and step. In a
+        distributed run every rank calls this, with the whole model (gathered under ZeRO-3)."""
         from eval_anything.align.evaluation import judge_settings
         from eval_anything.models import ModelSpec
         from eval_anything.models.live import attach, detach
+        from eval_anything.rundir import RunDirectory
         from eval_anything.runner import evaluate
         from eval_anything.settings import RunSettings
 
@@ -86,20 +98,27 @@ class EvalAnythingCallback(TrainerCallback):
         if processor is None:
             raise UsageError("EvalAnythingCallback: the trainer has no processing_class; pass processor=")
         folder = Path(trainer_output_dir) / FOLDER / f"step-{step}"
-        write_json_atomic(folder / LINEAGE_FILE, self._lineage(model, step, trainer_output_dir))
+        main = _rank() == 0
+        if main:
+            write_json_atomic(folder / LINEAGE_FILE, self._lineage(model, step, trainer_output_dir))
+        _barrier()  # the lineage is part of the run's identity: every rank must read the one written
         settings = RunSettings(output_dir=self.output_dir, limit=self.limit, max_new_tokens=self.max_new_tokens,
                                judge=judge_settings(self.judge, self.judge_args),
                                command=("in-loop", "EvalAnythingCallback", f"step={step}"))
         reference = attach(folder, getattr(model, "module", model), processor)
         try:
-            report = evaluate(ModelSpec("live", reference), self.tasks, settings)
+            with _random_state_kept():
+                report = evaluate(ModelSpec("live", reference), self.tasks, settings)
         finally:
             detach(folder)
+        _barrier()  # the main rank has merged the shards and written results.json
+        results = report.results if report.primary else RunDirectory(report.run_dir).read_results()
         metrics = {task: {name: m.get("value") for name, m in (result.get("metrics") or {}).items()}
-                   for task, result in report.results["tasks"].items()}
+                   for task, result in results["tasks"].items()}
         run = InLoopRun(step, Path(report.run_dir), metrics)
         self.runs.append(run)
-        log.info("in-loop evaluation at step %d: %s  %s", step, run.run_dir, metrics)
+        if main:
+            log.info("in-loop evaluation at step %d: %s  %s", step, run.run_dir, metrics)
         return run
 
     def _lineage(self, model: Any, step: int, trainer_output_dir: str | Path) -> dict[str, Any]:
@@ -108,6 +127,58 @@ class EvalAnythingCallback(TrainerCallback):
         return {"base_model": base, "method": self.method or "training", "data": None, "config_hash": None,
                 **self.extra, "step": step, "trainer_output_dir": str(Path(trainer_output_dir).resolve()), "in_loop": True,
                 "created_at": now(), "eval_anything": __version__, "format_version": 1}
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+@contextlib.contextmanager
+def _random_state_kept() -> Iterator[None]:
+    """Training's random state put back after the block: the runner seeds torch for each batch it generates,
+    which would change the next dropout masks and samples (and so the trained weights)."""
+    import numpy
+    import torch
+
+    python, numpy_state = random.getstate(), numpy.random.get_state()
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        try:
+            yield
+        finally:
+            random.setstate(python)
+            numpy.random.set_state(numpy_state)
+
+
+@contextlib.contextmanager
+def _whole_model(model: Any, optimizer: Any) -> Iterator[Any]:
+    """`model` with all its weights on this rank. Under ZeRO-3 the shards are gathered and DeepSpeed's
+    per-layer gather hooks are off for the block, as TRL's unwrap_model_for_generation does, so generating
+    makes no collective calls and the ranks may generate different numbers of answers."""
+    params = list(model.parameters())
+    if not any(hasattr(p, "ds_id") for p in params):
+        yield model
+        return
+    import deepspeed
+    from trl.models.utils import add_hooks, remove_hooks
+
+    # the hooks are the ZeRO-3 optimizer's; TRL's helpers read it as `engine.optimizer`
+    engine = SimpleNamespace(optimizer=getattr(optimizer, "optimizer", optimizer))
+    with deepspeed.zero.GatheredParameters(params):
+        remove_hooks(engine)
+        try:
+            yield model
+        finally:
+            add_hooks(engine)
 
 
 def stage_callbacks(config: Any, method: str) -> list[EvalAnythingCallback]:

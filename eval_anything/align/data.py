@@ -315,3 +315,19 @@ def require_binary_preferences(path: str | Path, role: str = "binary_data") -> N
         raise UsageError(f"{role} {path} is in the LLF layout (prompt, response, critique, refinement: its pairs "
                          "would be refinements over responses, not the annotators' preferences); the binary arm "
                          f"needs {' or '.join(BINARY_LAYOUTS)}")
+
+
+def require_model_inputs(records: list[Any], inputs: Any, source: str | Path, model: str, stage: str) -> None:
+    """Stop before training when records carry media that the model takes no input for (a text-only model
+    given images or audio), rather than dropping the media or failing inside the trainer."""
+    from eval_anything.models.inputs import input_modalities_of
+
+    takes = {m.value for m in input_modalities_of(inputs.processor)}
+    for record in records:
+        missing = sorted({m.modality for m in record.media} - takes)
+        if missing:
+            kinds = " and ".join(missing)
+            example = "a Qwen2-Audio folder" if missing == ["audio"] else "a LLaVA folder"
+            raise UsageError(f"{stage}: {source} has {kinds} inputs (record {record.id!r}), but the model {model} "
+                             f"takes {', '.join(sorted(takes))} only (its processor has no {kinds} processor): "
+                             f"train a model that takes {kinds} (e.g. {example}), or give records without media")

@@ -52,7 +52,7 @@ from typing import Any, Iterator, Sequence
 from eval_anything.align.advantages import RunningMoments, gae, group_advantages, masked_mean, response_mask
 from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import PPOConfig
-from eval_anything.align.data import load_llf_records
+from eval_anything.align.data import load_llf_records, require_model_inputs
 from eval_anything.align.metrics import MetricsFile, resolve_report_to
 from eval_anything.align.precision import Precision, cast_trained, enable_checkpointing, resolve
 from eval_anything.align.score_model import MediaRewardScorer, RewardScorer, is_score_head_model, load_score_model
@@ -534,17 +534,22 @@ class PPOTrainer:
         return loss, parts
 
     def _record(self, r: Rollout, stats: dict[str, list[float]], learning_rate: float) -> dict[str, float]:
+        """This iteration's metrics, each the mean over every process (each process's value is the mean of
+        its own rollout and minibatches; the processes hold equal numbers of rollouts)."""
         import torch
 
         raw = r.raw_scores if r.raw_scores is not None else r.scores
         truncated = r.truncated if r.truncated is not None else torch.zeros_like(r.scores)
-        means = self._gather(torch.stack([v.float() for v in (raw.mean(), r.scores.mean(), r.kl.sum(1).mean(),
-                                                              r.mask.sum(1).mean(), truncated.float().mean())]))
+        rollout = {"score": raw.mean(), "reward": r.scores.mean(), "kl": r.kl.sum(1).mean(),
+                   "response_length": r.mask.sum(1).mean(), "truncated": truncated.float().mean()}
+        # the same keys, in the same order, on every process: which stats are filled depends on the config only
+        losses = {k: torch.tensor(sum(v) / len(v)) for k, v in stats.items() if v}
+        local = {**rollout, **losses}
+        means = self._gather(torch.stack([v.float().to(self.accelerator.device) for v in local.values()]))
         means = means.reshape(self.world, -1).mean(0).tolist()
-        record = {"iteration": self.iteration, "score": means[0], "reward": means[1], "kl": means[2],
-                  "response_length": means[3], "truncated": means[4],
-                  "learning_rate": learning_rate,
-                  **{k: sum(v) / len(v) for k, v in stats.items() if v}}
+        mean = dict(zip(local, means))
+        record = {"iteration": self.iteration, **{k: mean[k] for k in rollout}, "learning_rate": learning_rate,
+                  **{k: mean[k] for k in losses}}
         self.history.append(record)
         return record
 
@@ -660,6 +665,7 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     if config.limit is not None:
         records = records[: config.limit]
     trainer = PPOTrainer(config, [])
+    require_model_inputs(records, trainer.inputs, config.prompts, config.model, stage)
     for record in records:
         prompt, _ = render_prompt(trainer.inputs, record.parts())
         trainer.prompts.append(PPOPrompt(prompt, tuple(m.part() for m in record.media)))
@@ -667,17 +673,18 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
     resume = _last_state(checkpoints)
     if resume is not None:
         trainer.load_state(resume)
-        log.info("ppo: resumed from %s (iteration %d)", resume, trainer.iteration)
+        if trainer.accelerator.is_main_process:
+            log.info("ppo: resumed from %s (iteration %d)", resume, trainer.iteration)
     metrics = MetricsFile(out) if trainer.accelerator.is_main_process else None
     for iteration, batch in trainer.batches():
         if iteration > config.max_steps:
             break
         if iteration <= trainer.iteration:
             continue  # done before the crash; the batch order is replayed so the data order matches
-        stats = trainer.step(batch)
-        log.info("ppo: iteration %d score %.4f kl %.4f pg %.4f vf %s", iteration, stats["score"], stats["kl"],
-                 stats["pg_loss"], f"{stats['vf_loss']:.4f}" if "vf_loss" in stats else "-")
+        stats = trainer.step(batch)  # means over every process: the main one logs and writes them
         if metrics is not None:
+            log.info("ppo: iteration %d score %.4f kl %.4f pg %.4f vf %s", iteration, stats["score"], stats["kl"],
+                     stats["pg_loss"], f"{stats['vf_loss']:.4f}" if "vf_loss" in stats else "-")
             metrics.write(iteration, {k: v for k, v in stats.items() if k != "iteration"})
         trainer.accelerator.log({k: v for k, v in stats.items() if k != "iteration"}, step=iteration)
         _evaluate_in_loop(trainer, evaluators, iteration, checkpoints)
@@ -713,20 +720,19 @@ def train_ppo(config: PPOConfig, method: str | None = None, lineage_extra: dict[
 
 
 def _evaluate_in_loop(trainer: PPOTrainer, evaluators: Sequence[Any], iteration: int, folder: Path) -> None:
-    """The in-loop evaluations due at this iteration, on the main process with the live policy (the
-    others wait); each is a run directory whose lineage names base, method and step."""
+    """The in-loop evaluations due at this iteration, with the live policy. Every process takes part:
+    each evaluates its share of the items into the one run directory (the runner's data parallelism),
+    the main process writing the lineage (align/callback.py). Training's random state is left as it was."""
     due = [e for e in evaluators if iteration % e.every == 0]
     if not due:
         return
-    with trainer.whole_policy() as policy:  # under ZeRO-3 every process gathers; the main one evaluates
-        if trainer.accelerator.is_main_process:
-            policy.config.use_cache = True  # off for training (no cache in the forward passes); on to generate
-            try:
-                for evaluator in due:
-                    evaluator.evaluate(policy, trainer.processor, iteration, folder)
-            finally:
-                policy.config.use_cache = False
-    trainer.accelerator.wait_for_everyone()
+    with trainer.whole_policy() as policy:  # under ZeRO-3 every process gathers the whole policy and evaluates it
+        policy.config.use_cache = True  # off for training (no cache in the forward passes); on to generate
+        try:
+            for evaluator in due:
+                evaluator.evaluate(policy, trainer.processor, iteration, folder)
+        finally:
+            policy.config.use_cache = False
 
 
 def mean_reward(policy: str, reward_model: str, prompts: Sequence[str], samples: int = 4, max_new_tokens: int = 16,

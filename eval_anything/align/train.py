@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 from eval_anything import __version__
 from eval_anything.align.artifacts import Artifact, fingerprint, now
 from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, TrainConfig
-from eval_anything.align.data import load_llf_records, load_preference_records
+from eval_anything.align.data import load_llf_records, load_preference_records, require_model_inputs
 from eval_anything.align.generate import critique_prompt
 from eval_anything.align.metrics import metrics_callback, quiet_progress, resolve_report_to
 from eval_anything.align.precision import Precision, cast_trained, load_kwargs, resolve
@@ -333,7 +333,9 @@ def train_critic(config: CriticSFTConfig, callbacks: Sequence[Any] = ()) -> Trai
         model, processor, inputs = load_stage_model(config)
         tokenizer = getattr(processor, "tokenizer", processor)
         rows = []
-        for record in _limit(load_llf_records(config.data), config.limit):
+        records = _limit(load_llf_records(config.data), config.limit)
+        require_model_inputs(records, inputs, config.data, config.model, "critic-sft")
+        for record in records:
             if not record.response or not record.critique:
                 continue
             prompt, _ = render_prompt(inputs, record.parts(critique_prompt(record)))
@@ -366,7 +368,9 @@ def dpo_trainer(config: DPOConfig) -> tuple[Any, Any]:
 
     model, processor, inputs = load_stage_model(config)
     tokenizer = getattr(processor, "tokenizer", processor)
-    rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
+    records = _limit(load_preference_records(config.pairs), config.limit)
+    require_model_inputs(records, inputs, config.pairs, config.model, "dpo")
+    rows = preference_rows(records, inputs)
     media = _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
     args = training_arguments(TRLDPOConfig, config, beta=config.beta, max_length=None if media else config.max_length,
                               remove_unused_columns=not media, **reference_loading(config))
@@ -416,7 +420,9 @@ def _media_reward_trainer(config: RMConfig) -> tuple[Any, Any]:
         raise UsageError("rm: lora is not supported for a reward model on media (it trains the whole model)")
     generative, processor, inputs = load_stage_model(config)
     tokenizer = getattr(processor, "tokenizer", processor)
-    rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
+    records = _limit(load_preference_records(config.pairs), config.limit)
+    require_model_inputs(records, inputs, config.pairs, config.model, "rm")
+    rows = preference_rows(records, inputs)
     _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
 
     class ScoreHeadTrainer(transformers.Trainer):

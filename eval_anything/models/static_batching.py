@@ -101,7 +101,7 @@ class StaticBatching(Model):
         stop = {"stop_strings": list(generation.stop), "tokenizer": self.tokenizer} if generation.stop else {}
         with torch.inference_mode():
             sequences = self.model.generate(**inputs, max_new_tokens=generation.max_new_tokens,
-                                            pad_token_id=self.tokenizer.pad_token_id, **sampling, **stop)
+                                            pad_token_id=self.tokenizer.pad_token_id, synced_gpus=False, **sampling, **stop)
         elapsed = (time.perf_counter() - started) / len(requests)
         prompt_length = inputs["input_ids"].shape[1]
         new_tokens = sequences[:, prompt_length:]
