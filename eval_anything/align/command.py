@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any, Callable
 
@@ -42,6 +43,8 @@ def _logging() -> None:
 
 
 def _report(name: str, result: Any) -> None:
+    if int(os.environ.get("RANK") or 0) != 0:  # under a launcher every process returns the same result
+        return
     if hasattr(result, "manifest") and callable(result.manifest):  # an artefact
         manifest = result.manifest() or {}
         print(f"{name}: {manifest.get('count', 0)} records in {result.path}")
