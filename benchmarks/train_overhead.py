@@ -1,9 +1,11 @@
 """Training overhead against TRL. Three parts, each side of a comparison in a fresh process:
 
     python benchmarks/train_overhead.py --part dpo|ppo|all|gpu [--model DIR | --shape NAME [--tokenizer DIR]]
-        [--steps N] [--batch-size N] [--max-length N] [--completion-tokens N] [--activation-checkpointing]
+        [--steps N] [--batch-size N] [--max-length N] [--repeats N] [--completion-tokens N]
+        [--activation-checkpointing]
         [--ppo-iterations N] [--ppo-batch-size N] [--ppo-response-length N] [--num-generations N]
-        [--device cuda|cpu] [--dtype bf16|fp32] [--sides dpo-trl,dpo-ours,...] [--side-timeout S] [--json PATH]
+        [--device cuda|cpu] [--dtype bf16|fp32] [--sides dpo-trl,dpo-ours,...] [--side-timeout S] [--budget S]
+        [--json PATH]
 
 --part dpo: the same DPO config through `eval_anything.align`'s dpo stage and through TRL's DPOTrainer called
 directly, on the CPU in float32. Both sides load the model from the same folder, train on the same preference
@@ -11,7 +13,8 @@ pairs (prompts rendered with the model's chat template) with the same DPOConfig 
 model; timed from before the model loads to after it is saved (Python imports excluded, they are the same).
 Our side also fingerprints its inputs, renders prompts through the hf backend's InputProcessor, and writes the
 manifest, metrics file and lineage. Prints samples/s of each and the ratio (ours / TRL); the goal is >= 0.95.
-Default model: the embedded SmolLM2-135M-Instruct. Defaults: 8 steps x batch 2, max_length 256.
+Default model: the embedded SmolLM2-135M-Instruct. Defaults: 8 steps x batch 2, max_length 256. --repeats N
+runs both sides N times, the order swapped each time, so a shared machine's load falls on both alike.
 
 Activation (gradient) checkpointing is set explicitly and equally on every side (off unless
 --activation-checkpointing): TRL 1.16's configs turn it on by default (trl/trainer/base_config.py,
@@ -51,7 +54,9 @@ Measured per side:
     peak memory      torch.cuda.max_memory_allocated on cuda; ru_maxrss (the whole process) on cpu
 Defaults on cuda, sized to about 3 minutes for all five sides on an H200 with a ~0.5B model (the default
 --shape qwen2.5-0.5b, built by random_model.py before the sides start): DPO 40 steps x 8 pairs, 224-token
-answers, max_length 512; RL 8 steps x 32 completions of 64 tokens, 4 generations per prompt; 180 s per side.
+answers, max_length 512; RL 8 steps x 32 completions of 64 tokens, 4 generations per prompt; at most 180 s
+per side and 450 s for all (--budget; a side not started in time is recorded as not run), so one call of the
+device tool (about 9 minutes a command) always returns the JSON.
 On cpu: --shape tiny, DPO 2 x 2, 16-token answers; RL 2 x 4 completions of 8 tokens, 2 generations.
 
 On the GPU machine (no network): carry the tokenizer (python benchmarks/random_model.py writes one with the
@@ -66,6 +71,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,7 +80,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from timing import command_line, machine, markdown_table, today  # benchmarks/timing.py, beside this script
+from timing import command_line, machine, markdown_table, spread, today  # benchmarks/timing.py, beside this script
 
 TITLE = "Training overhead"
 QUESTIONS = [
@@ -94,10 +100,10 @@ DEFAULTS = {
     "ppo": dict(ppo_iterations=4, ppo_batch_size=4, ppo_response_length=16),
     "gpu-cuda": dict(shape="qwen2.5-0.5b", dtype="bf16", steps=40, batch_size=8, max_length=512,
                      completion_tokens=224, ppo_iterations=8, ppo_batch_size=32, ppo_response_length=64,
-                     num_generations=4, side_timeout=180),
+                     num_generations=4, side_timeout=180, budget=450),
     "gpu-cpu": dict(shape="tiny", dtype="fp32", steps=2, batch_size=2, max_length=128, completion_tokens=16,
                     ppo_iterations=2, ppo_batch_size=4, ppo_response_length=8, num_generations=2,
-                    side_timeout=300),
+                    side_timeout=300, budget=0),
 }
 
 
@@ -354,6 +360,8 @@ def side_process(name: str, work: Path, s: Settings, timeout: float) -> dict[str
     if s.device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""  # our stages pick CUDA whenever they see it
     command = [sys.executable, __file__, "--arm", name, "--workdir", str(work)]
+    shutil.rmtree(work / name, ignore_errors=True)  # our stages skip a folder they already completed
+    (work / f"{name}.json").unlink(missing_ok=True)
     started = time.perf_counter()
     try:
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
@@ -379,41 +387,53 @@ def write_json(path: Path | None, report: dict[str, Any]) -> None:
 
 # -- the dpo part ----------------------------------------------------------------------------------------------
 
-def results_table(steps: int, batch: int, max_length: int, results: dict[str, dict]
-                  ) -> tuple[list[str], list[list[str]]]:
-    """docs/performance.md's columns: end-to-end samples/s (and wall time) of each side, ratio ours / TRL
-    (`results` holds each side's result under "ours" and "trl")."""
-    samples = steps * batch
-    ours, trl = (samples / results[arm]["wall_s"] for arm in ("ours", "trl"))
-    return (["run", "`align dpo`", "TRL `DPOTrainer`", "ratio"],
-            [[f"{steps} step{'s' if steps != 1 else ''} × batch {batch}, max_length {max_length}",
-              f"{ours:.2f} samples/s ({results['ours']['wall_s']:.1f} s)",
-              f"{trl:.2f} samples/s ({results['trl']['wall_s']:.1f} s)", f"{ours / trl:.3f}"]])
+def results_table(s: Settings, runs: list[dict[str, dict]]) -> tuple[list[str], list[list[str]]]:
+    """docs/performance.md's columns: end-to-end samples/s (and wall time) of each side, ratio ours / TRL, one
+    row per repeat (each run holds the sides' results under "ours" and "trl")."""
+    samples = s.steps * s.batch_size
+    rows = []
+    for number, run in enumerate(runs, 1):
+        ours, trl = (samples / run[arm]["wall_s"] for arm in ("ours", "trl"))
+        rows.append([f"{number} ({run['order']} first)", f"{ours:.2f} samples/s ({run['ours']['wall_s']:.1f} s)",
+                     f"{trl:.2f} samples/s ({run['trl']['wall_s']:.1f} s)", f"{ours / trl:.3f}"])
+    return ["run", "`align dpo`", "TRL `DPOTrainer`", "ratio"], rows
 
 
 def dpo_part(args: argparse.Namespace) -> None:
+    """`repeats` runs of both sides, the order swapped each time (trl first, then ours first, ...), so a
+    shared machine's load falls on both alike."""
     s = Settings(model=args.model, steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
                  activation_checkpointing=args.activation_checkpointing)
-    results = {}
+    runs = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         (work / "settings.json").write_text(json.dumps(dataclasses.asdict(s)))
         write_pairs(work / "pairs.jsonl", s.steps * s.batch_size)
-        for arm in ("trl", "ours"):
-            result = side_process(f"dpo-{arm}", work, s, timeout=3600)
-            if "error" in result:
-                raise SystemExit(f"dpo-{arm} failed: {result['error']}\n{result['stderr_tail']}")
-            results[arm] = result
+        for repeat in range(args.repeats):
+            order = ("trl", "ours") if repeat % 2 == 0 else ("ours", "trl")
+            run: dict[str, Any] = {"order": order[0]}
+            for arm in order:
+                result = side_process(f"dpo-{arm}", work, s, timeout=3600)
+                if "error" in result:
+                    raise SystemExit(f"dpo-{arm} failed: {result['error']}\n{result['stderr_tail']}")
+                run[arm] = result
+            runs.append(run)
+            print_dpo_run(s, run)
+    ratios = sorted(run["trl"]["wall_s"] / run["ours"]["wall_s"] for run in runs)
+    print(f"model {s.model}, {s.steps} steps x batch {s.batch_size}, max_length {s.max_length}, activation "
+          f"checkpointing {'on' if s.activation_checkpointing else 'off'} on both sides; ratio ours/trl "
+          f"{spread(ratios, '{:.3f}')} over {len(runs)} run{'s' if len(runs) > 1 else ''} (goal >= 0.95)")
+    markdown_table(TITLE, *results_table(s, runs))
+
+
+def print_dpo_run(s: Settings, run: dict[str, Any]) -> None:
     samples = s.steps * s.batch_size
-    print(f"model {s.model}, {s.steps} steps x batch {s.batch_size}, max_length {s.max_length}, "
-          f"activation checkpointing {'on' if s.activation_checkpointing else 'off'} on both sides")
     for arm in ("trl", "ours"):
-        r = results[arm]
-        print(f"  {arm:<4}  {samples / r['wall_s']:6.2f} samples/s end to end ({r['wall_s']:.1f} s); "
-              f"trainer loop {r['train_samples_per_second']} samples/s")
-    ratio = (samples / results["ours"]["wall_s"]) / (samples / results["trl"]["wall_s"])
-    print(f"  ratio ours/trl: {ratio:.3f} (goal >= 0.95)")
-    markdown_table(TITLE, *results_table(s.steps, s.batch_size, s.max_length, results))
+        r = run[arm]
+        print(f"  {arm:<4}  {samples / r['wall_s']:6.2f} samples/s end to end ({r['wall_s']:.1f} s); trainer loop "
+              f"{r['train_samples_per_second']} samples/s; {r['trained_tokens']} trained tokens, weights "
+              f"{r['trained_dtype']}", flush=True)
+    print(f"  ratio ours/trl: {run['trl']['wall_s'] / run['ours']['wall_s']:.3f}", flush=True)
 
 
 # -- the ppo part (data parallelism) ----------------------------------------------------------------------------
@@ -541,9 +561,15 @@ def gpu_part(args: argparse.Namespace) -> None:
         report["settings"] = dataclasses.asdict(s)
         (work / "settings.json").write_text(json.dumps(report["settings"]))
         write_json(args.json, report)
+        deadline = time.monotonic() + args.budget if args.budget else None
         for side in sides:
-            print(f"{side}: running (timeout {args.side_timeout:.0f} s)", flush=True)
-            report["sides"][side] = side_process(side, work, s, args.side_timeout)
+            timeout = args.side_timeout if deadline is None else min(args.side_timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                report["sides"][side] = {"error": f"not run: the --budget of {args.budget:.0f} s was spent"}
+                write_json(args.json, report)
+                continue
+            print(f"{side}: running (timeout {timeout:.0f} s)", flush=True)
+            report["sides"][side] = side_process(side, work, s, timeout)
             write_json(args.json, report)
             print(f"{side}: {describe(report['sides'][side])}", flush=True)
     markdown_table("Training against TRL on one device", *gpu_table(s, report["sides"]))
@@ -551,7 +577,7 @@ def gpu_part(args: argparse.Namespace) -> None:
 
 def describe(r: dict[str, Any]) -> str:
     if "error" in r:
-        return f"FAILED ({r['error']}): {r['stderr_tail'][-600:]}"
+        return f"FAILED ({r['error']}): {r.get('stderr_tail', '')[-600:]}"
     steady = r["steady_tokens_per_second"]
     return (f"{r['trained_tokens']} trained tokens, {steady:.0f} tokens/s steady" if steady else
             f"{r['trained_tokens']} trained tokens") + (f", {r['wall_s']:.1f} s end to end, "
@@ -588,6 +614,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--steps", type=int, help="DPO optimiser steps")
     parser.add_argument("--batch-size", type=int, help="DPO pairs per step")
     parser.add_argument("--max-length", type=int, help="DPO tokens kept per sequence")
+    parser.add_argument("--repeats", type=int, default=1, help="--part dpo: runs of both sides, the order "
+                        "swapped each time")
     parser.add_argument("--completion-tokens", type=int, help="--part gpu: tokens of each chosen and rejected answer")
     parser.add_argument("--activation-checkpointing", action=argparse.BooleanOptionalAction, default=False,
                         help="activation checkpointing on every side (default: off on every side)")
@@ -600,6 +628,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("bf16", "fp32"), help="--part gpu: training precision (bf16 on cuda)")
     parser.add_argument("--sides", help=f"--part gpu: some of {','.join(GPU_SIDES)} (default: all, in that order)")
     parser.add_argument("--side-timeout", type=float, help="--part gpu: seconds each side may take")
+    parser.add_argument("--budget", type=float, help="--part gpu: seconds all sides may take together (the sides "
+                        "left when it is spent are recorded as not run; default on cuda 450, on cpu none)")
     parser.add_argument("--json", type=Path, help="--part gpu: write the results here (rewritten after each side)")
     parser.add_argument("--arm", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
