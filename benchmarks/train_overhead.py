@@ -37,13 +37,13 @@ Same model folder, data and lengths on every side: DPO pairs whose chosen and re
 --completion-tokens tokens; RL prompts from the same questions, `ppo-batch-size` completions per step
 (rloo: ppo-batch-size / num-generations prompts x num-generations; ppo: ppo-batch-size prompts x 1) of up to
 `ppo-response-length` sampled tokens (a random model seldom samples EOS, so completions run to the limit on
-every side), `ppo-iterations` optimiser steps, one pass over each rollout, KL
-coefficient 0.04, the reward model a random score head on the policy's weights. Precision: --dtype (bf16 on
-cuda). Our stages get `dtype: bf16` (and `master_weights: fp32` where the config has that knob): the trained
-weights stay fp32 under bf16 autocast. The TRL sides load the trained model in fp32 and set bf16=True, which
-is the same work; the reward model they load in bf16 (a frozen scorer, as rl.py loads it under bf16), and TRL
-builds its reference models itself, in the policy's dtype. The JSON records each side's trained-weight dtype
-(read from the model that trains) and our stages' precision record, so a reader can check the two sides match.
+every side), `ppo-iterations` optimiser steps, one pass over each rollout, KL coefficient 0.04, the reward
+model a random score head on the policy's weights. Precision: --dtype (bf16 on cuda). Our stages get
+`dtype: bf16` (and `master_weights: fp32` where the config has that knob): the trained weights stay fp32 under
+bf16 autocast. The TRL sides load the trained model in fp32 and set bf16=True, which is the same work; they
+load the reward model in bf16 (a frozen scorer, as rl.py loads it under bf16), and TRL builds its reference
+models itself, in the policy's dtype. The JSON records each side's trained-weight dtype (read from the model
+that trains) and our stages' precision record, so a reader can check that the two sides match.
 Measured per side:
     trained tokens   the non-padding tokens (attention_mask's sum) of every forward pass of the trained causal LM
                      that builds a gradient: DPO's chosen + rejected sequences, RL's prompt + completion; not
@@ -59,10 +59,11 @@ per side and 450 s for all (--budget; a side not started in time is recorded as 
 device tool (about 9 minutes a command) always returns the JSON.
 On cpu: --shape tiny, DPO 2 x 2, 16-token answers; RL 2 x 4 completions of 8 tokens, 2 generations.
 
-On the GPU machine (no network): carry the tokenizer (python benchmarks/random_model.py writes one with the
-model; or copy tokenizer.json, tokenizer_config.json and chat_template.jinja of the embedded model into a
-folder) and give it as --tokenizer; carry as wheels (`pip download --no-deps`, see the device README) the
-packages the image lacks: trl==1.16.0, datasets, dill, multiprocess. Then, e.g.
+On the GPU machine (no network; this script ran on the CPU with its transformers 5.17.0, huggingface_hub
+1.33.0 and trl 1.16.0): carry a tokenizer folder, e.g. `python benchmarks/random_model.py --shape tiny --out
+.tok` (10 MB; only its tokenizer files are read), and wheels of the packages its image lacks (device README,
+`pip download --no-deps --python-version 3.12 ...`): trl==1.16.0 datasets==5.2.0 dill==0.4.1
+multiprocess==0.70.19, 1.7 MB together (datasets 5.2 wants pyarrow >= 24: check `pip show pyarrow` there).
     python benchmarks/train_overhead.py --part gpu --tokenizer .tok --json $OUT/train_overhead.json
 """
 from __future__ import annotations
