@@ -111,7 +111,7 @@ def test_ppo_resumes_from_its_last_state_as_if_never_stopped(yes_no_setup, rewar
     assert any(r["truncated"] > 0.5 for r in rows)
     assert [r["learning_rate"] for r in rows] == sorted((r["learning_rate"] for r in rows), reverse=True)
     assert resumed.manifest["precision"] == {"requested": "auto", "dtype": "fp32", "gradient_checkpointing": False,
-                                             "quantization": "none"}
+                                             "quantization": "none", "master_weights": "fp32", "deepspeed": False}
 
 
 def test_ppo_with_lora_on_policy_and_critic_and_with_a_shared_trunk(yes_no_setup, reward_model, tmp_path):

@@ -258,13 +258,16 @@ class TrainConfig(StageConfig):
     video_frames: int = knob(8, "frames sampled from each video, as in `eval-anything run`")
     dtype: str = knob("auto", "training precision: auto (bf16 on a GPU that has it, else fp16 on a GPU, "
                       "fp32 on CPU), bf16, fp16 or fp32")
+    master_weights: str = knob("fp32", "under bf16, the dtype of the weights the optimizer updates: fp32 (mixed "
+                               "precision) or bf16 (half the memory; updates under 1/256 of a weight are lost); "
+                               "not with deepspeed, which keeps its own fp32 copy")
     gradient_checkpointing: bool = knob(False, "recompute activations in the backward pass (less memory)")
     quantization: str = knob("none", "load the frozen base in 4bit or 8bit for LoRA (needs bitsandbytes)")
     report_to: str = knob("auto", "where metrics also go: auto (tensorboard when installed, else none), "
                           "none, tensorboard, wandb", identity=False)
 
     def validate(self) -> None:
-        from eval_anything.align.precision import DTYPES, QUANTIZATIONS
+        from eval_anything.align.precision import DTYPES, MASTER_WEIGHTS, QUANTIZATIONS
 
         if not self.output_dir:
             raise ConfigError(f"{self.STAGE}: output_dir is required")
@@ -272,6 +275,12 @@ class TrainConfig(StageConfig):
             raise ConfigError(f"{self.STAGE}: max_steps and batch_size must be at least 1")
         if self.dtype not in DTYPES:
             raise ConfigError(f"{self.STAGE}: dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.master_weights not in MASTER_WEIGHTS:
+            raise ConfigError(f"{self.STAGE}: master_weights must be one of {', '.join(MASTER_WEIGHTS)}, "
+                              f"got {self.master_weights!r}")
+        if self.master_weights != "fp32" and self.deepspeed:
+            raise ConfigError(f"{self.STAGE}: master_weights {self.master_weights} cannot be combined with deepspeed, "
+                              "which keeps its own fp32 master copy; drop one of them")
         if self.quantization not in QUANTIZATIONS:
             raise ConfigError(f"{self.STAGE}: quantization must be one of {', '.join(QUANTIZATIONS)}, "
                               f"got {self.quantization!r}")

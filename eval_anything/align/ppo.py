@@ -54,7 +54,7 @@ from eval_anything.align.artifacts import Artifact, fingerprint
 from eval_anything.align.config import PPOConfig
 from eval_anything.align.data import load_llf_records
 from eval_anything.align.metrics import MetricsFile, resolve_report_to
-from eval_anything.align.precision import Precision, enable_checkpointing, resolve
+from eval_anything.align.precision import Precision, cast_trained, enable_checkpointing, resolve
 from eval_anything.align.score_model import MediaRewardScorer, RewardScorer, is_score_head_model, load_score_model
 from eval_anything.align.train import (CHECKPOINTS_DIR, MODEL_DIR, TrainResult, lineage, load_for_training, model_dir,
                                        render_prompt)
@@ -182,7 +182,8 @@ class Rollout:
 
 
 def _load_critic(config: PPOConfig, precision: Precision) -> Any:
-    critic = load_score_model(model_dir(config.reward_model), precision.load_dtype)
+    """The value model, from the reward model; with critic_lora its trunk is a frozen base."""
+    critic = load_score_model(model_dir(config.reward_model), precision.load_dtype(frozen=config.critic_lora))
     if config.critic_lora:
         from peft import LoraConfig, get_peft_model
 
@@ -213,7 +214,7 @@ class PPOTrainer:
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
         # not prepared: accelerate would step it once per process per optimizer step
         self.accelerator.register_for_checkpointing(self.scheduler)
-        reward_dir, device, dtype = model_dir(config.reward_model), self.accelerator.device, self.precision.load_dtype
+        reward_dir, device, dtype = model_dir(config.reward_model), self.accelerator.device, self.precision.frozen_dtype
         with self._unsharded_loading():
             self.scorer = (MediaRewardScorer(reward_dir, device, dtype, config.video_frames)
                            if is_score_head_model(reward_dir) else RewardScorer(reward_dir, device, dtype))
@@ -234,7 +235,7 @@ class PPOTrainer:
 
         config = self.config
         policy, self.processor, self.inputs = load_for_training(config.model, config.video_frames,
-                                                                precision=self.precision)
+                                                                precision=self.precision, frozen=config.lora)
         self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
         self.eos_ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id} - {None}
         gen_eos = policy.generation_config.eos_token_id
@@ -242,7 +243,8 @@ class PPOTrainer:
         policy.config.use_cache = False
         self.reference = None
         if not config.lora:
-            self.reference = copy.deepcopy(policy).to(self.accelerator.device).eval().requires_grad_(False)
+            self.reference = copy.deepcopy(policy).to(self.accelerator.device, self.precision.frozen_dtype)
+            self.reference.eval().requires_grad_(False)
         policy = self._adapt(policy)
         with_critic = config.advantage_estimator == "gae"
         critic = None if config.shared_trunk or not with_critic else _load_critic(config, self.precision)
@@ -252,6 +254,7 @@ class PPOTrainer:
                 if self.precision.gradient_checkpointing:
                     enable_checkpointing(trainable)
         model = _actor_critic(policy, critic, value=with_critic)
+        cast_trained(model, self.precision)
         policy_params = [p for p in model.policy.parameters() if p.requires_grad]
         critic_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("policy.")]
         groups = [{"params": policy_params, "lr": config.learning_rate},
@@ -587,15 +590,19 @@ class PPOTrainer:
 def _accelerator(config: PPOConfig, precision: Precision, report_to: str) -> Any:
     import torch
     from accelerate import Accelerator
-    from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env
+    from accelerate.state import AcceleratorState, GradientState
+    from accelerate.utils import InitProcessGroupKwargs
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     # without a GPU accelerate picks no process-group backend: name gloo (see the notes)
     handlers = [InitProcessGroupKwargs(backend="gloo")] if distributed and not torch.cuda.is_available() else []
     plugin = _deepspeed_plugin(config.deepspeed)
+    # accelerate's states are process-wide singletons, and AcceleratorState refuses another mixed_precision than
+    # an earlier stage of this process set (a bf16 DPO before an fp32 PPO); the process group (PartialState) stays
+    AcceleratorState._reset_state()
+    GradientState._reset_state()
     # `accelerate launch` with a DeepSpeed config asks for it through the environment; cpu=True would drop it
-    deepspeed = plugin is not None or parse_flag_from_env("ACCELERATE_USE_DEEPSPEED")
-    return Accelerator(cpu=not torch.cuda.is_available() and not deepspeed, kwargs_handlers=handlers,
+    return Accelerator(cpu=not torch.cuda.is_available() and not precision.deepspeed, kwargs_handlers=handlers,
                        mixed_precision=precision.mixed_precision, deepspeed_plugin=plugin,
                        log_with=None if report_to == "none" else report_to,
                        project_dir=str(Path(config.output_dir) / "logs"))

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 from eval_anything.align.config import GRPOConfig, PPOConfig, RLConfig, RLOOConfig, TrainConfig
 from eval_anything.align.data import load_llf_records
 from eval_anything.align.precision import resolve
-from eval_anything.align.train import (TrainResult, load_for_training, lora_config, model_dir, render_prompt,
-                                       run_training, training_arguments)
+from eval_anything.align.train import (TrainResult, load_stage_model, lora_config, model_dir, reference_loading,
+                                       render_prompt, run_training, training_arguments)
 from eval_anything.errors import UsageError
 
 
@@ -25,17 +25,18 @@ def _trainer(config: RLConfig, algorithm: str) -> tuple[Any, Any]:
     config_class, trainer_class = {"rloo": (trl.RLOOConfig, trl.RLOOTrainer),
                                    "grpo": (trl.GRPOConfig, trl.GRPOTrainer)}[algorithm]
     # loaded from its folder: with beta > 0 TRL rebuilds the reference from config.name_or_path
-    model, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
+    model, processor, inputs = load_stage_model(config)
     rows = [{"prompt": render_prompt(inputs, record.parts())[0]} for record in _records(config)]
     reward_dir = model_dir(config.reward_model)
     reward_tokenizer = transformers.AutoTokenizer.from_pretrained(reward_dir)
     if reward_tokenizer.pad_token is None:
         reward_tokenizer.pad_token = reward_tokenizer.eos_token
     reward = transformers.AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1,
-                                                                             dtype=resolve(config).load_dtype)
+                                                                             dtype=resolve(config).frozen_dtype)
     reward.config.pad_token_id = reward_tokenizer.pad_token_id
     args = training_arguments(config_class, config, num_generations=config.num_generations,
-                              max_completion_length=config.max_completion_length, beta=config.beta)
+                              max_completion_length=config.max_completion_length, beta=config.beta,
+                              **(reference_loading(config) if config.beta else {}))
     trainer = trainer_class(model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
                             processing_class=processor, reward_processing_classes=[reward_tokenizer],
                             peft_config=lora_config(config, "CAUSAL_LM"))

@@ -27,7 +27,7 @@ from eval_anything.align.config import CriticSFTConfig, DPOConfig, RMConfig, Tra
 from eval_anything.align.data import load_llf_records, load_preference_records
 from eval_anything.align.generate import critique_prompt
 from eval_anything.align.metrics import metrics_callback, quiet_progress, resolve_report_to
-from eval_anything.align.precision import Precision, load_kwargs, resolve
+from eval_anything.align.precision import Precision, cast_trained, load_kwargs, resolve
 from eval_anything.datamodel import Part
 from eval_anything.errors import UsageError
 from eval_anything.manifest import LINEAGE_FILE
@@ -59,9 +59,11 @@ def model_dir(reference: str) -> Path:
     return local_weights_dir(reference)
 
 
-def load_for_training(reference: str, video_frames: int = 8, head: str = "causal", precision: Precision | None = None):
-    """(model, processor, InputProcessor) — loaded as the hf backend loads them, in the dtype of
-    `precision` (float32 without one), quantised when it says so."""
+def load_for_training(reference: str, video_frames: int = 8, head: str = "causal", precision: Precision | None = None,
+                      frozen: bool = False):
+    """(model, processor, InputProcessor) — loaded as the hf backend loads them, in `precision`'s dtype for
+    weights being trained, or for frozen ones (a LoRA base, a reference; float32 without a precision),
+    quantised when it says so."""
     import transformers
 
     from eval_anything.models.hf import load_generative_model
@@ -72,7 +74,7 @@ def load_for_training(reference: str, video_frames: int = 8, head: str = "causal
     tokenizer = getattr(processor, "tokenizer", processor)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    dtype, extra = (precision.load_dtype, load_kwargs(precision)) if precision is not None else (_float32(), {})
+    dtype, extra = (precision.load_dtype(frozen), load_kwargs(precision)) if precision is not None else (_float32(), {})
     if head == "reward":
         model = transformers.AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, dtype=dtype,
                                                                                  **extra)
@@ -80,6 +82,21 @@ def load_for_training(reference: str, video_frames: int = 8, head: str = "causal
     else:
         model = load_generative_model(transformers, path, dtype, extra, input_modalities_of(processor))
     return model, processor, InputProcessor(processor, video_frames, str(path))
+
+
+def load_stage_model(config: TrainConfig, head: str = "causal") -> tuple[Any, Any, Any]:
+    """load_for_training for the model a stage trains: with LoRA, its base is frozen."""
+    return load_for_training(config.model, config.video_frames, head, precision=resolve(config), frozen=config.lora)
+
+
+def reference_loading(config: TrainConfig) -> dict[str, Any]:
+    """TRL's model_init_kwargs for the frozen reference it builds for a trained policy (DPO, RLOO, GRPO: it
+    would copy the policy's dtype); none with LoRA (the reference is the base without the adapter).
+    TRL logs that model_init_kwargs are ignored because the policy is given; they still load the reference."""
+    precision = resolve(config)
+    if config.lora or precision.frozen_dtype == precision.trained_dtype:
+        return {}
+    return {"model_init_kwargs": {"dtype": str(precision.frozen_dtype).removeprefix("torch.")}}
 
 
 def _float32() -> Any:
@@ -239,6 +256,7 @@ def run_training(stage: str, config: TrainConfig, data_path: str,
         log.info("%s: %s is complete; nothing to do", stage, out)
         return TrainResult(out, out / MODEL_DIR, manifest, skipped=True, losses=manifest.get("losses", []))
     trainer, processor = build()
+    cast_trained(trainer.model, resolve(config))
     quiet_progress(trainer)
     trainer.add_callback(metrics_callback(out))
     for callback in callbacks:
@@ -312,7 +330,7 @@ def train_critic(config: CriticSFTConfig, callbacks: Sequence[Any] = ()) -> Trai
     def build():
         from trl import SFTConfig, SFTTrainer
 
-        model, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
+        model, processor, inputs = load_stage_model(config)
         tokenizer = getattr(processor, "tokenizer", processor)
         rows = []
         for record in _limit(load_llf_records(config.data), config.limit):
@@ -346,12 +364,12 @@ def dpo_trainer(config: DPOConfig) -> tuple[Any, Any]:
     """The TRL DPOTrainer for a DPO stage config (also used by benchmarks/train_overhead.py)."""
     from trl import DPOConfig as TRLDPOConfig, DPOTrainer
 
-    model, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
+    model, processor, inputs = load_stage_model(config)
     tokenizer = getattr(processor, "tokenizer", processor)
     rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
     media = _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
     args = training_arguments(TRLDPOConfig, config, beta=config.beta, max_length=None if media else config.max_length,
-                              remove_unused_columns=not media)
+                              remove_unused_columns=not media, **reference_loading(config))
     trainer = DPOTrainer(model=model, args=args, train_dataset=_dataset(rows), processing_class=processor,
                          data_collator=MediaCollator(inputs, config.max_length, ("chosen", "rejected")) if media else None,
                          peft_config=lora_config(config, "CAUSAL_LM"))
@@ -376,8 +394,7 @@ def train_reward_model(config: RMConfig, callbacks: Sequence[Any] = ()) -> Train
     def build():
         from trl import RewardConfig, RewardTrainer
 
-        model, processor, inputs = load_for_training(config.model, config.video_frames, head="reward",
-                                                     precision=resolve(config))
+        model, processor, inputs = load_stage_model(config, head="reward")
         tokenizer = getattr(processor, "tokenizer", processor)
         rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
         _media_rows(rows, tokenizer.eos_token, ())
@@ -397,7 +414,7 @@ def _media_reward_trainer(config: RMConfig) -> tuple[Any, Any]:
 
     if config.lora:
         raise UsageError("rm: lora is not supported for a reward model on media (it trains the whole model)")
-    generative, processor, inputs = load_for_training(config.model, config.video_frames, precision=resolve(config))
+    generative, processor, inputs = load_stage_model(config)
     tokenizer = getattr(processor, "tokenizer", processor)
     rows = preference_rows(_limit(load_preference_records(config.pairs), config.limit), inputs)
     _media_rows(rows, tokenizer.eos_token, ("chosen", "rejected"))
