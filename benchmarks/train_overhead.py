@@ -40,10 +40,11 @@ Same model folder, data and lengths on every side: DPO pairs whose chosen and re
 every side), `ppo-iterations` optimiser steps, one pass over each rollout, KL coefficient 0.04, the reward
 model a random score head on the policy's weights. Precision: --dtype (bf16 on cuda). Our stages get
 `dtype: bf16` (and `master_weights: fp32` where the config has that knob): the trained weights stay fp32 under
-bf16 autocast. The TRL sides load the trained model in fp32 and set bf16=True, which is the same work; they
-load the reward model in bf16 (a frozen scorer, as rl.py loads it under bf16), and TRL builds its reference
-models itself, in the policy's dtype. The JSON records each side's trained-weight dtype (read from the model
-that trains) and our stages' precision record, so a reader can check that the two sides match.
+bf16 autocast, frozen models (references, the scoring reward model) load in bf16. The TRL sides do the same
+work: they load the trained model in fp32 and set bf16=True, load the reward model in bf16, and have TRL build
+its references in bf16 (model_init_kwargs, as align/train.py's reference_loading does). The JSON records each
+side's trained-weight dtype (read from the model that trains) and our stages' precision record, so a reader
+can check that the two sides match.
 Measured per side:
     trained tokens   the non-padding tokens (attention_mask's sum) of every forward pass of the trained causal LM
                      that builds a gradient: DPO's chosen + rejected sequences, RL's prompt + completion; not
@@ -59,12 +60,10 @@ per side and 450 s for all (--budget; a side not started in time is recorded as 
 device tool (about 9 minutes a command) always returns the JSON.
 On cpu: --shape tiny, DPO 2 x 2, 16-token answers; RL 2 x 4 completions of 8 tokens, 2 generations.
 
-On the GPU machine (no network; this script ran on the CPU with its transformers 5.17.0, huggingface_hub
-1.33.0 and trl 1.16.0): carry a tokenizer folder, e.g. `python benchmarks/random_model.py --shape tiny --out
-.tok` (10 MB; only its tokenizer files are read), and wheels of the packages its image lacks (device README,
-`pip download --no-deps --python-version 3.12 ...`): trl==1.16.0 datasets==5.2.0 dill==0.4.1
-multiprocess==0.70.19, 1.7 MB together (datasets 5.2 wants pyarrow >= 24: check `pip show pyarrow` there).
-    python benchmarks/train_overhead.py --part gpu --tokenizer .tok --json $OUT/train_overhead.json
+On the GPU machine (no network), benchmarks/device/session.sh runs this part after installing the wheels that
+benchmarks/device/fetch_wheels.sh gathers and building the model; by hand, after the same preparation:
+    python benchmarks/train_overhead.py --part gpu --model DIR --json $OUT/train_overhead.json
+Give --budget a little less than the command's own limit, so the table is printed before that limit ends it.
 """
 from __future__ import annotations
 
@@ -170,11 +169,15 @@ def our_knobs(config_class: type, s: Settings) -> dict[str, Any]:
 
 
 def trl_knobs(config_class: type, s: Settings, out: Path) -> dict[str, Any]:
-    """The TRL config values our stages set through align/train.py's training_arguments."""
+    """The TRL config values our stages set through align/train.py's training_arguments and reference_loading:
+    under bf16, the reference TRL builds loads in bf16 (model_init_kwargs; TRL would copy the fp32 policy's
+    dtype, and logs that it ignores model_init_kwargs for a policy given as a model, but loads the reference
+    with them)."""
+    frozen = {"model_init_kwargs": {"dtype": "bfloat16"}} if s.dtype == "bf16" else {}
     return dict(output_dir=str(out / "checkpoints"), logging_steps=1, report_to="none", bf16=s.dtype == "bf16",
                 fp16=False, seed=42, save_strategy="no", use_cpu=s.device == "cpu", disable_tqdm=True,
                 dataloader_num_workers=0, save_total_limit=2, learning_rate=s.learning_rate,
-                **checkpointing_flag(config_class, s.activation_checkpointing))
+                **checkpointing_flag(config_class, s.activation_checkpointing), **frozen)
 
 
 # -- the sides (each runs in its own process; imports come before the clock) --------------------------------
