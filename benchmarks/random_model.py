@@ -17,6 +17,10 @@ import shutil
 from pathlib import Path
 
 SHAPES = {
+    # the tests' tiny Llama (2 layers of 64): for smoke runs of the GPU benchmarks on a CPU
+    "tiny": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                 num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=4096,
+                 tie_word_embeddings=True),
     # the embedded model's own shape (LlamaForCausalLM)
     "smollm2-135m": dict(model_type="llama", hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
                          num_attention_heads=9, num_key_value_heads=3, head_dim=64, max_position_embeddings=8192,
