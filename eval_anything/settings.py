@@ -411,5 +411,17 @@ def with_batch_size(spec: ModelSpec, batch_size: str | int) -> ModelSpec:
         own = (f"sets its own (--model-args {traits.batch_argument}=N)" if traits.batch_argument
                else "takes no batch size")
         raise UsageError(f"--batch-size applies to the {takers} backends; the {spec.backend} backend {own}")
-    value = batch_size if batch_size == "auto" else int(batch_size)
-    return dataclasses.replace(spec, args={**spec.args, traits.batch_argument: value})
+    return dataclasses.replace(spec, args={**spec.args, traits.batch_argument: _batch_size_value(batch_size)})
+
+
+def _batch_size_value(batch_size: str | int) -> str | int:
+    if batch_size == "auto":
+        return batch_size
+    try:
+        value = int(batch_size)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"--batch-size {batch_size}: give a whole number of at least 1, or auto")
+    return value
+

@@ -16,6 +16,7 @@ import pytest
 import eval_anything
 from eval_anything.models import (BackendTraits, ModelSpec, backend_traits, backends, backends_where,
                                   known_traits)
+from eval_anything.errors import UsageError
 from eval_anything.registry import UnknownNameError
 
 PACKAGE = Path(eval_anything.__file__).resolve().parent
@@ -134,6 +135,9 @@ def test_batch_size_sets_the_batch_argument():
 
     assert with_batch_size(ModelSpec("hf", "x"), "4").args == {"batch_size": 4}
     assert with_batch_size(ModelSpec("embedded", "x", {"a": 1}), "auto").args == {"a": 1, "batch_size": "auto"}
+    for bad in ("0", "-2", "8x"):
+        with pytest.raises(UsageError, match=f"--batch-size {bad}: give a whole number of at least 1, or auto"):
+            with_batch_size(ModelSpec("hf", "x"), bad)
 
 
 @pytest.mark.parametrize("model, expected", [("openai:gpt-x", {"concurrency": 3}), ("hf:/m", {"batch_size": 3}),
