@@ -16,7 +16,7 @@ from eval_anything.datamodel import GenerationConfig, Modality
 from eval_anything.errors import UsageError
 from eval_anything.flags import Group, add_arguments, flag, from_namespace
 from eval_anything.models import backend_traits, backends_where
-from eval_anything.models.base import ModelSpec
+from eval_anything.models.base import ModelSpec, batch_size_value
 
 if TYPE_CHECKING:
     from eval_anything.tasks import Task
@@ -411,17 +411,6 @@ def with_batch_size(spec: ModelSpec, batch_size: str | int) -> ModelSpec:
         own = (f"sets its own (--model-args {traits.batch_argument}=N)" if traits.batch_argument
                else "takes no batch size")
         raise UsageError(f"--batch-size applies to the {takers} backends; the {spec.backend} backend {own}")
-    return dataclasses.replace(spec, args={**spec.args, traits.batch_argument: _batch_size_value(batch_size)})
-
-
-def _batch_size_value(batch_size: str | int) -> str | int:
-    if batch_size == "auto":
-        return batch_size
-    try:
-        value = int(batch_size)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError(f"--batch-size {batch_size}: give a whole number of at least 1, or auto")
-    return value
+    value = batch_size_value(batch_size, f"--batch-size {batch_size}")
+    return dataclasses.replace(spec, args={**spec.args, traits.batch_argument: value})
 

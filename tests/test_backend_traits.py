@@ -136,7 +136,7 @@ def test_batch_size_sets_the_batch_argument():
     assert with_batch_size(ModelSpec("hf", "x"), "4").args == {"batch_size": 4}
     assert with_batch_size(ModelSpec("embedded", "x", {"a": 1}), "auto").args == {"a": 1, "batch_size": "auto"}
     for bad in ("0", "-2", "8x"):
-        with pytest.raises(UsageError, match=f"--batch-size {bad}: give a whole number of at least 1, or auto"):
+        with pytest.raises(UsageError, match=f"--batch-size {bad}: use a whole number of at least 1, or auto"):
             with_batch_size(ModelSpec("hf", "x"), bad)
 
 

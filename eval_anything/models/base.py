@@ -92,6 +92,18 @@ LM_EVAL_MODELS = {"hf": "hf", "hf-auto": "hf", "huggingface": "hf", "hf-multimod
 weights are named by the model argument `pretrained=`, as there."""
 
 
+def batch_size_value(requested: Any, subject: str) -> Any:
+    """`auto`, or a whole number of at least 1 (an int or its digits); else a UsageError starting with
+    `subject` (the flag or model argument that gave it)."""
+    if requested == "auto":
+        return requested
+    if isinstance(requested, str) and requested.strip().isdigit():
+        requested = int(requested)
+    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+        raise UsageError(f"{subject}: use a whole number of at least 1, or auto")
+    return requested
+
+
 def parse_model_spec(text: str | None, args: Mapping[str, Any] | None = None, backends: Iterable[str] = ()) -> ModelSpec:
     """Read `[backend:]reference`; without a backend, a directory means `hf`, a .jsonl file `replay`;
     lm-eval's `hf` (or `vllm`) with `pretrained=REF` among the arguments means `hf:REF`."""

@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator
 
 from eval_anything.datamodel import Modality, ModelOutput, Request
 from eval_anything.errors import UsageError
-from eval_anything.models.base import ModelSpec
+from eval_anything.models.base import ModelSpec, batch_size_value
 from eval_anything.models.continuous_batching import CONTINUOUS, ContinuousBatching
 from eval_anything.models.inputs import InputProcessor, input_modalities_of, load_processor
 from eval_anything.models.loading import LoadingOptions, check_adapter_base, check_hf_arguments, load_adapter
@@ -65,8 +65,9 @@ class HFModel(ContinuousBatching):
         if self.batching not in (CONTINUOUS, STATIC):
             raise UsageError(f"batching must be {CONTINUOUS} or {STATIC}, not {self.batching!r}")
         requested = args.pop("batch_size", AUTO)
-        self._auto_batch = requested == AUTO
-        self._batch_size = AUTO_START_BATCH if self._auto_batch else _batch_size(requested)
+        batch_size = batch_size_value(requested, f"model argument batch_size={requested!r} (also set by --batch-size)")
+        self._auto_batch = batch_size == AUTO
+        self._batch_size = AUTO_START_BATCH if self._auto_batch else batch_size
         device_name = _device_name(torch, args.pop("device", AUTO))
         packed = args.pop("packed_linears", True)
         if not isinstance(packed, bool):
@@ -129,15 +130,6 @@ class HFModel(ContinuousBatching):
     def close(self) -> None:
         del self.model
         release_cached_memory()
-
-
-def _batch_size(requested: Any) -> int:
-    if isinstance(requested, str) and requested.strip().isdigit():
-        requested = int(requested)
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
-        raise UsageError(f"model argument batch_size={requested!r} (also set by --batch-size): use a whole number "
-                         "of at least 1, or auto")
-    return requested
 
 
 def _device_name(torch: Any, requested: str) -> str:
