@@ -45,6 +45,8 @@ from pathlib import Path
 from timing import command_line, machine, markdown_table, today  # benchmarks/timing.py, beside this script
 from vs_lm_eval import LM_EVAL_TASK, arithmetic_questions, eval_anything_task
 
+from eval_anything.rundir import write_json_atomic
+
 TITLE = "GPU throughput against lm-evaluation-harness"
 SIDES = ("ea-hf", "ea-vllm", "lm-hf", "lm-vllm")
 NEEDS = {"ea-hf": (), "ea-vllm": ("vllm",), "lm-hf": ("lm_eval",), "lm-vllm": ("lm_eval", "vllm")}
@@ -295,10 +297,7 @@ def write_json(path: Path, setup: dict, sides: dict[str, Side]) -> None:
             record["answers_equal_to"] = {"side": reference.name, "equal": equal_answers(side, reference),
                                           "of": len(reference.answers)}
         records[name] = record
-    document = {"benchmark": TITLE, **setup, "sides": records, "ratios": ratios(sides)}
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(document, indent=1) + "\n")
-    os.replace(temporary, path)
+    write_json_atomic(path, {"benchmark": TITLE, **setup, "sides": records, "ratios": ratios(sides)})
 
 
 def _fixed(value: float | None, digits: int) -> str:

@@ -82,6 +82,8 @@ from typing import Any, Callable
 
 from timing import command_line, machine, markdown_table, spread, today  # benchmarks/timing.py, beside this script
 
+from eval_anything.rundir import write_json_atomic
+
 TITLE = "Training overhead"
 QUESTIONS = [
     ("What is 12 + 30?", "12 + 30 = 42.", "It is 52."),
@@ -381,12 +383,8 @@ def _text(data: str | bytes | None) -> str:
 
 
 def write_json(path: Path | None, report: dict[str, Any]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(report, indent=1))
-    partial.replace(path)
+    if path is not None:
+        write_json_atomic(path, report)
 
 
 # -- the dpo part ----------------------------------------------------------------------------------------------
